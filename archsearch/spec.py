@@ -214,12 +214,12 @@ def _where(index: int, raw: Mapping[str, Any]) -> str:
 
 def node_from_dict(raw: Mapping[str, Any], index: int = 0) -> Node:
     """Build a node from a plain mapping, rejecting unknown ops, unknown fields and bad types."""
-    where = _where(index, raw)
     if not isinstance(raw, Mapping):
         raise SpecError(f"node #{index} must be a mapping with 'name' and 'op', got {raw!r}.")
+    where = _where(index, raw)
     op = raw.get("op")
     if op not in NODE_TYPES:
-        raise SpecError(f"{where} has unknown op {op!r}; allowed ops are {', '.join(sorted(NODE_TYPES))}.")
+        raise SpecError(f"{where} field 'op' is {op!r}, not an op; allowed: {', '.join(sorted(NODE_TYPES))}.")
     cls = NODE_TYPES[op]
     allowed = {f.name: f for f in fields(cls)}
     kwargs: dict[str, Any] = {}
@@ -368,9 +368,23 @@ class NetSpec:
 
     @property
     def hash(self) -> str:
-        """Stable 12-hex-digit hash of the graph (input, classes, nodes; not the name)."""
+        """Stable 12-hex-digit hash of the graph (input, classes, nodes; not the name).
+
+        Spellings of the same graph hash alike: expand keys in any order, an ``inputs`` list
+        naming just the previous node, a conv ``padding`` equal to its default and a pool
+        ``stride`` equal to its kernel.
+        """
         body = self.to_dict()
         del body["name"]
+        previous = "input"
+        for node, raw in zip(self.nodes, body["nodes"], strict=True):
+            if raw.get("inputs") == [previous]:
+                del raw["inputs"]
+            if isinstance(node, ConvNode) and node.kernel % 2 and raw.get("padding") == _same_padding(node):
+                del raw["padding"]
+            if isinstance(node, PoolNode) and raw.get("stride") == node.kernel:
+                del raw["stride"]
+            previous = node.name
         canon = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode()).hexdigest()[:12]
 
@@ -432,8 +446,10 @@ def _out_size(size: int, kernel: int, stride: int, padding: int, dilation: int, 
 
 def conv_padding(node: ConvNode) -> int:
     """The padding a conv node uses (explicit, or "same" for odd kernels)."""
-    if node.padding is not None:
-        return node.padding
+    return node.padding if node.padding is not None else _same_padding(node)
+
+
+def _same_padding(node: ConvNode) -> int:
     return node.dilation * (node.kernel - 1) // 2
 
 
@@ -516,11 +532,15 @@ def _node_shape(spec: NetSpec, node: Node, in_shapes: list[Shape], where: str) -
         pad = conv_padding(node)
         oh = _out_size(h, node.kernel, node.stride, pad, node.dilation, False)
         ow = _out_size(w, node.kernel, node.stride, pad, node.dilation, False)
-        _check_spatial(where, oh, ow, h, w)
+        _check_spatial(where, oh, ow, h, w, "'kernel', 'stride', 'padding' or 'dilation'")
         return (out, oh, ow)
     if isinstance(node, FireNode):
         c, h, w = _spatial(where, in_shapes[0], node.op)
         _positive(where, "squeeze", node.squeeze)
+        if not node.expand:
+            raise SpecError(
+                f"{where} needs field 'expand', mapping kernel size to channels, e.g. {{1: 64, 3: 64}}."
+            )
         for k, ch in node.expand:
             if k < 1 or k % 2 == 0:
                 raise SpecError(
@@ -543,7 +563,7 @@ def _node_shape(spec: NetSpec, node: Node, in_shapes: list[Shape], where: str) -
             raise SpecError(f"{where} field 'padding' must be between 0 and kernel/2, got {node.padding}.")
         oh = _out_size(h, node.kernel, stride, node.padding, 1, node.ceil_mode)
         ow = _out_size(w, node.kernel, stride, node.padding, 1, node.ceil_mode)
-        _check_spatial(where, oh, ow, h, w)
+        _check_spatial(where, oh, ow, h, w, "'kernel', 'stride' or 'padding'")
         return (c, oh, ow)
     if isinstance(node, GlobalAvgPoolNode):
         c, _, _ = _spatial(where, in_shapes[0], node.op)
@@ -591,9 +611,9 @@ def _node_shape(spec: NetSpec, node: Node, in_shapes: list[Shape], where: str) -
     raise SpecError(f"{where} has unsupported op {node.op!r}.")  # pragma: no cover
 
 
-def _check_spatial(where: str, oh: int, ow: int, h: int, w: int) -> None:
+def _check_spatial(where: str, oh: int, ow: int, h: int, w: int, fields: str) -> None:
     if oh < 1 or ow < 1:
         raise SpecError(
-            f"{where} shrinks its {h}x{w} input to {oh}x{ow}; the spatial size must stay >= 1 "
-            "(fewer pools or strides, or a larger input)."
+            f"{where} shrinks its {h}x{w} input to {oh}x{ow} through fields {fields}; the spatial "
+            "size must stay >= 1 (a smaller kernel or stride, fewer pools, or a larger input)."
         )
