@@ -228,7 +228,7 @@ def print_compare_table(
 ) -> None:
     """Render :func:`compare_table` rows with one column per network, ratios to the first in brackets."""
     table = Table(
-        title=escape(f"{len(rows)} networks, ratios to {rows[0]['model']}"), caption=_caption(hardware)
+        title=escape(f"costs side by side, ratios to {rows[0]['model']}"), caption=_caption(hardware)
     )
     table.add_column("metric", no_wrap=True)
     for row in rows:
