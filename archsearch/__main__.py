@@ -1,0 +1,46 @@
+"""``python -m archsearch``: train one ``model=`` or, with ``+sweep=NAME``, run a search.
+
+Examples:
+    python -m archsearch                                   # train fire_digits on digits
+    python -m archsearch model=fire_mnist data=fashion_mnist trainer.epochs=2
+    python -m archsearch model_file=results/fire/nets/trial_0007_ab12cd34ef56.yaml
+    python -m archsearch +sweep=fire                       # the search (see README)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from archsearch.cli import run_cli
+
+
+def dispatch(cfg: DictConfig) -> Any:
+    """What the CLI does, as a plain function: a sweep if ``cfg.sweep`` is set, else one training run."""
+    model_file = cfg.get("model_file")
+    if model_file:
+        from archsearch.spec import load_spec
+
+        spec = load_spec(str(model_file))
+        with open_dict(cfg):
+            cfg.model = OmegaConf.create(spec.to_dict())
+    if cfg.get("sweep") is not None:
+        from rich.console import Console
+
+        from archsearch.search import run_sweep
+
+        return run_sweep(cfg, console=Console())
+    from archsearch.single import train_single
+
+    return train_single(cfg)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    run_cli(lambda: dispatch(cfg))
+
+
+if __name__ == "__main__":
+    main()

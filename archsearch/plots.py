@@ -1,0 +1,122 @@
+"""Plots of a study's front: matplotlib PNG and plotly HTML, accuracy against costs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from archsearch.export import completed_feasible
+
+__all__ = ["plot_front", "plot_hypervolume"]
+
+_COST_AXES = ("params", "macs")
+
+
+def _axes(names: Sequence[str]) -> tuple[str, list[str]]:
+    """The accuracy-like objective for y, and the cost metrics for x (params and MACs always)."""
+    y = "val_acc" if "val_acc" in names else names[0]
+    xs = list(_COST_AXES) + [n for n in names if n != y and n not in _COST_AXES]
+    return y, xs
+
+
+def _value(t: FrozenTrial, names: Sequence[str], key: str) -> float | None:
+    if key in names and t.values is not None:
+        return float(t.values[list(names).index(key)])
+    costs = t.user_attrs.get("costs") or {}
+    value = costs.get(key, t.user_attrs.get(key))
+    return float(value) if isinstance(value, int | float) else None
+
+
+def plot_front(
+    study: optuna.Study,
+    front: Sequence[FrozenTrial],
+    names: Sequence[str],
+    directions: Sequence[str],
+    out: Path,
+) -> dict[str, Path]:
+    """Write pareto.png and pareto.html: front members highlighted, dominated trials grey."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    y, xs = _axes(names)
+    trials = completed_feasible(study)
+    on_front = {t.number for t in front}
+    fig, axes = plt.subplots(1, len(xs), figsize=(5.5 * len(xs), 4.2), squeeze=False)
+    pfig = make_subplots(rows=1, cols=len(xs), subplot_titles=[f"{y} vs {x}" for x in xs])
+    for col, x in enumerate(xs):
+        ax = axes[0][col]
+        for member, colour, label in ((False, "#b0b0b0", "dominated"), (True, "#d62728", "Pareto front")):
+            pts = [
+                (vx, vy, t.number)
+                for t in trials
+                if (t.number in on_front) == member
+                and (vx := _value(t, names, x)) is not None
+                and (vy := _value(t, names, y)) is not None
+            ]
+            if member:
+                pts.sort()
+            if not pts:
+                continue
+            px, py, pn = zip(*pts, strict=True)
+            ax.scatter(px, py, c=colour, s=28 if member else 16, label=label, zorder=3 if member else 2)
+            if member:
+                ax.plot(px, py, c=colour, lw=0.8, alpha=0.6)
+            pfig.add_trace(
+                go.Scatter(
+                    x=px,
+                    y=py,
+                    mode="markers" + ("+lines" if member else ""),
+                    name=label,
+                    legendgroup=label,
+                    showlegend=col == 0,
+                    marker={"color": colour, "size": 9 if member else 6},
+                    text=[f"trial {n}" for n in pn],
+                    hovertemplate=f"%{{text}}<br>{x}=%{{x:,.0f}}<br>{y}=%{{y:.4f}}<extra></extra>",
+                ),
+                row=1,
+                col=col + 1,
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
+        ax.grid(alpha=0.3)
+        pfig.update_xaxes(type="log", title_text=x, row=1, col=col + 1)
+        pfig.update_yaxes(title_text=y, row=1, col=col + 1)
+    axes[0][0].legend()
+    fig.suptitle(f"study {study.study_name}: {len(front)} on the front of {len(trials)} feasible trials")
+    fig.tight_layout()
+    png = out / "pareto.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    html = out / "pareto.html"
+    pfig.update_layout(title=f"study {study.study_name}: Pareto front", template="plotly_white")
+    pfig.write_html(html, include_plotlyjs=True)
+    return {"png": png, "html": html}
+
+
+def plot_hypervolume(history: Sequence[tuple[int, float]], out: Path) -> dict[str, Path]:
+    """Write hypervolume.png: the normalised hypervolume of the front after each trial."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    if history:
+        n, hv = zip(*history, strict=True)
+        ax.step(n, hv, where="post")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("hypervolume (normalised)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out / "hypervolume.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return {"hypervolume_png": path}

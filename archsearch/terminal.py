@@ -1,0 +1,115 @@
+"""What a sweep shows in the terminal: one line per trial, then the front and where things went."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from archsearch.export import ExportResult
+    from archsearch.search import SweepSettings
+
+__all__ = ["SweepReporter", "fmt_count"]
+
+
+def fmt_count(value: float | None) -> str:
+    """12345 -> '12.3k', 8.19e8 -> '819M'."""
+    if value is None:
+        return "-"
+    v = float(value)
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g}{unit}"
+    return f"{v:.3g}"
+
+
+def _fmt_metric(name: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if name in ("val_acc", "val_acc_best", "test_acc"):
+        return f"{float(value):.4f}"
+    if name.endswith("_ms"):
+        return f"{float(value):.3g} ms"
+    return fmt_count(value)
+
+
+class SweepReporter:
+    """Prints a progress line per finished trial and a final Pareto table."""
+
+    def __init__(self, console: Console, objectives: Sequence[str], n_trials: int) -> None:
+        self.console = console
+        self.objectives = list(objectives)
+        self.n_trials = n_trials
+        self.started = time.perf_counter()
+
+    def start(self, study: optuna.Study, done: int) -> None:
+        self.started = time.perf_counter()
+        verb = "resuming" if done else "starting"
+        self.console.print(
+            f"[bold]{verb}[/bold] study [cyan]{study.study_name}[/cyan]: {done}/{self.n_trials} trials done, "
+            f"objectives {', '.join(self.objectives)}"
+        )
+
+    def trial_done(self, study: optuna.Study, number: int, outcome: dict[str, Any]) -> None:
+        from archsearch.export import front_trials
+
+        state = str(outcome.get("state", "?"))
+        colour = {"complete": "green", "infeasible": "yellow", "failed": "red", "pruned": "magenta"}.get(
+            state, "white"
+        )
+        front = len(front_trials(study))
+        elapsed = time.perf_counter() - self.started
+        parts = [
+            f"trial {number:>4}",
+            f"[{colour}]{state:<10}[/{colour}]",
+            f"params {fmt_count(outcome.get('params')):>7}",
+            f"MACs {fmt_count(outcome.get('macs')):>7}",
+            f"acc {_fmt_metric('val_acc', outcome.get('val_acc')):>6}",
+            f"front {front:>3}",
+            f"{outcome.get('seconds', 0.0):5.1f}s",
+            f"elapsed {elapsed:6.1f}s",
+        ]
+        if "reused_from" in outcome:
+            parts.append(f"(same net as trial {outcome['reused_from']})")
+        if state in ("infeasible", "failed", "pruned") and outcome.get("reason"):
+            parts.append(f"[dim]{outcome['reason']}[/dim]")
+        self.console.print("  ".join(parts), highlight=False)
+
+    def finish(
+        self, study: optuna.Study, exported: ExportResult, settings: SweepSettings, seconds: float
+    ) -> None:
+        front = exported.front
+        table = Table(title=f"Pareto front of study {study.study_name} ({len(front)} trials)")
+        table.add_column("trial", justify="right")
+        for name in self.objectives:
+            table.add_column(name, justify="right")
+        extra = [c for c in ("params", "macs", "bytes", "latency_est_ms") if c not in self.objectives]
+        for name in extra:
+            table.add_column(name, justify="right")
+        table.add_column("spec hash")
+        for t in front:
+            costs = t.user_attrs.get("costs") or {}
+            cells = [str(t.number)]
+            cells += [_fmt_metric(n, v) for n, v in zip(self.objectives, t.values or [], strict=False)]
+            cells += [_fmt_metric(n, costs.get(n)) for n in extra]
+            cells.append(str(t.user_attrs.get("spec_hash", "")))
+            table.add_row(*cells)
+        self.console.print(table)
+        self.console.print(f"finished in {seconds:.1f}s; exports in [cyan]{exported.directory}[/cyan]:")
+        for key, path in sorted(exported.files.items()):
+            self.console.print(f"  {key:<16} {path}")
+        self.console.print(f"  {'study storage':<16} {settings.storage}")
+        if settings.tracking_enabled:
+            self.console.print(
+                f"review the runs: [bold]mlflow ui --backend-store-uri {settings.tracking_uri}[/bold]"
+                if settings.tracking_uri.startswith("sqlite:")
+                else f"review the runs at {settings.tracking_uri}"
+            )
+        command = study.user_attrs.get("retrain_command")
+        if front and command:
+            self.console.print("retrain a member: " + str(command).format(config="<one of nets/*.yaml>"))

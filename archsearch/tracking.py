@@ -1,0 +1,228 @@
+"""MLflow tracking: one experiment and one parent run per study, one child run per trial.
+
+Everything goes through ``MlflowClient`` with explicit run ids (no global active run), so
+several workers, threads or a notebook can log to the same study safely.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from archsearch.errors import ConfigError
+
+__all__ = ["STUDY_TAG", "Tracker", "resolve_tracking_uri"]
+
+STUDY_TAG = "archsearch.study"
+ROLE_TAG = "archsearch.role"
+TRIAL_TAG = "archsearch.trial"
+
+
+def resolve_tracking_uri(uri: str | None, directory: str | Path = "mlruns") -> str:
+    """``None`` means the default SQLite backend under ``directory``; a bare path means SQLite there."""
+    if uri is None or str(uri) == "":
+        path = Path(directory).resolve() / "mlflow.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    text = str(uri)
+    if "://" not in text and not text.startswith("sqlite:"):
+        path = Path(text).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    return text
+
+
+def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+class Tracker:
+    """Thin, explicit wrapper over ``mlflow.MlflowClient`` for one study.
+
+    Args:
+        uri: MLflow tracking URI (``sqlite:///...``, ``http://127.0.0.1:5000``, ...).
+        experiment: experiment name; one per study.
+        artifact_dir: where a new experiment keeps artifacts when the backend is local
+            SQLite (ignored for a tracking server, which decides itself).
+        enabled: ``False`` makes every call a no-op (tracking off).
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        artifact_dir: str | Path | None = None,
+        enabled: bool = True,
+    ) -> None:
+        self.uri = uri
+        self.enabled = enabled
+        self.experiment_name = experiment
+        self.experiment_id = ""
+        self.parent_run_id = ""
+        if not enabled:
+            return
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        self._client = MlflowClient(tracking_uri=uri)
+        try:
+            found = self._client.get_experiment_by_name(experiment)
+            if found is None:
+                location = None
+                if uri.startswith("sqlite:") and artifact_dir is not None:
+                    location = Path(artifact_dir).resolve().as_uri()
+                try:
+                    self.experiment_id = self._client.create_experiment(
+                        experiment, artifact_location=location
+                    )
+                except MlflowException:
+                    # Another worker created it between our lookup and create.
+                    again = self._client.get_experiment_by_name(experiment)
+                    if again is None:
+                        raise
+                    self.experiment_id = again.experiment_id
+            else:
+                self.experiment_id = found.experiment_id
+        except MlflowException as exc:
+            raise ConfigError(
+                f"tracking.uri {uri!r} is not a usable MLflow backend: {str(exc).splitlines()[0]}"
+            ) from None
+        except Exception as exc:  # connection errors come in many types (requests, sqlalchemy)
+            raise ConfigError(
+                f"tracking.uri {uri!r} cannot be reached ({type(exc).__name__}); "
+                "start the server or fix tracking.uri."
+            ) from None
+
+    # -- the study's parent run -------------------------------------------------------------
+
+    def start_study(self, study_name: str, params: Mapping[str, Any], config_yaml: str) -> str:
+        """Find or create the study's single parent run (shared by resumes and workers)."""
+        if not self.enabled:
+            return ""
+        existing = self._parent_runs(study_name)
+        if existing:
+            self.parent_run_id = existing[0]
+            self._client.update_run(self.parent_run_id, status="RUNNING")
+            return self.parent_run_id
+        run = self._client.create_run(
+            self.experiment_id,
+            run_name=f"study-{study_name}",
+            tags={STUDY_TAG: study_name, ROLE_TAG: "parent"},
+        )
+        mine = run.info.run_id
+        # Two workers starting together may both create one: the earliest wins, others delete theirs.
+        winner = self._parent_runs(study_name)[0]
+        if winner != mine:
+            self._client.delete_run(mine)
+        else:
+            self.log_params(mine, params)
+            self._client.log_text(mine, config_yaml, "config.yaml")
+        self.parent_run_id = winner
+        return winner
+
+    def _parent_runs(self, study_name: str) -> list[str]:
+        runs = self._client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{ROLE_TAG}` = 'parent'",
+            order_by=["attributes.start_time ASC"],
+            max_results=10,
+        )
+        runs.sort(key=lambda r: (r.info.start_time, r.info.run_id))
+        return [r.info.run_id for r in runs]
+
+    def end_study(self, status: str = "FINISHED") -> None:
+        if self.enabled and self.parent_run_id:
+            self._client.set_terminated(self.parent_run_id, status=status)
+
+    # -- trials -------------------------------------------------------------------------------
+
+    def start_trial(self, number: int, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+        """Create the child run of trial ``number`` with its sampled parameters."""
+        if not self.enabled:
+            return ""
+        all_tags = {
+            "mlflow.parentRunId": self.parent_run_id,
+            STUDY_TAG: tags.get(STUDY_TAG, ""),
+            ROLE_TAG: "trial",
+            TRIAL_TAG: str(number),
+            **tags,
+        }
+        run = self._client.create_run(self.experiment_id, run_name=f"trial-{number}", tags=all_tags)
+        self.log_params(run.info.run_id, params)
+        return str(run.info.run_id)
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        if not self.enabled or not run_id:
+            return
+        from mlflow.entities import Param
+
+        flat = _flat(params)
+        items = [Param(k, str(v)[:6000]) for k, v in flat.items()]
+        for i in range(0, len(items), 100):
+            self._client.log_batch(run_id, params=items[i : i + 100])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Log finite numeric metrics in one call (NaN/inf are skipped: MLflow stores them poorly)."""
+        if not self.enabled or not run_id:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [
+            Metric(k, float(v), now, step)
+            for k, v in metrics.items()
+            if isinstance(v, int | float) and math.isfinite(float(v))
+        ]
+        if items:
+            self._client.log_batch(run_id, metrics=items)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        if not self.enabled or not run_id:
+            return
+        from mlflow.entities import RunTag
+
+        self._client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        if self.enabled and run_id:
+            self._client.log_text(run_id, text, artifact_file)
+
+    def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+        if self.enabled and run_id:
+            self._client.log_artifact(run_id, str(path), artifact_path)
+
+    def end_trial(self, run_id: str, status: str) -> None:
+        """Close a child run: ``FINISHED``, ``FAILED`` or ``KILLED``."""
+        if self.enabled and run_id:
+            self._client.set_terminated(run_id, status=status)
+
+    def trial_runs(self, study_name: str) -> dict[int, str]:
+        """Trial number -> child run id, for every trial of the study logged so far."""
+        if not self.enabled:
+            return {}
+        out: dict[int, str] = {}
+        token = None
+        while True:
+            page = self._client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{ROLE_TAG}` = 'trial'",
+                max_results=1000,
+                page_token=token,
+            )
+            for run in page:
+                number = run.data.tags.get(TRIAL_TAG)
+                if number is not None:
+                    out.setdefault(int(number), run.info.run_id)
+            token = page.token
+            if not token:
+                return out

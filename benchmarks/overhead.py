@@ -1,0 +1,108 @@
+"""Framework overhead per trial: a sweep whose training is a fixed fake result, against the
+same sampling loop on a bare in-memory Optuna study (no storage, tracking, costs or export).
+
+    .venv/bin/python benchmarks/overhead.py [n_trials]
+
+Prints ms/trial of each and the difference (the overhead archsearch adds). Target: the
+difference stays under 150 ms/trial on the default SQLite storage and MLflow backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import optuna
+from hydra import compose, initialize_config_dir
+
+from archsearch.data import load_dataset
+from archsearch.paths import CONF_DIR
+from archsearch.search import run_sweep
+from archsearch.space import InfeasibleArchitecture, load_space
+
+
+class _Result:
+    val_acc_last = val_acc_best = 0.9
+    test_acc = None
+    epochs_done = 1
+    seconds = 0.0
+    images_per_s = 0.0
+    history: ClassVar[list[dict[str, float]]] = []
+
+
+def fake_fit(model: Any, data: Any, cfg: Any, *, seed: int = 0, on_epoch_end: Any = None) -> _Result:
+    if on_epoch_end is not None:
+        on_epoch_end(1, {"train_loss": 0.5, "val_acc": 0.9, "seconds": 0.0})
+    return _Result()
+
+
+def bare_loop(n: int, shape: tuple[int, int, int], classes: int) -> float:
+    """Same sampler and space, in-memory study, no costs / tracking / export."""
+    space = load_space("fire")
+    study = optuna.create_study(
+        directions=["maximize", "minimize", "minimize"],
+        sampler=optuna.samplers.TPESampler(seed=0, multivariate=True, group=True, constant_liar=True),
+    )
+
+    def objective(trial: optuna.Trial) -> list[float]:
+        with contextlib.suppress(InfeasibleArchitecture):
+            space.sample(trial, shape, classes)
+        return [0.9, float(trial.number), float(trial.number)]
+
+    start = time.perf_counter()
+    study.optimize(objective, n_trials=n)
+    return (time.perf_counter() - start) / n
+
+
+def archsearch_loop(n: int, workdir: Path) -> float:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[
+                "+sweep=fire",
+                "data=digits",
+                f"tracking.dir={workdir / 'mlruns'}",
+                f"export.dir={workdir / 'results'}",
+                f"study.n_trials={n}",
+                "study.name=overhead",
+                "tracking.log_weights=none",
+            ],
+        )
+    # Create the storage and MLflow schemas first: a one-off cost, not a per-trial one.
+    warm = cfg.copy()
+    warm.study.n_trials = 1
+    warm.study.name = "warm-up"
+    run_sweep(warm, fit_fn=fake_fit)
+    start = time.perf_counter()
+    run_sweep(cfg, fit_fn=fake_fit)
+    return (time.perf_counter() - start) / n
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 40
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        data_cfg = compose("config").data
+    data = load_dataset(data_cfg)
+    shape, classes = tuple(data.shape), int(data.num_classes)
+    bare, full = [], []
+    for rep in range(2):
+        bare.append(bare_loop(n, shape, classes))
+        with tempfile.TemporaryDirectory() as tmp:
+            full.append(archsearch_loop(n, Path(tmp)))
+        ms_bare, ms_full = 1e3 * bare[-1], 1e3 * full[-1]
+        print(f"round {rep + 1}: bare optuna {ms_bare:.1f} ms/trial, archsearch {ms_full:.1f} ms/trial")
+    b, f = statistics.median(bare), statistics.median(full)
+    print(f"\n{n} trials, fake training, SQLite storage + SQLite MLflow + export (plots included)")
+    print(f"bare in-memory Optuna loop : {1e3 * b:8.1f} ms/trial")
+    print(f"archsearch sweep           : {1e3 * f:8.1f} ms/trial")
+    print(f"framework overhead         : {1e3 * (f - b):8.1f} ms/trial (target < 150)")
+
+
+if __name__ == "__main__":
+    main()
