@@ -16,12 +16,19 @@ Conventions (what the numbers mean):
   once and read by each expand branch, and the concatenation reads the branch outputs
   and writes the module output. A sum's 1x1 projections write and re-read their output.
   Dropout (identity at inference) and flatten (a view) move nothing.
-- ``latency_est_ms`` is a roofline estimate: the sum over nodes of
-  ``max(flops / peak, bytes / bandwidth) + overhead`` for a hardware profile.
+- ``latency_est_ms`` is a roofline estimate of eager PyTorch inference. Each node is split
+  into the kernels eager mode launches for it (a Fire module: squeeze conv, batch norm and
+  activation, the same per expand branch, then the concatenation), and each kernel costs
+  ``overhead + max(flops / (peak * efficiency), kernel_bytes / bandwidth)`` with the fixed
+  overhead, peak, bandwidth and small-GEMM efficiency of its kind from the hardware profile
+  (see :func:`node_kernels` and :meth:`HardwareProfile.kernel_seconds`). ``kernel_bytes``
+  differs from ``bytes`` on purpose: eager mode does not fuse batch norm and activation, so
+  each re-reads and re-writes the conv output.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,11 +42,15 @@ from archsearch.paths import CONF_DIR
 
 __all__ = [
     "COST_METRICS",
+    "GEMM_DIMS",
+    "KERNEL_KINDS",
     "CostReport",
     "HardwareProfile",
+    "Kernel",
     "NodeCost",
     "analyze",
     "load_hardware",
+    "node_kernels",
 ]
 
 #: Metric names a sweep may use as an objective or a constraint (all minimised).
@@ -48,17 +59,56 @@ COST_METRICS = ("params", "macs", "flops", "bytes", "activations", "latency_est_
 #: Op classes with their own peak in a calibrated profile.
 OP_CLASSES = ("conv1x1", "convkxk", "linear", "elementwise")
 
+#: Kernel kinds of the latency model: the eager PyTorch kernels a node runs (see ``node_kernels``).
+#: The first three are GEMM-like and share their op class's name; the rest are ``elementwise``.
+KERNEL_KINDS = (
+    "conv1x1",
+    "convkxk",
+    "linear",
+    "batchnorm",
+    "relu",
+    "relu6",
+    "gelu",
+    "silu",
+    "maxpool",
+    "avgpool",
+    "global_avgpool",
+    "add",
+    "concat",
+    "identity",
+)
+
+#: Kernel kinds that are GEMMs (convolutions and linear layers), with FLOPs and an efficiency curve.
+GEMM_KINDS = KERNEL_KINDS[:3]
+
+#: GEMM dimensions an efficiency curve may name (see ``HardwareProfile.efficiency``).
+GEMM_DIMS = ("m", "n", "k")
+
 
 @dataclass(frozen=True)
 class HardwareProfile:
-    """Peak compute and memory bandwidth of a device, for the roofline estimate.
+    """Peak compute, memory bandwidth and per-kernel costs of a device, for the latency estimate.
+
+    Only ``peak_gflops`` and ``bandwidth_gbs`` are required (a datasheet profile); the rest
+    refine the estimate and are what ``python -m archsearch.calibrate`` measures. A kernel
+    kind missing from a mapping falls back to its op class's entry, then to the scalar.
 
     Args:
         name: profile name (the ``hardware=`` choice).
         peak_gflops: sustained fp32 GFLOP/s used where no per-class peak is given.
         bandwidth_gbs: sustained memory bandwidth in GB/s (1e9 bytes per second).
-        overhead_us: fixed cost per executed op (dispatch / kernel launch), microseconds.
+        overhead_us: fixed cost per launched kernel (dispatch / kernel launch), microseconds.
         peaks: optional per-op-class GFLOP/s (keys from ``OP_CLASSES``).
+        overheads_us: per-kernel-kind fixed cost, microseconds (keys from ``KERNEL_KINDS`` or
+            ``OP_CLASSES``).
+        bandwidths: per-kernel-kind streaming rate in GB/s of bytes read plus written (same keys).
+        efficiency: per GEMM class (``conv1x1``, ``convkxk``, ``linear``), half-performance
+            sizes of the GEMM dimensions ``m`` (output channels), ``n`` (output pixels times
+            batch) and ``k`` (input channels times kernel area): a GEMM reaches the fraction
+            ``prod(d / (d + half_d))`` of its class peak (Hockney's n-half, per dimension).
+        description: one line for humans.
+        calibrated: whether the numbers were measured on the device.
+        extra: any other keys of the YAML (kept, not interpreted; e.g. ``measured``).
     """
 
     name: str
@@ -69,38 +119,76 @@ class HardwareProfile:
     description: str = ""
     calibrated: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+    overheads_us: Mapping[str, float] = field(default_factory=dict)
+    bandwidths: Mapping[str, float] = field(default_factory=dict)
+    efficiency: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], source: str = "hardware") -> HardwareProfile:
-        known = {"name", "peak_gflops", "bandwidth_gbs", "overhead_us", "peaks", "description", "calibrated"}
+        """Validate a profile mapping (parsed YAML or an OmegaConf container).
+
+        Raises:
+            ConfigError: naming the source and the key that is missing or out of range.
+        """
+        known = {
+            "name",
+            "peak_gflops",
+            "bandwidth_gbs",
+            "overhead_us",
+            "peaks",
+            "description",
+            "calibrated",
+            "overheads_us",
+            "bandwidths",
+            "efficiency",
+        }
         try:
             peak = float(raw["peak_gflops"])
             bw = float(raw["bandwidth_gbs"])
+            overhead = float(raw.get("overhead_us", 0.0) or 0.0)
         except (KeyError, TypeError, ValueError):
             raise ConfigError(f"{source} must give numeric 'peak_gflops' and 'bandwidth_gbs'.") from None
         if peak <= 0 or bw <= 0:
             raise ConfigError(f"{source} keys 'peak_gflops' and 'bandwidth_gbs' must be > 0.")
-        peaks = dict(raw.get("peaks") or {})
-        bad = set(peaks) - set(OP_CLASSES)
+        if overhead < 0:
+            raise ConfigError(f"{source} key 'overhead_us' must be >= 0, got {overhead}.")
+        curves = _mapping(raw, "efficiency", source)
+        bad = set(curves) - set(GEMM_KINDS)
         if bad:
             raise ConfigError(
-                f"{source} key 'peaks' has unknown op class(es) {sorted(bad)}; "
-                f"allowed: {', '.join(OP_CLASSES)}."
+                f"{source} key 'efficiency' has unknown class(es) {sorted(map(str, bad))}; "
+                f"allowed: {', '.join(GEMM_KINDS)}."
             )
+        efficiency = {
+            str(c): _numbers(
+                _mapping(curves, c, source, "efficiency."), f"efficiency.{c}", GEMM_DIMS, source, 0.0
+            )
+            for c in curves
+        }
+        kinds = tuple(dict.fromkeys((*KERNEL_KINDS, *OP_CLASSES)))
         return cls(
             name=str(raw.get("name", "hardware")),
             peak_gflops=peak,
             bandwidth_gbs=bw,
-            overhead_us=float(raw.get("overhead_us", 0.0) or 0.0),
-            peaks={k: float(v) for k, v in peaks.items()},
+            overhead_us=overhead,
+            peaks=_numbers(_mapping(raw, "peaks", source), "peaks", OP_CLASSES, source),
             description=str(raw.get("description", "")),
             calibrated=bool(raw.get("calibrated", False)),
             extra={k: v for k, v in raw.items() if k not in known},
+            overheads_us=_numbers(
+                _mapping(raw, "overheads_us", source), "overheads_us", kinds, source, minimum=0.0
+            ),
+            bandwidths=_numbers(_mapping(raw, "bandwidths", source), "bandwidths", kinds, source),
+            efficiency=efficiency,
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain mapping in the YAML layout; ``HardwareProfile.from_dict(p.to_dict()) == p``."""
         out = asdict(self)
         out["peaks"] = dict(self.peaks)
+        out["overheads_us"] = dict(self.overheads_us)
+        out["bandwidths"] = dict(self.bandwidths)
+        out["efficiency"] = {k: dict(v) for k, v in self.efficiency.items()}
         extra = out.pop("extra")
         out.update(extra)
         return out
@@ -108,6 +196,76 @@ class HardwareProfile:
     def peak_for(self, op_class: str) -> float:
         """FLOP/s for an op class (the class peak if calibrated, else the general one)."""
         return float(self.peaks.get(op_class, self.peak_gflops)) * 1e9
+
+    def overhead_for(self, kind: str) -> float:
+        """Fixed seconds per launched kernel of ``kind``."""
+        us = self.overheads_us.get(kind, self.overheads_us.get(_op_class(kind), self.overhead_us))
+        return float(us) * 1e-6
+
+    def bandwidth_for(self, kind: str) -> float:
+        """Bytes per second a kernel of ``kind`` streams (read plus written)."""
+        gbs = self.bandwidths.get(kind, self.bandwidths.get(_op_class(kind), self.bandwidth_gbs))
+        return float(gbs) * 1e9
+
+    def gemm_efficiency(self, kind: str, m: int, n: int, k: int) -> float:
+        """Fraction of the class peak a GEMM of ``m x n x k`` reaches (1 without a curve)."""
+        halves = self.efficiency.get(kind, {})
+        eff = 1.0
+        for dim, size in zip(GEMM_DIMS, (m, n, k), strict=True):
+            half = halves.get(dim, 0.0)
+            eff *= size / (size + half) if size > 0 else 1.0
+        return eff
+
+    def kernel_seconds(self, kernel: Kernel) -> tuple[float, float, float]:
+        """(latency, compute, memory) seconds of one kernel on this device.
+
+        ``latency = overhead + max(compute, memory)``: the roofline of the kernel's FLOPs at
+        its class's peak scaled by its GEMM efficiency, and of its bytes at its kind's rate.
+        """
+        compute = 0.0
+        if kernel.flops:
+            eff = self.gemm_efficiency(kernel.kind, *kernel.gemm)
+            compute = kernel.flops / (self.peak_for(_op_class(kernel.kind)) * eff)
+        memory = kernel.bytes / self.bandwidth_for(kernel.kind)
+        return self.overhead_for(kernel.kind) + max(compute, memory), compute, memory
+
+
+def _op_class(kind: str) -> str:
+    return kind if kind in OP_CLASSES else "elementwise"
+
+
+def _mapping(raw: Mapping[str, Any], key: str, source: str, prefix: str = "") -> Mapping[str, Any]:
+    value = raw.get(key) or {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{source} key '{prefix}{key}' must be a mapping, got {value!r}.")
+    return value
+
+
+def _numbers(
+    raw: Mapping[str, Any],
+    key: str,
+    allowed: tuple[str, ...],
+    source: str,
+    minimum: float | None = None,
+) -> dict[str, float]:
+    """Validate a name -> number mapping; values must be > 0 (or >= ``minimum`` when given)."""
+    bad = set(raw) - set(allowed)
+    if bad:
+        raise ConfigError(
+            f"{source} key {key!r} has unknown name(s) {sorted(map(str, bad))}; "
+            f"allowed: {', '.join(allowed)}."
+        )
+    out: dict[str, float] = {}
+    for name, value in raw.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source} key '{key}.{name}' must be a number, got {value!r}.") from None
+        if (number < minimum) if minimum is not None else (number <= 0):
+            floor = f">= {minimum}" if minimum is not None else "> 0"
+            raise ConfigError(f"{source} key '{key}.{name}' must be {floor}, got {number}.")
+        out[str(name)] = number
+    return out
 
 
 def load_hardware(name_or_path: str | Path) -> HardwareProfile:
@@ -268,6 +426,99 @@ def _node_cost(
     return 0, 0, width * (sum(in_elems) + out_elems), "elementwise"
 
 
+@dataclass(frozen=True)
+class Kernel:
+    """One kernel eager PyTorch launches for a node, for the whole batch.
+
+    Attributes:
+        kind: one of ``KERNEL_KINDS``.
+        flops: floating-point operations (2 x MACs for GEMM-like kinds, 0 for the rest).
+        bytes: bytes the kernel reads plus writes.
+        gemm: (m, n, k) of the GEMM for GEMM-like kinds, else (0, 0, 0).
+    """
+
+    kind: str
+    flops: int = 0
+    bytes: int = 0
+    gemm: tuple[int, int, int] = (0, 0, 0)
+
+
+def _conv_kernels(
+    cin: int, cout: int, kernel: int, groups: int, in_elems: int, pixels: int, bn: bool, act: str
+) -> list[Kernel]:
+    """A conv over ``pixels`` output positions (all images), then its unfused batch norm and activation."""
+    k = (cin // groups) * kernel * kernel
+    out_elems = cout * pixels
+    kernels = [
+        Kernel(
+            "conv1x1" if kernel == 1 else "convkxk",
+            flops=2 * out_elems * k,
+            bytes=cout * k + in_elems + out_elems,
+            gemm=(cout // groups, pixels, k),
+        )
+    ]
+    if bn:
+        kernels.append(Kernel("batchnorm", bytes=2 * out_elems))
+    if act != "none":
+        kernels.append(Kernel(act, bytes=2 * out_elems))
+    return kernels
+
+
+def node_kernels(
+    node: S.Node, in_shapes: list[S.Shape], out: S.Shape, batch_size: int = 1, bytes_per_element: int = 4
+) -> tuple[Kernel, ...]:
+    """The kernels eager PyTorch runs for ``node`` (as ``archsearch.model.build`` makes it).
+
+    Batch norm and activations are separate kernels that read and write the conv output; a
+    Fire module always ends in a concatenation (``torch.cat`` copies even a single branch);
+    a sum runs its 1x1 projections, then one add per extra input; dropout (eval mode) and
+    flatten (a view) cost only their dispatch.
+
+    Args:
+        node: the node.
+        in_shapes: shapes of its inputs, per image.
+        out: its output shape, per image.
+        batch_size: images per batch.
+        bytes_per_element: element width.
+
+    Returns:
+        The kernels in launch order, with FLOPs and bytes for the whole batch.
+    """
+    b = batch_size
+    in_elems = [b * _prod(s) for s in in_shapes]
+    out_elems = b * _prod(out)
+    pixels = b * _prod(out[1:])
+    kernels: list[Kernel]
+    if isinstance(node, S.ConvNode):
+        kernels = _conv_kernels(
+            in_shapes[0][0], out[0], node.kernel, node.groups, in_elems[0], pixels, node.bn, node.act
+        )
+    elif isinstance(node, S.FireNode):
+        kernels = _conv_kernels(in_shapes[0][0], node.squeeze, 1, 1, in_elems[0], pixels, node.bn, node.act)
+        for k, ch in node.expand:
+            kernels += _conv_kernels(node.squeeze, ch, k, 1, node.squeeze * pixels, pixels, node.bn, node.act)
+        kernels.append(Kernel("concat", bytes=2 * out_elems))
+    elif isinstance(node, S.LinearNode):
+        fin = in_shapes[0][0]
+        gemm = Kernel("linear", flops=2 * b * fin * out[0], bytes=fin * out[0] + in_elems[0] + out_elems)
+        kernels = [dataclasses.replace(gemm, gemm=(out[0], b, fin))]
+        if node.act != "none":
+            kernels.append(Kernel(node.act, bytes=2 * out_elems))
+    elif isinstance(node, S.AddNode):
+        kernels = []
+        for shape, elems in zip(in_shapes, in_elems, strict=True):
+            if node.project and shape[0] != out[0]:
+                kernels += _conv_kernels(shape[0], out[0], 1, 1, elems, pixels, False, "none")
+        kernels += [Kernel("add", bytes=3 * out_elems) for _ in in_shapes[1:]]
+    elif isinstance(node, S.MaxPoolNode | S.AvgPoolNode | S.GlobalAvgPoolNode):
+        kernels = [Kernel(node.op, bytes=in_elems[0] + out_elems)]
+    elif isinstance(node, S.ConcatNode):
+        kernels = [Kernel("concat", bytes=2 * out_elems)]
+    else:  # dropout (identity in eval mode) and flatten (a view)
+        kernels = [Kernel("identity")]
+    return tuple(dataclasses.replace(k, bytes=bytes_per_element * k.bytes) for k in kernels)
+
+
 def analyze(
     net: S.NetSpec,
     hardware: HardwareProfile | None = None,
@@ -297,10 +548,12 @@ def analyze(
         out = shapes[node.name]
         params, macs, moved, op_class = _node_cost(node, in_shapes, out, batch_size, bytes_per_element)
         compute_s = memory_s = latency = 0.0
-        if hardware is not None and (moved or macs):
-            compute_s = 2 * macs * batch_size / hardware.peak_for(op_class)
-            memory_s = moved / (hardware.bandwidth_gbs * 1e9)
-            latency = max(compute_s, memory_s) + hardware.overhead_us * 1e-6
+        if hardware is not None:
+            for kernel in node_kernels(node, in_shapes, out, batch_size, bytes_per_element):
+                seconds, compute, memory = hardware.kernel_seconds(kernel)
+                latency += seconds
+                compute_s += compute
+                memory_s += memory
         rows.append(
             NodeCost(
                 name=node.name,

@@ -1,0 +1,269 @@
+"""Measured inference latency of a built model on the device the search runs on.
+
+``latency_ms`` in a sweep is the median of :func:`measure_latency`: wall-clock time of one
+forward pass of a batch, after warm-up, in eval mode under ``torch.inference_mode``. It
+measures *this* machine at the time of the trial, with whatever else is running on it, so
+compare ``latency_ms`` values only within one study run on one machine; the analytic
+``latency_est_ms`` (see :mod:`archsearch.cost`) is the machine-independent stand-in.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+from archsearch.errors import ConfigError
+
+M = TypeVar("M", bound=nn.Module)
+
+__all__ = [
+    "CLOCKS",
+    "MEMORY_FORMATS",
+    "LatencyResult",
+    "measure_latency",
+    "resolve_memory_format",
+    "settle_allocator",
+    "to_memory_format",
+    "torch_threads",
+]
+
+#: ``auto`` is channels-last for a network with a 2-D convolution (as the trainer's
+#: ``memory_format: auto``, which is what trained models are left in), else contiguous.
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+
+#: ``wall``: elapsed time; ``cpu``: the calling thread's CPU time (immune to other processes).
+CLOCKS = ("wall", "cpu")
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """Timings of repeated forward passes of one batch.
+
+    Attributes:
+        median_ms: median over the timed repeats, milliseconds per batch.
+        p90_ms: 90th percentile (nearest rank) over the timed repeats.
+        samples_ms: every timed repeat, in the order run.
+        batch_size: images per forward pass.
+        threads: torch intra-op threads used while timing.
+        device: device the forward passes ran on.
+        memory_format: ``channels_last`` or ``contiguous``, as resolved for the run.
+        clock: ``wall`` or ``cpu`` (see :func:`measure_latency`).
+    """
+
+    median_ms: float
+    p90_ms: float
+    samples_ms: tuple[float, ...]
+    batch_size: int
+    threads: int
+    device: str
+    memory_format: str
+    clock: str = "wall"
+
+    @property
+    def min_ms(self) -> float:
+        return min(self.samples_ms)
+
+    @property
+    def per_image_ms(self) -> float:
+        return self.median_ms / self.batch_size
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["samples_ms"] = list(self.samples_ms)
+        return out
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[int]:
+    """Run a block with ``threads`` torch intra-op threads (None: leave as is); restore afterwards.
+
+    Yields:
+        The thread count in effect inside the block.
+    """
+    before = torch.get_num_threads()
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ConfigError(f"threads must be a positive integer or null, got {threads!r}.")
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def resolve_memory_format(choice: str, model: nn.Module) -> torch.memory_format:
+    """The torch memory format for ``choice`` (one of ``MEMORY_FORMATS``) and ``model``.
+
+    Raises:
+        ConfigError: an unknown choice.
+    """
+    if choice not in MEMORY_FORMATS:
+        raise ConfigError(f"memory_format is {choice!r}; allowed: {', '.join(MEMORY_FORMATS)}.")
+    if choice == "channels_last" or (
+        choice == "auto" and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    ):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def to_memory_format(module: M, fmt: torch.memory_format) -> M:
+    """``module.to(memory_format=fmt)`` (in place, returned), typed: torch's stubs lack that overload."""
+    return module.to(memory_format=fmt)  # type: ignore[call-overload]
+
+
+def _in_format(model: nn.Module, fmt: torch.memory_format) -> bool:
+    return all(p.is_contiguous(memory_format=fmt) for p in model.parameters() if p.dim() == 4)
+
+
+def settle_allocator() -> None:
+    """Put the C allocator in the state a long-running process reaches, once per process.
+
+    glibc returns freed blocks above its *dynamic* mmap threshold to the OS and maps them
+    afresh (page faults on first touch) at the next allocation, until one block of up to
+    32 MiB has been freed, which raises the threshold for good. A process that has trained a
+    network is past that point; a fresh one is not, and would pay page faults on every forward
+    for its largest activations (measured: 25 MB of faults per forward, twice the latency at
+    batch 64, for a 64-channel 28x28 stem). Allocating and freeing one 30 MiB block removes
+    that dependence on the process's past; with other allocators it is a harmless allocation.
+    """
+    global _allocator_settled
+    if not _allocator_settled:
+        torch.empty(30 * 2**18).fill_(0.0)
+        _allocator_settled = True
+
+
+_allocator_settled = False
+
+
+def _synchronizer(device: torch.device) -> Callable[[], None]:
+    """What to call before reading the clock so queued device work has finished."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    if device.type == "mps":
+        return torch.mps.synchronize
+    return lambda: None
+
+
+def _resolve_device(device: str) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {device!r} is not a torch device name (e.g. cpu, cuda, cuda:1).") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} was requested but this torch build sees no CUDA device.")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r} was requested but MPS is not available here.")
+    return dev
+
+
+def measure_latency(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    batch_size: int = 1,
+    *,
+    threads: int | None = None,
+    warmup: int = 5,
+    repeats: int = 20,
+    device: str = "cpu",
+    memory_format: str = "auto",
+    clock: str = "wall",
+) -> LatencyResult:
+    """Median latency of ``model`` on one random batch, on the current machine.
+
+    The model runs in eval mode under ``torch.inference_mode``; its training flag, device,
+    memory format and the process's torch thread count are as before when this returns
+    (a copy is converted when ``device`` or ``memory_format`` asks for a change). Garbage
+    collection is paused while timing so a collection does not land inside one repeat, and
+    :func:`settle_allocator` runs first so the result does not depend on the process's past.
+
+    Args:
+        model: the network (e.g. ``archsearch.model.build(spec)``).
+        input_shape: one image's shape without the batch dimension, e.g. ``(1, 28, 28)``.
+        batch_size: images per forward pass.
+        threads: torch intra-op threads while timing; None keeps the current setting.
+        warmup: untimed forward passes first (allocator, oneDNN primitive caches, clocks).
+        repeats: timed forward passes; the median and p90 are taken over these.
+        device: torch device name to run on.
+        memory_format: ``auto`` (channels-last for conv nets, as the trainer), ``channels_last``
+            or ``contiguous``; weights and input are put in that format before timing.
+        clock: ``wall`` (elapsed time: what a user waits, including time other processes
+            take from this one) or ``cpu`` (this thread's CPU time: the latency the machine
+            would have with no competing load; needs ``threads=1`` on the CPU, where torch
+            runs every op on the calling thread).
+
+    Returns:
+        A LatencyResult; ``median_ms`` is the figure a sweep uses as ``latency_ms``.
+
+    Raises:
+        ConfigError: a non-positive batch size, repeat count or thread count, a negative
+            warm-up, an unknown memory format or clock, a CPU clock with more than one
+            thread or on an accelerator, or a device this torch cannot use.
+    """
+    for key, value, low in (("batch_size", batch_size, 1), ("repeats", repeats, 1), ("warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}.")
+    if not input_shape or not all(isinstance(d, int) and d > 0 for d in input_shape):
+        raise ConfigError(
+            f"input_shape must be positive integers without the batch size, got {input_shape!r}."
+        )
+    dev = _resolve_device(device)
+    if clock not in CLOCKS:
+        raise ConfigError(f"clock is {clock!r}; allowed: {', '.join(CLOCKS)}.")
+    if clock == "cpu" and (dev.type != "cpu" or threads != 1):
+        raise ConfigError(
+            "clock=cpu times only the calling thread, so it needs device=cpu and threads=1 "
+            f"(got device={device}, threads={threads})."
+        )
+    now = time.thread_time if clock == "cpu" else time.perf_counter
+    fmt = resolve_memory_format(memory_format, model)
+    param = next(model.parameters(), None)
+    if (param is not None and param.device != dev) or not _in_format(model, fmt):
+        net = to_memory_format(copy.deepcopy(model).to(dev), fmt)
+    else:
+        net = model
+    modes = {m: m.training for m in net.modules()}
+    x = torch.randn(batch_size, *input_shape, device=dev)
+    if x.dim() == 4:
+        x = x.contiguous(memory_format=fmt)
+    sync = _synchronizer(dev)
+    settle_allocator()
+    gc_was_enabled = gc.isenabled()
+    samples: list[float] = []
+    net.eval()
+    try:
+        with torch_threads(threads) as used, torch.inference_mode():
+            for _ in range(warmup):
+                net(x)
+            sync()
+            gc.disable()
+            for _ in range(repeats):
+                start = now()
+                net(x)
+                sync()
+                samples.append(1e3 * (now() - start))
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+        for m, training in modes.items():
+            m.training = training
+    ranked = sorted(samples)
+    return LatencyResult(
+        median_ms=statistics.median(samples),
+        p90_ms=ranked[max(0, math.ceil(0.9 * len(ranked)) - 1)],
+        samples_ms=tuple(samples),
+        batch_size=batch_size,
+        threads=used,
+        device=str(dev),
+        memory_format="channels_last" if fmt == torch.channels_last else "contiguous",
+        clock=clock,
+    )
