@@ -31,7 +31,7 @@ def dispatch(cfg: DictConfig) -> Any:
 
         from archsearch.search import run_sweep
 
-        return run_sweep(cfg, console=Console())
+        return run_sweep(cfg, console=Console(soft_wrap=True))
     from archsearch.single import train_single
 
     return train_single(cfg)

@@ -30,6 +30,22 @@ def _value(t: FrozenTrial, names: Sequence[str], key: str) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+def _staircase(
+    trials: Sequence[FrozenTrial], names: Sequence[str], x: str, y: str
+) -> list[tuple[float, float]]:
+    """The 2-D front of (cost x, accuracy y): each point beats every cheaper one in accuracy."""
+    pts = sorted(
+        (vx, vy)
+        for t in trials
+        if (vx := _value(t, names, x)) is not None and (vy := _value(t, names, y)) is not None
+    )
+    out: list[tuple[float, float]] = []
+    for vx, vy in pts:
+        if not out or vy > out[-1][1]:
+            out.append((vx, vy))
+    return out
+
+
 def plot_front(
     study: optuna.Study,
     front: Sequence[FrozenTrial],
@@ -60,25 +76,40 @@ def plot_front(
                 and (vx := _value(t, names, x)) is not None
                 and (vy := _value(t, names, y)) is not None
             ]
-            if member:
-                pts.sort()
             if not pts:
                 continue
             px, py, pn = zip(*pts, strict=True)
             ax.scatter(px, py, c=colour, s=28 if member else 16, label=label, zorder=3 if member else 2)
-            if member:
-                ax.plot(px, py, c=colour, lw=0.8, alpha=0.6)
             pfig.add_trace(
                 go.Scatter(
                     x=px,
                     y=py,
-                    mode="markers" + ("+lines" if member else ""),
+                    mode="markers",
                     name=label,
                     legendgroup=label,
                     showlegend=col == 0,
                     marker={"color": colour, "size": 9 if member else 6},
                     text=[f"trial {n}" for n in pn],
                     hovertemplate=f"%{{text}}<br>{x}=%{{x:,.0f}}<br>{y}=%{{y:.4f}}<extra></extra>",
+                ),
+                row=1,
+                col=col + 1,
+            )
+        stair = _staircase(trials, names, x, y)
+        if stair:
+            sx, sy = zip(*stair, strict=True)
+            ax.step(sx, sy, where="post", c="#d62728", lw=0.8, alpha=0.5, label="front on this cost alone")
+            pfig.add_trace(
+                go.Scatter(
+                    x=sx,
+                    y=sy,
+                    mode="lines",
+                    line={"shape": "hv", "color": "#d62728", "width": 1},
+                    opacity=0.5,
+                    name="2-D front",
+                    legendgroup="2-D front",
+                    showlegend=col == 0,
+                    hoverinfo="skip",
                 ),
                 row=1,
                 col=col + 1,
@@ -90,7 +121,10 @@ def plot_front(
         pfig.update_xaxes(type="log", title_text=x, row=1, col=col + 1)
         pfig.update_yaxes(title_text=y, row=1, col=col + 1)
     axes[0][0].legend()
-    fig.suptitle(f"study {study.study_name}: {len(front)} on the front of {len(trials)} feasible trials")
+    fig.suptitle(
+        f"study {study.study_name}: {len(front)} on the {len(names)}-objective front "
+        f"of {len(trials)} feasible trials"
+    )
     fig.tight_layout()
     png = out / "pareto.png"
     fig.savefig(png, dpi=110)

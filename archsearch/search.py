@@ -285,7 +285,6 @@ class Objective:
         tracker: Tracker,
         seed: int,
         config_yaml: str,
-        reporter: Callable[[optuna.Trial, dict[str, Any]], None] | None = None,
         fit_fn: Callable[..., Any] | None = None,
     ) -> None:
         self.settings = settings
@@ -297,7 +296,9 @@ class Objective:
         self.tracker = tracker
         self.seed = seed
         self.config_yaml = config_yaml
-        self.reporter = reporter
+        #: What happened in each trial this process ran (state, metrics, reason, seconds),
+        #: read by the progress callback once Optuna has recorded the trial.
+        self.outcomes: dict[int, dict[str, Any]] = {}
         self.fit_fn = fit_fn
         self.weights_dir = settings.export_dir / "weights"
 
@@ -376,8 +377,7 @@ class Objective:
             raise _TrialFailed(reason) from exc
         finally:
             outcome["seconds"] = time.perf_counter() - started
-            if self.reporter is not None:
-                self.reporter(trial, outcome)
+            self.outcomes[trial.number] = outcome
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -513,6 +513,19 @@ class Objective:
         return out
 
 
+def _quiet_libraries() -> None:
+    """Our progress lines replace Optuna's per-trial logging and MLflow's schema messages."""
+    import logging
+    import warnings
+
+    import mlflow  # noqa: F401  (mlflow sets its loggers to INFO on import: import first, then quieten)
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    for name in ("mlflow", "alembic", "matplotlib"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _plain(node: Any) -> dict[str, Any]:
     """A config node as a plain dict (resolved)."""
     value = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
@@ -551,6 +564,7 @@ def run_sweep(
     from archsearch.terminal import SweepReporter
 
     console = console or Console(quiet=True)
+    _quiet_libraries()
     settings = SweepSettings.from_config(cfg)
     space = load_space(settings.space)
     seed = int(cfg.get("seed", 0))
@@ -593,13 +607,11 @@ def run_sweep(
         tracker,
         seed,
         config_yaml,
-        reporter=lambda trial, outcome: reporter.trial_done(trial.study, trial.number, outcome),
         fit_fn=fit_fn,
     )
     started = time.perf_counter()
     remaining = settings.n_trials - finished_trials(study)
     status = "FINISHED"
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         if remaining > 0:
             reporter.start(study, finished_trials(study))
@@ -608,7 +620,10 @@ def run_sweep(
                 n_trials=remaining,
                 timeout=settings.timeout,
                 catch=(_TrialFailed,),
-                callbacks=[optuna.study.MaxTrialsCallback(settings.n_trials, states=FINISHED)],
+                callbacks=[
+                    optuna.study.MaxTrialsCallback(settings.n_trials, states=FINISHED),
+                    lambda st, t: reporter.trial_done(st, t, objective.outcomes.pop(t.number, {})),
+                ],
                 gc_after_trial=False,
             )
         else:

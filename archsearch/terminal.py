@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import optuna
+from optuna.trial import FrozenTrial
 from rich.console import Console
 from rich.table import Table
 
@@ -55,10 +56,13 @@ class SweepReporter:
             f"objectives {', '.join(self.objectives)}"
         )
 
-    def trial_done(self, study: optuna.Study, number: int, outcome: dict[str, Any]) -> None:
+    def trial_done(self, study: optuna.Study, trial: FrozenTrial, outcome: dict[str, Any]) -> None:
+        """Print one line for a trial Optuna has just recorded (``outcome`` from the objective)."""
         from archsearch.export import front_trials
 
-        state = str(outcome.get("state", "?"))
+        number = trial.number
+        state = str(outcome.get("state") or trial.state.name.lower())
+        outcome = {**trial.user_attrs.get("costs", {}), **outcome}
         colour = {"complete": "green", "infeasible": "yellow", "failed": "red", "pruned": "magenta"}.get(
             state, "white"
         )
