@@ -1,0 +1,195 @@
+"""How well do the analytic costs predict measured latency on this machine?
+
+Samples random networks from a search space (default ``fire`` at 1x28x28), measures each one's
+latency here with :func:`archsearch.latency.measure_latency` at each batch size, and prints the
+Spearman rank correlation of the measured latency with params, MACs, bytes and
+``latency_est_ms`` (for the given hardware profile), plus the median absolute percentage error
+of ``latency_est_ms``. Targets: rho >= 0.9 for the estimate at every batch size and higher than
+params' and MACs'; median error <= 25%.
+
+Networks are timed in interleaved rounds (every network once per round, in a fresh random order)
+and each latency is the median over all rounds' repeats, so a burst of load from other processes
+spreads over many networks instead of ruining one. The load average is printed for that reason;
+``--clock cpu`` (with ``--threads 1``) times the thread's CPU time, which other jobs on a shared
+machine do not inflate. Calibrate the profile with the same threads and clock.
+
+    python -m archsearch.calibrate out=conf/hardware/this_machine.yaml threads=1 clock=cpu
+    python benchmarks/cost_fidelity.py --hardware this_machine --threads 1 --clock cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from scipy.stats import spearmanr
+
+from archsearch.cost import analyze, load_hardware
+from archsearch.latency import measure_latency
+from archsearch.model import build
+from archsearch.space import InfeasibleArchitecture, load_space
+from archsearch.spec import NetSpec
+
+METRICS = ("params", "macs", "bytes", "latency_est_ms")
+
+
+def sample_specs(space_name: str, count: int, seed: int, input_shape: tuple[int, int, int]) -> list[NetSpec]:
+    """``count`` distinct networks drawn with Optuna's RandomSampler (ask-only, in memory)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_space(space_name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    specs: dict[str, NetSpec] = {}
+    for _ in range(50 * count):
+        if len(specs) == count:
+            break
+        trial = study.ask()
+        try:
+            spec = space.sample(trial, input_shape, 10)
+        except InfeasibleArchitecture:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        specs.setdefault(spec.hash, spec)
+    return list(specs.values())
+
+
+def measure_all(
+    specs: list[NetSpec],
+    batch_sizes: list[int],
+    threads: int,
+    rounds: int,
+    repeats: dict[int, int],
+    seed: int,
+    clock: str,
+) -> dict[int, list[float]]:
+    """Median latency (ms) of every spec at every batch size, over interleaved rounds."""
+    models = [build(s) for s in specs]
+    samples: dict[tuple[int, int], list[float]] = {(i, b): [] for i in range(len(specs)) for b in batch_sizes}
+    order = list(range(len(specs)))
+    rng = random.Random(seed)
+    for r in range(rounds):
+        rng.shuffle(order)
+        started = time.perf_counter()
+        for i in order:
+            for b in batch_sizes:
+                result = measure_latency(
+                    models[i],
+                    specs[i].input,
+                    b,
+                    threads=threads,
+                    warmup=2 if r else 3,
+                    repeats=repeats[b],
+                    clock=clock,
+                )
+                samples[(i, b)].extend(result.samples_ms)
+        print(f"  round {r + 1}/{rounds}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return {b: [statistics.median(samples[(i, b)]) for i in range(len(specs))] for b in batch_sizes}
+
+
+def fidelity(specs: list[NetSpec], measured: list[float], hardware_name: str, batch: int) -> dict[str, Any]:
+    """Spearman rho of each metric with the measured latency, and the estimate's error."""
+    hw = load_hardware(hardware_name)
+    reports = [analyze(s, hw, batch_size=batch) for s in specs]
+    values = {m: [r.metrics()[m] for r in reports] for m in METRICS}
+    est = np.array(values["latency_est_ms"])
+    meas = np.array(measured)
+    ape = np.abs(est - meas) / meas
+    return {
+        "rho": {m: float(spearmanr(meas, v).statistic) for m, v in values.items()},
+        "median_ape": float(np.median(ape)),
+        "p90_ape": float(np.quantile(ape, 0.9)),
+        "median_ratio": float(np.median(est / meas)),
+        "measured_ms": {"min": float(meas.min()), "median": float(np.median(meas)), "max": float(meas.max())},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--space", default="fire", help="search space name or YAML path")
+    parser.add_argument("--hardware", default="this_machine", help="hardware profile name or YAML path")
+    parser.add_argument("--count", type=int, default=40, help="networks to sample")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--input", default="1,28,28", help="C,H,W")
+    parser.add_argument("--batch-sizes", default="1,64")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds")
+    parser.add_argument(
+        "--clock", choices=("wall", "cpu"), default="wall", help="cpu: thread CPU time (needs --threads 1)"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
+    args = parser.parse_args()
+    input_shape = tuple(int(v) for v in args.input.split(","))
+    if len(input_shape) != 3:
+        parser.error(f"--input must be C,H,W, got {args.input!r}")
+    batch_sizes = [int(v) for v in args.batch_sizes.split(",")]
+    hw = load_hardware(args.hardware)
+
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    specs = sample_specs(args.space, args.count, args.seed, input_shape)  # type: ignore[arg-type]
+    print(
+        f"{len(specs)} networks from space {args.space!r} at {args.input}, hardware {hw.name!r} "
+        f"(calibrated: {hw.calibrated}), {args.threads} thread(s), {args.clock} clock, "
+        f"batch sizes {batch_sizes}",
+        file=sys.stderr,
+    )
+    repeats = {b: 15 if b < 16 else 3 for b in batch_sizes}
+    measured = measure_all(specs, batch_sizes, args.threads, args.rounds, repeats, args.seed, args.clock)
+    results = {b: fidelity(specs, measured[b], args.hardware, b) for b in batch_sizes}
+    load_after = os.getloadavg()
+
+    print(
+        f"\nSpearman rho with measured latency ({len(specs)} networks, {args.clock} clock, "
+        f"median of {args.rounds} rounds):"
+    )
+    print(f"{'metric':>16} " + " ".join(f"{'batch ' + str(b):>10}" for b in batch_sizes))
+    for m in METRICS:
+        print(f"{m:>16} " + " ".join(f"{results[b]['rho'][m]:>10.3f}" for b in batch_sizes))
+    print(f"\n{'latency_est_ms':>16} " + " ".join(f"{'batch ' + str(b):>10}" for b in batch_sizes))
+    for key, label in (("median_ape", "median |error|"), ("p90_ape", "p90 |error|")):
+        print(f"{label:>16} " + " ".join(f"{100 * results[b][key]:>9.1f}%" for b in batch_sizes))
+    print(f"{'est / measured':>16} " + " ".join(f"{results[b]['median_ratio']:>10.2f}" for b in batch_sizes))
+    for b in batch_sizes:
+        r = results[b]
+        ok = (
+            r["rho"]["latency_est_ms"] >= 0.9
+            and r["rho"]["latency_est_ms"] > max(r["rho"]["params"], r["rho"]["macs"])
+            and r["median_ape"] <= 0.25
+        )
+        ms = r["measured_ms"]
+        print(
+            f"batch {b}: measured {ms['min']:.2f} .. {ms['median']:.2f} .. {ms['max']:.2f} ms; "
+            f"targets (rho >= 0.9 and above params/MACs, median error <= 25%) {'met' if ok else 'NOT met'}"
+        )
+    elapsed = time.perf_counter() - started
+    print(
+        f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after; {elapsed:.0f} s in all "
+        f"(this machine has {os.cpu_count()} logical CPUs)"
+    )
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "args": vars(args) | {"json": str(args.json)},
+                    "specs": [s.to_dict() for s in specs],
+                    "measured_ms": {str(b): measured[b] for b in batch_sizes},
+                    "results": {str(b): results[b] for b in batch_sizes},
+                },
+                indent=1,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()

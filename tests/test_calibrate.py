@@ -1,0 +1,143 @@
+"""python -m archsearch.calibrate: the profile it writes, what it leaves alone, and its fits."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from archsearch.calibrate import (
+    CalibrateConfig,
+    GemmSample,
+    fit_context_overheads,
+    fit_gemm_class,
+    probe_spec,
+    run,
+    spec_kernels,
+)
+from archsearch.cost import GEMM_KINDS, KERNEL_KINDS, HardwareProfile, Kernel, load_hardware
+from archsearch.errors import ConfigError
+from archsearch.model import build
+from archsearch.paths import ROOT
+
+
+def _tree(path: Path) -> set[str]:
+    return {str(p.relative_to(path)) for p in path.rglob("*")}
+
+
+@pytest.mark.slow
+def test_quick_cli_run_writes_only_the_named_yaml_which_load_hardware_reads_back(tmp_path: Path) -> None:
+    work, outdir = tmp_path / "cwd", tmp_path / "conf"
+    work.mkdir()
+    outdir.mkdir()
+    (work / "keep.txt").write_text("untouched")
+    out = outdir / "mybox.yaml"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "archsearch.calibrate", f"out={out}", "quick=true", "threads=1"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert _tree(work) == {"keep.txt"}  # no outputs/, .hydra/ or logs
+    assert _tree(outdir) == {"mybox.yaml"}  # no temp file left behind
+    assert yaml.safe_load(done.stdout) == yaml.safe_load(out.read_text())  # printed too
+    profile = load_hardware(out)
+    assert profile.name == "mybox" and profile.calibrated
+    assert set(profile.overheads_us) == set(KERNEL_KINDS)
+    assert set(profile.peaks) == set(profile.efficiency) == set(GEMM_KINDS)
+    assert all(v > 0 for v in profile.bandwidths.values())
+    measured = profile.extra["measured"]
+    assert measured["threads"] == 1 and measured["memory_format"] == "channels_last"
+    assert measured["matmul_gflops"]["fp32"] == profile.peak_gflops > 0
+
+
+def test_unknown_key_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "archsearch.calibrate", "thread=2"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: unknown key 'thread'; allowed: out, name, threads, quick, seed, memory_format, clock."
+    ]
+    assert _tree(tmp_path) == set()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"out": "conf/hardware/box.txt"}, "must be a .yaml or .yml path"),
+        ({"out": "no/such/dir/box.yaml"}, "folder no/such/dir does not exist"),
+        ({"threads": "two"}, "threads must be a positive integer or null, got 'two'"),
+        ({"quick": "yes"}, "quick must be true or false"),
+        ({"clock": "cpu", "threads": 2, "quick": True}, r"clock=cpu .* needs threads=1 \(got 2\)"),
+        ({"memory_format": "nhwc"}, "memory_format is 'nhwc'"),
+    ],
+)
+def test_bad_settings_fail_before_measuring_and_write_nothing(
+    raw: dict, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "conf" / "hardware").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=message):
+        run(CalibrateConfig.from_mapping(raw))
+    assert _tree(tmp_path) == {"conf", "conf/hardware"}
+
+
+def test_gemm_fit_recovers_the_roofline_that_generated_the_times() -> None:
+    rng = random.Random(0)
+    truth = HardwareProfile(
+        name="truth",
+        peak_gflops=100.0,
+        bandwidth_gbs=10.0,
+        peaks={"convkxk": 80.0},
+        overheads_us={"convkxk": 5.0},
+        bandwidths={"convkxk": 12.0},
+        efficiency={"convkxk": {"m": 16.0, "n": 50.0, "k": 30.0}},
+    )
+    samples = []
+    for _ in range(40):
+        m, n, k = rng.randint(8, 256), rng.choice((16, 49, 196, 3136, 12544)), 9 * rng.randint(1, 128)
+        kernel = Kernel(
+            "convkxk", flops=2 * m * n * k, bytes=4 * (m * k + n * k // 9 + m * n), gemm=(m, n, k)
+        )
+        samples.append(GemmSample(kernel, truth.kernel_seconds(kernel)[0]))
+    fit = fit_gemm_class(samples, overhead_us=5.0, peak_gflops=100.0, bandwidth_gbs=10.0)
+    assert fit["median_ape"] < 0.01
+    assert fit["gflops"] == pytest.approx(80.0, rel=0.05)
+    assert fit["half"]["m"] == pytest.approx(16.0, rel=0.1)
+
+
+def test_in_network_overhead_fit_recovers_factor_and_extra_per_kernel() -> None:
+    rng = np.random.default_rng(0)
+    single = {kind: float(i + 1) for i, kind in enumerate(KERNEL_KINDS)}
+    counts = rng.integers(0, 6, size=(30, len(KERNEL_KINDS))).astype(float)
+    per_kernel = np.array([2.5 * single[k] + 4.0 for k in KERNEL_KINDS]) * 1e-6
+    fit = fit_context_overheads(counts, single, counts @ per_kernel)
+    assert (fit.factor, fit.extra_us) == (pytest.approx(2.5, rel=1e-3), pytest.approx(4.0, rel=1e-3))
+    assert fit.overheads_us["batchnorm"] == pytest.approx(2.5 * single["batchnorm"] + 4.0, rel=1e-3)
+    assert fit.median_ape < 1e-6
+
+
+def test_probe_networks_build_and_together_run_every_kernel_kind() -> None:
+    rng = random.Random(3)
+    seen: set[str] = set()
+    for i in range(40):
+        net = probe_spec(rng, i, (4, 64), rng.choice((7, 14)))
+        build(net)  # every probe is a valid, buildable network
+        seen |= {k.kind for k in spec_kernels(net)}
+    assert seen == set(KERNEL_KINDS)
