@@ -15,7 +15,7 @@ Keys of ``trainer_cfg`` (see conf/trainer/default.yaml): ``epochs``, ``batch_siz
 ``eval_batch_size``, ``max_seconds``, ``threads``, ``device``, ``precision``,
 ``memory_format``, ``augment``, ``optimizer`` (a Hydra ``_target_`` with ``_partial_: true``),
 ``schedule`` (``name``: onecycle | cosine | constant, ``warmup``: fraction of the steps) and
-``label_smoothing``. A later Dense-Sparse-Dense option would live under ``trainer.dsd``.
+``label_smoothing``; ``dsd`` turns on Dense-Sparse-Dense training (see archsearch/dsd.py).
 """
 
 from __future__ import annotations
@@ -486,6 +486,13 @@ def fit(
         ConfigError: a trainer key is invalid.
     """
     settings = TrainerSettings.from_cfg(trainer_cfg)
+    from archsearch.dsd import DsdSettings, fit_dsd
+
+    if DsdSettings.from_trainer_cfg(trainer_cfg).enabled:
+        # Each of its phases comes back here with trainer.dsd switched off.
+        return fit_dsd(
+            model, data, trainer_cfg, seed=seed, on_epoch_end=on_epoch_end, evaluate_test=evaluate_test
+        )
     started = time.perf_counter()
     with _num_threads(settings.threads):
         device = resolve_device(settings.device)
