@@ -1,10 +1,12 @@
 """Measured inference latency of a built model on the device the search runs on.
 
-``latency_ms`` in a sweep is the median of :func:`measure_latency`: wall-clock time of one
-forward pass of a batch, after warm-up, in eval mode under ``torch.inference_mode``. It
-measures *this* machine at the time of the trial, with whatever else is running on it, so
-compare ``latency_ms`` values only within one study run on one machine; the analytic
-``latency_est_ms`` (see :mod:`archsearch.cost`) is the machine-independent stand-in.
+``latency_ms`` in a sweep is the median of :func:`measure_latency`: the time of one forward
+pass of a batch after warm-up, in eval mode under ``torch.inference_mode``, channels-last for
+conv nets (as the trainer leaves them). It measures *this* machine at the time of the trial,
+with whatever else runs on it (``clock="wall"``), or the calling thread's CPU time
+(``clock="cpu"``, one thread), which other jobs do not inflate. Compare ``latency_ms`` values
+only within one machine and setting; ``latency_est_ms`` (:mod:`archsearch.cost`) predicts it
+from a hardware profile without running anything.
 """
 
 from __future__ import annotations
