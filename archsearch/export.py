@@ -20,15 +20,21 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
+    "FINALIZED_PREFIX",
     "ExportResult",
     "completed_feasible",
     "export_study",
+    "finalized_front",
+    "finalized_results",
     "front_trials",
     "hypervolume",
     "non_dominated",
 ]
 
 ACCURACY_KEYS = ("val_acc", "test_acc")
+#: archsearch.finalize keeps trial N's retrained results in the study user attr ``finalized:N``
+#: (one key per member, so workers finalizing at the same time never overwrite each other).
+FINALIZED_PREFIX = "finalized:"
 
 
 @dataclass
@@ -97,6 +103,53 @@ def front_trials(study: optuna.Study) -> list[FrozenTrial]:
     return sorted((trials[i] for i in idx), key=lambda t: t.number)
 
 
+def finalized_results(study: optuna.Study) -> dict[int, dict[str, Any]]:
+    """Trial number -> what archsearch.finalize stored for it (see FinalizedMember)."""
+    return {
+        int(key[len(FINALIZED_PREFIX) :]): dict(value)
+        for key, value in study.user_attrs.items()
+        if key.startswith(FINALIZED_PREFIX)
+    }
+
+
+def finalized_front(study: optuna.Study) -> list[FrozenTrial] | None:
+    """The front on finalized results, or None unless every search-front member was finalized.
+
+    Each member is a copy of its trial whose ``val_acc`` objective and user attrs carry the
+    finalized validation accuracy, with ``test_acc``, ``search_val_acc`` (what the search saw)
+    and ``finalize_run_id`` added; members whose retraining failed are left out, and the rest
+    are filtered to those non-dominated on the finalized values.
+    """
+    import copy
+
+    results = finalized_results(study)
+    members = front_trials(study)
+    if not members or any(t.number not in results for t in members):
+        return None
+    names = objective_names(study)
+    finalized = []
+    for t in members:
+        r = results[t.number]
+        if r.get("failed"):
+            continue
+        c = copy.deepcopy(t)
+        c.values = [r["val_acc"] if n == "val_acc" else v for n, v in zip(names, t.values, strict=True)]
+        c.user_attrs = {
+            **t.user_attrs,
+            "search_val_acc": t.user_attrs.get("val_acc"),
+            "val_acc": r["val_acc"],
+            "val_acc_best": r["val_acc_best"],
+            "test_acc": r["test_acc"],
+            "final_epochs": r["epochs"],
+            "dsd": r["dsd"],
+            "finalize_run_id": r["mlflow_run_id"],
+            "weights": r["weights"],
+        }
+        finalized.append(c)
+    idx = non_dominated([c.values for c in finalized], _directions(study))
+    return sorted((finalized[i] for i in idx), key=lambda t: t.number)
+
+
 def hypervolume(
     points: Sequence[Sequence[float]],
     directions: Sequence[str],
@@ -141,7 +194,18 @@ def _row(t: FrozenTrial, names: list[str], net_path: Path | None, rerun: str) ->
     values = t.values or []
     for name, value in zip(names, values, strict=False):
         row[name] = value
-    for key in ("val_acc", "val_acc_best", "test_acc", "train_seconds"):
+        if name == "val_acc" and "test_acc" in t.user_attrs:
+            row["test_acc"] = t.user_attrs["test_acc"]
+    for key in (
+        "val_acc",
+        "test_acc",
+        "search_val_acc",
+        "val_acc_best",
+        "train_seconds",
+        "final_epochs",
+        "dsd",
+        "finalize_run_id",
+    ):
         if key in t.user_attrs and key not in row:
             row[key] = t.user_attrs[key]
     for key, value in (t.user_attrs.get("costs") or {}).items():
@@ -161,6 +225,10 @@ def export_study(
 ) -> ExportResult:
     """Write the study's front: pareto.csv/json, one net YAML per member, plots, hypervolume.
 
+    Once every member of the search's front has been finalized (archsearch.finalize), the
+    exported front is the front on finalized results, with test accuracy beside validation
+    accuracy; until then it is the search's front.
+
     Args:
         study: any study written by a sweep (only its storage is needed).
         out_dir: directory to write into (created).
@@ -172,7 +240,8 @@ def export_study(
     out.mkdir(parents=True, exist_ok=True)
     names = objective_names(study)
     directions = _directions(study)
-    front = front_trials(study)
+    finalized = finalized_front(study)
+    front = finalized if finalized is not None else front_trials(study)
     rerun = str(study.user_attrs.get("retrain_command", ""))
     files: dict[str, Path] = {}
 
@@ -205,6 +274,7 @@ def export_study(
     payload = {
         "study": study.study_name,
         "objectives": [{"metric": n, "direction": d} for n, d in zip(names, directions, strict=True)],
+        "finalized": finalized is not None,
         "front": rows,
     }
     _atomic_write(json_path, json.dumps(payload, indent=2, default=str))

@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.cost import COST_METRICS, HardwareProfile, analyze
 from archsearch.errors import ArchsearchError, ConfigError
+from archsearch.fidelity import SuccessiveHalving
 from archsearch.spec import NetSpec
 from archsearch.tracking import STUDY_TAG, Tracker, resolve_tracking_uri
 
@@ -286,6 +287,7 @@ class Objective:
         seed: int,
         config_yaml: str,
         fit_fn: Callable[..., Any] | None = None,
+        fidelity: SuccessiveHalving | None = None,
     ) -> None:
         self.settings = settings
         self.space = space
@@ -300,6 +302,8 @@ class Objective:
         #: read by the progress callback once Optuna has recorded the trial.
         self.outcomes: dict[int, dict[str, Any]] = {}
         self.fit_fn = fit_fn
+        #: Multi-objective successive halving (``sweep.fidelity``); None trains every trial fully.
+        self.fidelity = fidelity
         self.weights_dir = settings.export_dir / "weights"
 
     # Values that make an unevaluated (infeasible) trial rank last whatever its direction.
@@ -362,7 +366,10 @@ class Objective:
             elif self.settings.needs_training:
                 metrics.update(self._train(trial, run_id, spec, model))
             return self._complete(trial, run_id, metrics, outcome)
-        except (optuna.TrialPruned, ArchsearchError, KeyboardInterrupt):
+        except (optuna.TrialPruned, ArchsearchError, KeyboardInterrupt) as exc:
+            if isinstance(exc, optuna.TrialPruned):
+                outcome.update(trial.user_attrs.get("costs") or {}, state="pruned", reason=str(exc))
+                outcome["val_acc"] = trial.user_attrs.get("val_acc")
             self.tracker.end_trial(run_id, "KILLED")
             raise
         except _TrialFailed:
@@ -488,6 +495,8 @@ class Objective:
             self.tracker.log_metrics(
                 run_id, {k: v for k, v in m.items() if isinstance(v, int | float)}, step=epoch
             )
+            if self.fidelity is not None:
+                self.fidelity.after_epoch(trial, epoch, m, self.tracker, run_id)
 
         result = fit(model, self.data, self.trainer_cfg, seed=self.seed, on_epoch_end=on_epoch_end)
         if result.epochs_done == 0:
@@ -566,6 +575,7 @@ def run_sweep(
     console = console or Console(quiet=True)
     _quiet_libraries()
     settings = SweepSettings.from_config(cfg)
+    fidelity = SuccessiveHalving.from_config(cfg, settings.objectives)
     space = load_space(settings.space)
     seed = int(cfg.get("seed", 0))
     hardware = HardwareProfile.from_dict(_plain(cfg.hardware), source="hardware")
@@ -608,6 +618,7 @@ def run_sweep(
         seed,
         config_yaml,
         fit_fn=fit_fn,
+        fidelity=fidelity,
     )
     started = time.perf_counter()
     remaining = settings.n_trials - finished_trials(study)
@@ -640,6 +651,10 @@ def run_sweep(
         tracker.end_study(status)
     seconds = time.perf_counter() - started
     reporter.finish(study, exported, settings, seconds)
+    if (cfg.get("sweep") or {}).get("finalize"):
+        from archsearch.finalize import finalize_study
+
+        exported = finalize_study(study, cfg, fit_fn=fit_fn, console=console).export
     return SweepResult(study, exported.front, exported.directory, exported.files, parent, seconds)
 
 

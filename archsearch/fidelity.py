@@ -1,0 +1,283 @@
+"""Multi-objective successive halving: stop candidates early once they are clearly dominated.
+
+Optuna's pruners rank one intermediate value, and ``trial.report`` refuses multi-objective
+studies, so the rule lives here, in the spirit of multi-objective ASHA (Schmucker et al. 2021):
+training is cut into rungs (epoch counts, e.g. 1, 3, 9). When a trial finishes a rung's epoch,
+its objective vector at that point (validation accuracy so far, costs as analysed) is written
+to the study storage as the trial user attr ``rung_<epoch>``, then compared with every trial of
+the study that reached the same rung, whichever worker ran it and whatever state it is in now.
+It continues only if it is among the best ``n // eta`` of the ``n`` entries, ranked by
+non-dominated sorting and, inside a front, by crowding distance (larger first; then the
+earlier trial). Otherwise it is pruned: its partial results stay in its user attrs and MLflow
+run, and ``optuna.TrialPruned`` ends it. Each decision is recorded as ``rung_<epoch>_decision``
+(the trials it saw, whether the trial continued, how many were kept, which worker decided).
+
+The early case: while fewer than ``eta`` trials have reached a rung, ``n // eta`` is zero, and a
+stopping rule cannot wait for more trials the way ASHA's promotion queue does. Like Optuna's
+single-objective SuccessiveHalvingPruner, which lets the best-so-far continue, a trial then
+continues if it is non-dominated among the entries so far (the multi-objective best-so-far).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from omegaconf import DictConfig, OmegaConf
+
+from archsearch.errors import ConfigError
+from archsearch.export import non_dominated
+from archsearch.tracking import Tracker
+
+__all__ = [
+    "FidelitySettings",
+    "SuccessiveHalving",
+    "crowding_distances",
+    "default_rungs",
+    "pareto_ranks",
+    "promote",
+    "rung_key",
+]
+
+
+#: Which process decided, recorded with every rung decision ("host:pid").
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def rung_key(epoch: int) -> str:
+    """The trial user attr holding a trial's objective values at the rung ``epoch``."""
+    return f"rung_{epoch}"
+
+
+def default_rungs(epochs: int, eta: int) -> tuple[int, ...]:
+    """Epochs 1, eta, eta**2, ... below ``epochs`` (the last epoch is the full fidelity, not a rung)."""
+    rungs = []
+    r = 1
+    while r < epochs:
+        rungs.append(r)
+        r *= eta
+    return tuple(rungs)
+
+
+@dataclass(frozen=True)
+class FidelitySettings:
+    """The validated ``sweep.fidelity`` block.
+
+    Attributes:
+        enabled: successive halving on or off.
+        eta: a trial continues past a rung if it is in the best 1/eta there.
+        rungs: epochs at which trials are compared, increasing, each below ``trainer.epochs``.
+    """
+
+    enabled: bool = False
+    eta: int = 3
+    rungs: tuple[int, ...] = ()
+
+    @classmethod
+    def from_config(cls, fidelity: Mapping[str, Any] | DictConfig | None, epochs: int) -> FidelitySettings:
+        """Read ``sweep.fidelity`` for a trainer running ``epochs`` epochs; one ConfigError per bad key."""
+        raw: Any = (
+            OmegaConf.to_container(fidelity, resolve=True) if isinstance(fidelity, DictConfig) else fidelity
+        )
+        raw = raw or {}
+        if not isinstance(raw, Mapping):
+            raise ConfigError("sweep.fidelity must be a mapping with enabled, eta and rungs.")
+        unknown = set(raw) - {"enabled", "eta", "rungs"}
+        if unknown:
+            raise ConfigError(
+                f"sweep.fidelity has unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
+                "allowed: enabled, eta, rungs."
+            )
+        enabled = raw.get("enabled", False)
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"sweep.fidelity.enabled must be true or false, got {enabled!r}.")
+        eta = raw.get("eta", 3)
+        if isinstance(eta, bool) or not isinstance(eta, int) or eta < 2:
+            raise ConfigError(f"sweep.fidelity.eta must be an integer >= 2, got {eta!r}.")
+        rungs = raw.get("rungs")
+        if rungs is None:
+            return cls(enabled, eta, default_rungs(epochs, eta))
+        if (
+            not isinstance(rungs, Sequence)
+            or isinstance(rungs, str)
+            or not all(isinstance(r, int) and not isinstance(r, bool) and 1 <= r < epochs for r in rungs)
+            or list(rungs) != sorted(set(rungs))
+        ):
+            raise ConfigError(
+                f"sweep.fidelity.rungs must be null or increasing epochs in [1, {epochs}) "
+                f"(trainer.epochs is {epochs}), got {rungs!r}."
+            )
+        return cls(enabled, eta, tuple(rungs))
+
+
+# --------------------------------------------------------------------------- the promotion rule
+
+
+def pareto_ranks(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
+    """Non-dominated sorting: 0 for the first front, 1 for the front left after removing it, ..."""
+    ranks = [-1] * len(points)
+    left = list(range(len(points)))
+    rank = 0
+    while left:
+        front = [left[i] for i in non_dominated([points[j] for j in left], directions)]
+        for i in front:
+            ranks[i] = rank
+        members = set(front)
+        left = [i for i in left if i not in members]
+        rank += 1
+    return ranks
+
+
+def crowding_distances(points: Sequence[Sequence[float]]) -> list[float]:
+    """NSGA-II crowding distance of each point within one front (boundary points are infinite).
+
+    Per objective the points are sorted, the extremes get infinity and every other point adds
+    the gap between its neighbours divided by the objective's range; an objective on which all
+    points agree adds nothing.
+    """
+    n = len(points)
+    distance = [0.0] * n
+    if n == 0:
+        return distance
+    for m in range(len(points[0])):
+        order = sorted(range(n), key=lambda i: points[i][m])
+        lo, hi = points[order[0]][m], points[order[-1]][m]
+        if hi == lo:
+            continue
+        distance[order[0]] = distance[order[-1]] = math.inf
+        for k in range(1, n - 1):
+            distance[order[k]] += (points[order[k + 1]][m] - points[order[k - 1]][m]) / (hi - lo)
+    return distance
+
+
+def promote(entries: Mapping[int, Sequence[float]], directions: Sequence[str], eta: int) -> set[int]:
+    """The trials that continue past a rung.
+
+    Args:
+        entries: trial number -> objective values at the rung, for every trial that reached it.
+        directions: ``"minimize"`` / ``"maximize"`` per objective.
+        eta: reduction factor; the best ``len(entries) // eta`` continue.
+
+    Returns:
+        The continuing trial numbers: the best ``n // eta`` by (Pareto rank, larger crowding
+        distance, lower trial number); with fewer than ``eta`` entries, every non-dominated one.
+    """
+    numbers = sorted(entries)
+    points = [list(entries[n]) for n in numbers]
+    ranks = pareto_ranks(points, directions)
+    keep = len(numbers) // eta
+    if keep == 0:
+        return {n for n, r in zip(numbers, ranks, strict=True) if r == 0}
+    crowding = [0.0] * len(numbers)
+    for rank in set(ranks):
+        members = [i for i, r in enumerate(ranks) if r == rank]
+        for i, d in zip(members, crowding_distances([points[i] for i in members]), strict=True):
+            crowding[i] = d
+    order = sorted(range(len(numbers)), key=lambda i: (ranks[i], -crowding[i], numbers[i]))
+    return {numbers[i] for i in order[:keep]}
+
+
+# --------------------------------------------------------------------------- the search hook
+
+
+class SuccessiveHalving:
+    """Applies :func:`promote` at the end of every rung epoch of a trial, through the study storage.
+
+    Args:
+        settings: the validated ``sweep.fidelity`` block.
+        objectives: (metric, direction) per study objective, in study order.
+    """
+
+    def __init__(self, settings: FidelitySettings, objectives: Sequence[tuple[str, str]]) -> None:
+        self.settings = settings
+        self.metrics = [m for m, _ in objectives]
+        self.directions = [d for _, d in objectives]
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, objectives: Sequence[tuple[str, str]]) -> SuccessiveHalving | None:
+        """The hook a sweep config asks for (``sweep.fidelity``), or None when it is off."""
+        sweep = cfg.get("sweep") or {}
+        epochs = (cfg.get("trainer") or {}).get("epochs", 2)
+        settings = FidelitySettings.from_config(sweep.get("fidelity"), int(epochs))
+        if not settings.enabled or not settings.rungs:
+            return None
+        return cls(settings, objectives)
+
+    def rung_values(self, known: Mapping[str, float], val_acc: float) -> list[float]:
+        """Objective values at a rung: validation accuracy so far, everything else as already known."""
+        return [float(val_acc) if m == "val_acc" else float(known[m]) for m in self.metrics]
+
+    def entries(self, study: optuna.Study, epoch: int) -> dict[int, list[float]]:
+        """Every trial of the study, from any worker and in any state, that reached rung ``epoch``."""
+        key = rung_key(epoch)
+        return {
+            t.number: [float(v) for v in t.user_attrs[key]]
+            for t in study.get_trials(deepcopy=False)
+            if key in t.user_attrs
+        }
+
+    def after_epoch(
+        self,
+        trial: optuna.Trial,
+        epoch: int,
+        metrics: Mapping[str, float],
+        tracker: Tracker,
+        run_id: str,
+    ) -> None:
+        """Record the rung entry and prune the trial if it is not promoted.
+
+        Raises:
+            optuna.TrialPruned: the trial ranks outside the best 1/eta at this rung; its partial
+                results are in its user attrs and its MLflow run is tagged ``pruned``.
+        """
+        if epoch not in self.settings.rungs:
+            return
+        values = self.rung_values(trial.user_attrs.get("costs") or {}, metrics["val_acc"])
+        key = rung_key(epoch)
+        # Written before reading the others, so two workers at the same rung always see each other.
+        trial.set_user_attr(key, values)
+        entries = self.entries(trial.study, epoch)
+        entries[trial.number] = values
+        promoted = promote(entries, self.directions, self.settings.eta)
+        keep = len(entries) // self.settings.eta
+        trial.set_user_attr(
+            f"{key}_decision",
+            {
+                "seen": sorted(entries),
+                "continues": trial.number in promoted,
+                "kept": len(promoted),
+                "worker": WORKER,
+            },
+        )
+        if trial.number in promoted:
+            return
+        reason = (
+            f"pruned after epoch {epoch}: not among the best {keep} of {len(entries)} trials at this rung"
+            if keep
+            else f"pruned after epoch {epoch}: dominated by one of the {len(entries) - 1} trials at this rung"
+        )
+        partial = {
+            "val_acc": float(metrics["val_acc"]),
+            "val_acc_best": float(metrics.get("val_acc_best", metrics["val_acc"])),
+            "epochs_done": float(epoch),
+            "train_seconds": float(metrics.get("seconds", 0.0)),
+        }
+        for name, value in partial.items():
+            trial.set_user_attr(name, value)
+        trial.set_user_attr("state", "pruned")
+        trial.set_user_attr("pruned_at_epoch", epoch)
+        tracker.log_metrics(run_id, {**partial, "pruned_at_epoch": float(epoch)})
+        tracker.set_tags(
+            run_id,
+            {
+                "archsearch.state": "pruned",
+                "archsearch.pruned_at_epoch": str(epoch),
+                "archsearch.prune_reason": reason,
+            },
+        )
+        raise optuna.TrialPruned(reason)

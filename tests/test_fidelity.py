@@ -1,0 +1,251 @@
+"""Multi-objective successive halving: the promotion rule, pruning inside a sweep, and across workers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow import MlflowClient
+from omegaconf import DictConfig
+from optuna.trial import TrialState
+
+from archsearch.errors import ConfigError
+from archsearch.export import front_trials
+from archsearch.fidelity import (
+    FidelitySettings,
+    crowding_distances,
+    default_rungs,
+    pareto_ranks,
+    promote,
+    rung_key,
+)
+from archsearch.paths import CONF_DIR, ROOT
+from archsearch.search import run_sweep
+from archsearch.testing import FixedCostFit
+
+ACC_PARAMS = ["maximize", "minimize"]
+# A fake objective with known values: (accuracy, params) per trial number.
+#   front 0: 0, 1, 2, 3      (3 is the most crowded: neighbours 1 and 0 on both axes)
+#   front 1: 5, 7, 8         (5 is interior, 7 and 8 are its ends)
+#   front 2: 4, front 3: 6
+KNOWN = {
+    0: (0.90, 100.0),
+    1: (0.80, 50.0),
+    2: (0.70, 10.0),
+    3: (0.85, 80.0),
+    4: (0.60, 200.0),
+    5: (0.75, 60.0),
+    6: (0.50, 300.0),
+    7: (0.88, 120.0),
+    8: (0.65, 20.0),
+}
+
+
+def test_non_dominated_sorting_and_crowding_of_the_known_values() -> None:
+    numbers = sorted(KNOWN)
+    ranks = pareto_ranks([KNOWN[n] for n in numbers], ACC_PARAMS)
+    assert dict(zip(numbers, ranks, strict=True)) == {0: 0, 1: 0, 2: 0, 3: 0, 4: 2, 5: 1, 6: 3, 7: 1, 8: 1}
+    # Front 0 sorted by accuracy is 2, 1, 3, 0: the ends are infinite, 1 gets 0.15/0.2 + 70/90.
+    crowd = crowding_distances([KNOWN[n] for n in (0, 1, 2, 3)])
+    assert crowd[0] == crowd[2] == float("inf")
+    assert crowd[1] == pytest.approx(0.15 / 0.2 + 70 / 90)
+    assert crowd[3] == pytest.approx(0.10 / 0.2 + 50 / 90)
+
+
+def test_rung_promotes_exactly_the_best_third_by_rank_then_crowding() -> None:
+    # 9 entries, eta 3: three continue; front 0 has four, so crowding drops trial 3.
+    assert promote(KNOWN, ACC_PARAMS, eta=3) == {0, 1, 2}
+    # eta 2: four continue, exactly front 0.
+    assert promote(KNOWN, ACC_PARAMS, eta=2) == {0, 1, 2, 3}
+    # Without trial 3, four of eight continue: front 0 plus front 1's best-spread member; 7 and 8
+    # are both ends (infinite crowding), and the earlier trial wins the tie.
+    without_3 = {n: v for n, v in KNOWN.items() if n != 3}
+    assert promote(without_3, ACC_PARAMS, eta=2) == {0, 1, 2, 7}
+    # eta 9: one continues; 0 and 2 are both ends of front 0, the earlier wins.
+    assert promote(KNOWN, ACC_PARAMS, eta=9) == {0}
+
+
+def test_with_fewer_than_eta_entries_the_non_dominated_continue() -> None:
+    assert promote({1: KNOWN[1], 5: KNOWN[5]}, ACC_PARAMS, eta=3) == {1}
+    assert promote({0: KNOWN[0], 2: KNOWN[2]}, ACC_PARAMS, eta=3) == {0, 2}
+    assert promote({4: KNOWN[4]}, ACC_PARAMS, eta=3) == {4}
+
+
+def test_rungs_default_to_powers_of_eta_below_the_epochs() -> None:
+    assert default_rungs(8, 3) == (1, 3)
+    assert default_rungs(12, 3) == (1, 3, 9)
+    assert default_rungs(1, 3) == ()
+    assert FidelitySettings.from_config({"enabled": True, "eta": 2}, 8).rungs == (1, 2, 4)
+    assert FidelitySettings.from_config({"rungs": [2, 5]}, 8) == FidelitySettings(False, 3, (2, 5))
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ({"rungs": [1, 8]}, r"sweep.fidelity.rungs must be null or increasing epochs in \[1, 8\)"),
+        ({"rungs": [3, 1]}, "sweep.fidelity.rungs must be"),
+        ({"eta": 1}, "sweep.fidelity.eta must be an integer >= 2, got 1"),
+        ({"enabled": "yes"}, "sweep.fidelity.enabled must be true or false"),
+        ({"fraction": 0.5}, "sweep.fidelity has unknown key"),
+    ],
+)
+def test_bad_fidelity_settings_are_one_sentence(block: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        FidelitySettings.from_config(block, 8)
+
+
+# --------------------------------------------------------------------------- inside a sweep
+
+
+def sweep_cfg(tmp: Path, *overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(
+            "config",
+            overrides=[
+                "+sweep=fire",
+                "data=synthetic",
+                f"tracking.dir={tmp / 'mlruns'}",
+                f"export.dir={tmp / 'results'}",
+                "export.plots=false",
+                "trainer.epochs=4",
+                "sweep.fidelity.enabled=true",
+                "sweep.fidelity.eta=2",
+                *overrides,
+            ],
+        )
+
+
+class EpochCountingFit:
+    """FixedCostFit (accuracy a fixed function of size, growing with the epoch), counting epochs run."""
+
+    def __init__(self) -> None:
+        self.inner = FixedCostFit(seconds=0.0, epochs=4)
+        self.epochs = 0
+
+    def __call__(self, model: Any, data: Any, cfg: Any, *, on_epoch_end: Any = None, **kw: Any) -> Any:
+        def count(epoch: int, metrics: dict[str, float]) -> Any:
+            self.epochs += 1
+            return on_epoch_end(epoch, metrics)
+
+        return self.inner(model, data, cfg, on_epoch_end=count, **kw)
+
+
+def assert_decisions_replay(study: optuna.Study, rungs: tuple[int, ...], eta: int) -> int:
+    """Every recorded rung decision is what ``promote`` gives on the entries it saw; returns their count."""
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    count = 0
+    for t in trials.values():
+        for epoch in rungs:
+            decision = t.user_attrs.get(f"{rung_key(epoch)}_decision")
+            if decision is None:
+                continue
+            count += 1
+            entries = {n: trials[n].user_attrs[rung_key(epoch)] for n in decision["seen"]}
+            assert (t.number in promote(entries, ["maximize", "minimize", "minimize"], eta)) == decision[
+                "continues"
+            ]
+            if not decision["continues"]:
+                assert t.state == TrialState.PRUNED
+                assert t.user_attrs["pruned_at_epoch"] == epoch
+    return count
+
+
+def test_sweep_prunes_dominated_trials_and_keeps_their_partial_results(tmp_path: Path) -> None:
+    fit = EpochCountingFit()
+    result = run_sweep(sweep_cfg(tmp_path, "study.n_trials=12"), fit_fn=fit)
+    study = result.study
+    trained = [t for t in study.trials if rung_key(1) in t.user_attrs]
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    complete = [t for t in trained if t.state == TrialState.COMPLETE]
+    assert pruned and complete
+    assert assert_decisions_replay(study, (1, 2), eta=2) >= len(trained)
+    # A pruned trial trained exactly up to its rung, and says so.
+    assert fit.epochs == 4 * len(complete) + sum(t.user_attrs["pruned_at_epoch"] for t in pruned)
+    for t in pruned:
+        assert t.user_attrs["state"] == "pruned"
+        assert t.user_attrs["epochs_done"] == t.user_attrs["pruned_at_epoch"]
+        assert t.user_attrs["val_acc"] == t.user_attrs[rung_key(t.user_attrs["pruned_at_epoch"])][0]
+    assert {t.number for t in front_trials(study)} <= {t.number for t in complete}
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("archsearch/fire")
+    assert exp is not None
+    runs = {
+        r.info.run_id: r
+        for r in client.search_runs([exp.experiment_id], "tags.`archsearch.role` = 'trial'", max_results=100)
+    }
+    for t in pruned:
+        run = runs[t.user_attrs["mlflow_run_id"]]
+        assert run.info.status == "KILLED"
+        assert run.data.tags["archsearch.state"] == "pruned"
+        assert run.data.metrics["val_acc"] == pytest.approx(t.user_attrs["val_acc"])
+        assert run.data.metrics["pruned_at_epoch"] == t.user_attrs["pruned_at_epoch"]
+
+
+# --------------------------------------------------------------------------- two workers
+
+
+def _storage(tmp: Path) -> tuple[str, str]:
+    url = os.environ.get("ARCHSEARCH_TEST_POSTGRES")
+    if url:
+        return url, f"fidelity_{uuid.uuid4().hex[:8]}"
+    return f"sqlite:///{tmp / 'optuna.db'}", "fidelity"
+
+
+@pytest.mark.slow
+def test_pruning_decisions_are_shared_by_two_worker_processes(tmp_path: Path) -> None:
+    storage, name = _storage(tmp_path)
+    command = [
+        sys.executable,
+        "-m",
+        "archsearch",
+        "+sweep=fire",
+        "data=synthetic",
+        f"study.name={name}",
+        f"study.storage={storage}",
+        "study.n_trials=16",
+        "tracking.enabled=false",
+        f"export.dir={tmp_path / 'results'}",
+        "export.plots=false",
+        "trainer.epochs=4",
+        "sweep.fidelity.enabled=true",
+        "sweep.fidelity.eta=2",
+        "+sweep.fit._target_=archsearch.testing.FixedCostFit",
+        "+sweep.fit.seconds=0.4",
+        "+sweep.fit.epochs=4",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    workers = [
+        subprocess.Popen(
+            [*command, f"hydra.run.dir={tmp_path / f'hydra{i}'}"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [w.communicate(timeout=240)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+
+    study = optuna.load_study(study_name=name, storage=storage)
+    assert len(study.trials) >= 16
+    assert any(t.state == TrialState.PRUNED for t in study.trials)
+    assert assert_decisions_replay(study, (1, 2), eta=2) > 0
+    decisions = {
+        t.number: t.user_attrs[f"{rung_key(1)}_decision"]
+        for t in study.trials
+        if f"{rung_key(1)}_decision" in t.user_attrs
+    }
+    worker_of = {n: d["worker"] for n, d in decisions.items()}
+    assert len(set(worker_of.values())) == 2
+    # Some decision of one worker weighed entries that the other worker wrote.
+    assert any(any(worker_of[s] != worker_of[n] for s in d["seen"]) for n, d in decisions.items())
