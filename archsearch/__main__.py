@@ -5,6 +5,8 @@ Examples:
     python -m archsearch model=fire_mnist data=fashion_mnist trainer.epochs=2
     python -m archsearch model_file=results/fire/nets/trial_0007_ab12cd34ef56.yaml
     python -m archsearch +sweep=fire                       # the search (see README)
+    python -m archsearch +sweep=fire +workers=local workers.n=4 study.storage=postgresql://...
+                                                           # 4 local workers on one study
 """
 
 from __future__ import annotations
@@ -14,11 +16,21 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from archsearch.cli import run_cli
+from archsearch.cli import run_cli, run_hydra
 
 
 def dispatch(cfg: DictConfig) -> Any:
-    """What the CLI does, as a plain function: a sweep if ``cfg.sweep`` is set, else one training run."""
+    """What the CLI does, as a plain function: a sweep if ``cfg.sweep`` is set, else one training run.
+
+    As one of several jobs a Hydra launcher runs side by side, ``trainer.threads: null`` becomes
+    the job's share of the cores, so the workers do not oversubscribe the machine.
+    """
+    from archsearch.workers import local_parallel_jobs, worker_threads
+
+    parallel = local_parallel_jobs()
+    if parallel is not None and cfg.get("trainer") is not None and cfg.trainer.get("threads") is None:
+        with open_dict(cfg):
+            cfg.trainer.threads = worker_threads(*parallel)
     model_file = cfg.get("model_file")
     if model_file:
         from archsearch.spec import load_spec
@@ -43,4 +55,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra(main)

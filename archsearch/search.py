@@ -23,12 +23,23 @@ from archsearch.cost import COST_METRICS, HardwareProfile, analyze
 from archsearch.errors import ArchsearchError, ConfigError
 from archsearch.fidelity import SuccessiveHalving
 from archsearch.spec import NetSpec
-from archsearch.tracking import STUDY_TAG, Tracker, resolve_tracking_uri
+from archsearch.storage import StorageLock, check_database_url, describe_url
+from archsearch.tracking import STUDY_TAG, Tracker, check_tracking_uri, resolve_tracking_uri
+from archsearch.workers import (
+    WORKERS_STARTED,
+    StaleTrialCallback,
+    budget,
+    open_storage,
+    run_trials,
+    sigint_ignored,
+    worker_seed,
+)
 
 __all__ = [
     "ALL_METRICS",
     "SweepResult",
     "SweepSettings",
+    "check_backends",
     "finished_trials",
     "make_sampler",
     "open_study",
@@ -45,7 +56,6 @@ ALL_METRICS: dict[str, str] = {
     **MEASURED_METRICS,
 }
 DIRECTIONS = ("minimize", "maximize")
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 class _TrialFailed(Exception):
@@ -90,6 +100,12 @@ class SweepSettings:
     tracking_enabled: bool
     log_weights: str
     latency: Mapping[str, Any] = field(default_factory=dict)
+    #: Seconds between a running trial's heartbeats in the storage.
+    heartbeat_interval: int = 10
+    #: Seconds without a heartbeat after which a running trial counts as dead (failed, retried).
+    grace_period: int = 30
+    #: How often an architecture whose worker died or was interrupted is run again.
+    retries: int = 1
 
     @property
     def metric_names(self) -> list[str]:
@@ -164,11 +180,14 @@ class SweepSettings:
         timeout = study.get("timeout")
         if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
             raise ConfigError(f"study.timeout must be a positive number of seconds or null, got {timeout!r}.")
+        heartbeat = _study_int(study, "heartbeat_interval", 10, minimum=1)
+        grace = _study_int(study, "grace_period", 30, minimum=heartbeat + 1)
+        retries = _study_int(study, "retries", 1, minimum=0)
         tracking = cfg.get("tracking") or {}
         tracking_dir = Path(str(tracking.get("dir", "mlruns")))
         storage = study.get("storage")
         if storage is None or str(storage) == "":
-            tracking_dir.mkdir(parents=True, exist_ok=True)
+            # Only named here: nothing is created before every setting has been checked.
             storage = f"sqlite:///{(tracking_dir / 'optuna.db').resolve()}"
         log_weights = str(tracking.get("log_weights", "pareto"))
         if log_weights not in ("pareto", "all", "none"):
@@ -191,7 +210,19 @@ class SweepSettings:
             tracking_enabled=enabled,
             log_weights=log_weights,
             latency=dict(cfg.get("latency") or {}),
+            heartbeat_interval=heartbeat,
+            grace_period=grace,
+            retries=retries,
         )
+
+
+def _study_int(study: Mapping[str, Any], key: str, default: int, minimum: int) -> int:
+    """``study.<key>`` as an integer >= ``minimum`` (heartbeat times are whole seconds in Optuna)."""
+    value = study.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        more = " (more than study.heartbeat_interval)" if key == "grace_period" else ""
+        raise ConfigError(f"study.{key} must be an integer >= {minimum}{more}, got {value!r}.")
+    return value
 
 
 def make_sampler(
@@ -223,12 +254,34 @@ def make_sampler(
     return sampler
 
 
-def open_study(settings: SweepSettings, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
-    """Create or resume the study in its storage; an unreachable storage is a ConfigError."""
+def check_backends(settings: SweepSettings) -> None:
+    """The study storage and the MLflow backend both answer; checked before either is written to.
+
+    Raises:
+        ConfigError: one sentence naming ``study.storage`` or ``tracking.uri`` and why.
+    """
+    check_database_url(settings.storage, "study.storage")
+    StorageLock(settings.storage)  # a backend workers cannot lock is refused here too
+    if settings.tracking_enabled:
+        check_tracking_uri(settings.tracking_uri)
+
+
+def open_study(
+    settings: SweepSettings,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    storage: optuna.storages.RDBStorage | None = None,
+) -> optuna.Study:
+    """Create or resume the study; an unreachable storage or other objectives are a ConfigError.
+
+    Args:
+        settings: the validated sweep settings.
+        sampler: the study's sampler (Optuna's default if None).
+        storage: an opened storage (:func:`archsearch.workers.open_storage`); by default
+            one is opened on ``settings.storage`` with the settings' heartbeats.
+    """
     try:
-        storage = (
-            optuna.storages.RDBStorage(settings.storage) if "://" in settings.storage else settings.storage
-        )
+        if storage is None:
+            storage = open_storage(settings.storage, settings.heartbeat_interval, settings.grace_period, None)
         study = optuna.create_study(
             study_name=settings.study_name,
             storage=storage,
@@ -238,14 +291,15 @@ def open_study(settings: SweepSettings, sampler: optuna.samplers.BaseSampler | N
         )
     except ValueError as exc:
         raise ConfigError(
-            f"study {settings.study_name!r} in {settings.storage} exists with other objectives: "
-            f"{str(exc).splitlines()[0]}"
+            f"study {settings.study_name!r} in {describe_url(settings.storage)} exists with other "
+            f"objectives: {str(exc).splitlines()[0]}"
         ) from None
     except ArchsearchError:
         raise
     except Exception as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
         raise ConfigError(
-            f"study.storage {settings.storage!r} cannot be opened ({type(exc).__name__}); "
+            f"study.storage {describe_url(settings.storage)!r} cannot be opened ({reason[0]}); "
             "check the URL, that the server runs and the database exists."
         ) from None
     stored = study.user_attrs.get("objectives")
@@ -258,8 +312,12 @@ def open_study(settings: SweepSettings, sampler: optuna.samplers.BaseSampler | N
 
 
 def finished_trials(study: optuna.Study) -> int:
-    """Trials that count toward ``study.n_trials``: complete, pruned or failed."""
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+    """Finished slots of ``study.n_trials``: complete, pruned or failed trials, a retried one once.
+
+    A trial whose worker died and that was retried counts once, through its retry (see
+    :mod:`archsearch.workers` for the budget rule).
+    """
+    return budget(study.get_trials(deepcopy=False), 0).finished
 
 
 @dataclass
@@ -567,45 +625,64 @@ def run_sweep(
     from rich.console import Console
 
     from archsearch.cost import HardwareProfile
-    from archsearch.data import load_dataset
     from archsearch.export import export_study
     from archsearch.space import load_space
     from archsearch.terminal import SweepReporter
 
     console = console or Console(quiet=True)
-    _quiet_libraries()
     settings = SweepSettings.from_config(cfg)
     fidelity = SuccessiveHalving.from_config(cfg, settings.objectives)
     space = load_space(settings.space)
     seed = int(cfg.get("seed", 0))
     hardware = HardwareProfile.from_dict(_plain(cfg.hardware), source="hardware")
+    check_backends(settings)
+    # The checks above need neither torch nor MLflow, so a typo is reported without their import time.
+    _quiet_libraries()
+    from archsearch.data import load_dataset
+
     data = load_dataset(cfg.data, seed=seed)
-    sampler = make_sampler(cfg.sampler, seed, space.grid)
-    study = open_study(settings, sampler)
+    make_sampler(cfg.sampler, seed, space.grid)  # a bad sampler config is refused before any write
+    fit_fn = fit_fn or _configured_fit(cfg)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-    if "objectives" not in study.user_attrs:
-        study.set_user_attr("objectives", settings.metric_names)
-        study.set_user_attr("space", settings.space)
-        study.set_user_attr("retrain_command", _retrain_command(cfg))
-    tracker = Tracker(
-        settings.tracking_uri,
-        experiment=f"archsearch/{settings.study_name}",
-        artifact_dir=settings.tracking_dir / "artifacts",
-        enabled=settings.tracking_enabled,
-    )
-    parent = tracker.start_study(
-        settings.study_name,
-        {
-            "space": settings.space,
-            "objectives": dict(settings.objectives),
-            "constraints": {c.metric: {"max": c.max, "min": c.min} for c in settings.constraints},
-            "n_trials": settings.n_trials,
-            "sampler": str(cfg.sampler.get("_target_", "")),
-            "data": str(cfg.data.get("name", "")),
-            "storage": settings.storage,
-        },
-        config_yaml,
-    )
+    # Everything is valid: from here on the storage and MLflow are written to.
+    lock = StorageLock(settings.storage)
+    tracker: Tracker | None = None
+
+    def close_run(_study: optuna.Study, trial: FrozenTrial) -> None:
+        if tracker is not None:
+            _close_cut_short_run(tracker, trial)
+
+    on_stale = StaleTrialCallback(settings.retries, cleanup=close_run)
+    with lock:
+        # One worker at a time creates tables, the study and its parent run, so none is made twice.
+        storage = open_storage(settings.storage, settings.heartbeat_interval, settings.grace_period, on_stale)
+        study = open_study(settings, storage=storage)
+        if "objectives" not in study.user_attrs:
+            study.set_user_attr("objectives", settings.metric_names)
+            study.set_user_attr("space", settings.space)
+            study.set_user_attr("retrain_command", _retrain_command(cfg))
+        worker = int(study.user_attrs.get(WORKERS_STARTED, 0))
+        study.set_user_attr(WORKERS_STARTED, worker + 1)
+        tracker = Tracker(
+            settings.tracking_uri,
+            experiment=f"archsearch/{settings.study_name}",
+            artifact_dir=settings.tracking_dir / "artifacts",
+            enabled=settings.tracking_enabled,
+        )
+        parent = tracker.start_study(
+            settings.study_name,
+            {
+                "space": settings.space,
+                "objectives": dict(settings.objectives),
+                "constraints": {c.metric: {"max": c.max, "min": c.min} for c in settings.constraints},
+                "n_trials": settings.n_trials,
+                "sampler": str(cfg.sampler.get("_target_", "")),
+                "data": str(cfg.data.get("name", "")),
+                "storage": describe_url(settings.storage),
+            },
+            config_yaml,
+        )
+    study.sampler = make_sampler(cfg.sampler, worker_seed(seed, worker), space.grid)
     reporter = SweepReporter(console, settings.metric_names, settings.n_trials)
     objective = Objective(
         settings,
@@ -621,21 +698,25 @@ def run_sweep(
         fidelity=fidelity,
     )
     started = time.perf_counter()
-    remaining = settings.n_trials - finished_trials(study)
+    done = finished_trials(study)
     status = "FINISHED"
     try:
-        if remaining > 0:
-            reporter.start(study, finished_trials(study))
-            study.optimize(
+        if done < settings.n_trials:
+            reporter.start(study, done)
+            run_trials(
+                study,
                 objective,
-                n_trials=remaining,
+                storage=storage,
+                lock=lock,
+                n_trials=settings.n_trials,
                 timeout=settings.timeout,
                 catch=(_TrialFailed,),
-                callbacks=[
-                    optuna.study.MaxTrialsCallback(settings.n_trials, states=FINISHED),
-                    lambda st, t: reporter.trial_done(st, t, objective.outcomes.pop(t.number, {})),
-                ],
-                gc_after_trial=False,
+                callbacks=[lambda st, t: reporter.trial_done(st, t, objective.outcomes.pop(t.number, {}))],
+                on_stale=on_stale,
+                on_wait=lambda b: console.print(
+                    f"no trial left to take; waiting for {b.running} running in other workers "
+                    f"(a dead worker's trial is retried after {settings.grace_period}s without heartbeat)"
+                ),
             )
         else:
             console.print(
@@ -644,11 +725,20 @@ def run_sweep(
             )
     except KeyboardInterrupt:
         status = "KILLED"
+        console.print(
+            "interrupted: the running trial is marked failed and queued to run again on the next start"
+        )
+        raise
+    except BaseException:
+        status = "FAILED"
         raise
     finally:
-        exported = export_study(study, settings.export_dir, plots=settings.plots)
-        _log_front(tracker, parent, study, exported.front, exported.files, settings)
-        tracker.end_study(status)
+        # Exports are rewritten by every worker, so one writes at a time; Ctrl-C waits for it.
+        with sigint_ignored(), lock:
+            exported = export_study(study, settings.export_dir, plots=settings.plots)
+            _log_front(tracker, parent, study, exported.front, exported.files, settings)
+            tracker.end_study(status)
+        lock.close()
     seconds = time.perf_counter() - started
     reporter.finish(study, exported, settings, seconds)
     if (cfg.get("sweep") or {}).get("finalize"):
@@ -656,6 +746,42 @@ def run_sweep(
 
         exported = finalize_study(study, cfg, fit_fn=fit_fn, console=console).export
     return SweepResult(study, exported.front, exported.directory, exported.files, parent, seconds)
+
+
+def _configured_fit(cfg: DictConfig) -> Callable[..., Any] | None:
+    """``sweep.fit``: a ``_target_`` that replaces the trainer, e.g. ``archsearch.testing.FixedCostFit``.
+
+    A hook for benchmarks and command-line tests, which cannot pass ``fit_fn``; absent normally.
+    """
+    from hydra.utils import instantiate
+
+    node = (cfg.get("sweep") or {}).get("fit")
+    if node is None:
+        return None
+    try:
+        fit = instantiate(node)
+    except Exception as exc:
+        raise ConfigError(f"sweep.fit could not be instantiated: {str(exc).splitlines()[0]}") from None
+    if not callable(fit):
+        raise ConfigError(f"sweep.fit must make a callable like archsearch.train.fit, got {fit!r}.")
+    return fit
+
+
+def _close_cut_short_run(tracker: Tracker, trial: FrozenTrial) -> None:
+    """Close the MLflow run of a trial whose worker died (FAILED) or was interrupted (KILLED)."""
+    run_id = str(trial.user_attrs.get("mlflow_run_id", ""))
+    if trial.user_attrs.get("state") == "interrupted":
+        tracker.set_tags(run_id, {"archsearch.state": "interrupted"})
+        tracker.end_trial(run_id, "KILLED")
+        return
+    tracker.set_tags(
+        run_id,
+        {
+            "archsearch.state": "failed",
+            "archsearch.fail_reason": "its worker stopped sending heartbeats (killed or lost)",
+        },
+    )
+    tracker.end_trial(run_id, "FAILED")
 
 
 def _log_front(

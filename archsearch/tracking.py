@@ -14,25 +14,67 @@ from typing import Any
 
 from archsearch.errors import ConfigError
 
-__all__ = ["STUDY_TAG", "Tracker", "resolve_tracking_uri"]
+__all__ = ["STUDY_TAG", "Tracker", "check_tracking_uri", "resolve_tracking_uri"]
 
 STUDY_TAG = "archsearch.study"
 ROLE_TAG = "archsearch.role"
 TRIAL_TAG = "archsearch.trial"
+#: Seconds a tracking server may take to answer /health before it counts as unreachable.
+HEALTH_TIMEOUT_S = 10
+#: MLflow backends that are a database MLflow opens itself (artifacts then go to ``artifact_dir``).
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 
 def resolve_tracking_uri(uri: str | None, directory: str | Path = "mlruns") -> str:
-    """``None`` means the default SQLite backend under ``directory``; a bare path means SQLite there."""
+    """``None`` means the default SQLite backend under ``directory``; a bare path means SQLite there.
+
+    Pure: nothing is created until a :class:`Tracker` opens the URI.
+    """
     if uri is None or str(uri) == "":
-        path = Path(directory).resolve() / "mlflow.db"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}"
+        return f"sqlite:///{Path(directory).resolve() / 'mlflow.db'}"
     text = str(uri)
     if "://" not in text and not text.startswith("sqlite:"):
-        path = Path(text).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}"
+        return f"sqlite:///{Path(text).resolve()}"
     return text
+
+
+def _scheme(uri: str) -> str:
+    """``postgresql+psycopg2://...`` -> ``postgresql``; ``sqlite:///x`` -> ``sqlite``."""
+    return uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Raise a one-sentence ConfigError unless the MLflow backend at ``uri`` answers; write nothing.
+
+    A database URI is connected to (or, for SQLite, its file or directory inspected); an
+    ``http(s)://`` tracking server must answer its ``/health`` endpoint. Other schemes
+    (``databricks``, ...) are left to MLflow.
+    """
+    from archsearch.storage import check_database_url, describe_url
+
+    scheme = _scheme(uri)
+    if scheme in ("http", "https"):
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S) as reply:
+                status = reply.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ConfigError(
+                f"tracking.uri {describe_url(uri)!r} cannot be reached ({reason}); "
+                "start the MLflow server or fix tracking.uri."
+            ) from None
+        if status != 200:
+            raise ConfigError(
+                f"tracking.uri {describe_url(uri)!r} answered HTTP {status} on /health; "
+                "it is not a running MLflow tracking server."
+            )
+    elif scheme in DATABASE_SCHEMES:
+        check_database_url(uri, "tracking.uri")
 
 
 def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -74,12 +116,21 @@ class Tracker:
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
-        self._client = MlflowClient(tracking_uri=uri)
+        from archsearch.storage import engine_url, use_wal
+
+        if uri.startswith("sqlite:///"):
+            try:
+                Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"tracking.uri {uri!r} cannot be created ({exc.strerror}: {exc.filename})."
+                ) from None
+        self._client = MlflowClient(tracking_uri=engine_url(uri))
         try:
             found = self._client.get_experiment_by_name(experiment)
             if found is None:
                 location = None
-                if uri.startswith("sqlite:") and artifact_dir is not None:
+                if _scheme(uri) in DATABASE_SCHEMES and artifact_dir is not None:
                     location = Path(artifact_dir).resolve().as_uri()
                 try:
                     self.experiment_id = self._client.create_experiment(
@@ -102,6 +153,7 @@ class Tracker:
                 f"tracking.uri {uri!r} cannot be reached ({type(exc).__name__}); "
                 "start the server or fix tracking.uri."
             ) from None
+        use_wal(uri)  # MLflow has created the tables of a new SQLite file by now
 
     # -- the study's parent run -------------------------------------------------------------
 

@@ -153,3 +153,61 @@ def _random_head(
 def make_random_spec() -> Callable[[int], NetSpec]:
     """``make_random_spec(seed)`` -> a small random valid NetSpec (deterministic per seed)."""
     return random_spec
+
+
+# -- the command line in a subprocess, and the PostgreSQL server CI starts ------------------------
+
+POSTGRES_ENV = "ARCHSEARCH_TEST_POSTGRES"
+
+
+class ArchsearchCLI:
+    """``python -m archsearch ARGS`` (or another module) in a subprocess, with text pipes."""
+
+    def start(self, cwd: Any, *args: str, module: str = "archsearch") -> Any:
+        """Start it in ``cwd``; returns the ``subprocess.Popen``.
+
+        Ctrl-C is restored to Python's default in the child: a process started from a
+        non-interactive shell otherwise inherits SIGINT ignored and could not be interrupted.
+        """
+        import signal
+        import subprocess
+        import sys
+
+        return subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+
+    def run(self, cwd: Any, *args: str, timeout: float = 300, module: str = "archsearch") -> Any:
+        """Run it in ``cwd`` to the end; returns a ``subprocess.CompletedProcess``."""
+        import subprocess
+
+        proc = self.start(cwd, *args, module=module)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError(f"archsearch {' '.join(args)} ran over {timeout}s:\n{out}\n{err}") from None
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.fixture(scope="session")
+def archsearch_cli() -> ArchsearchCLI:
+    """Runs the command line in subprocesses: ``archsearch_cli.run(cwd, "+sweep=fire", ...)``."""
+    return ArchsearchCLI()
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """The PostgreSQL URL .ci/run exports; the test is skipped where no server was started."""
+    import os
+
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(f"{POSTGRES_ENV} is not set (.ci/run starts PostgreSQL and sets it)")
+    return url

@@ -1,0 +1,155 @@
+"""Bad input through the real command line: one sentence on stderr, exit 2, nothing written.
+
+Every case runs ``python -m archsearch`` in its own empty directory; afterwards neither the
+study storage nor the MLflow backend (both under ``mlruns/`` by default) nor the export may
+exist. The subprocesses run side by side (a process start costs seconds; the checks do not).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import optuna
+import pytest
+
+from archsearch.storage import engine_url
+
+SWEEP = ("+sweep=fire", "data=synthetic", "export.plots=false")
+
+FILES = {
+    "net_yaml.yaml": "name: x\nnodes: [\n",
+    "net_op.yaml": "name: x\ninput: [1, 8, 8]\nnum_classes: 10\nnodes:\n"
+    "  - {name: c1, op: warp, out: 8}\n  - {name: gap, op: global_avgpool}\n",
+    "net_graph.yaml": "name: x\ninput: [1, 8, 8]\nnum_classes: 10\nnodes:\n"
+    "  - {name: c1, op: conv, out: 8, kernel: 3}\n  - {name: a, op: add, inputs: [c1, nowhere]}\n"
+    "  - {name: gap, op: global_avgpool}\n",
+    "space_yaml.yaml": "depth: {int: [2, 6]\n",
+    "space_dist.yaml": "depth: {gaussian: [2, 6]}\n",
+    "space_low_high.yaml": "depth: {int: [6, 2]}\n",
+    "space_step.yaml": "base_e: {int: [16, 60], step: 16}\n",
+    "conf/model/broken.yaml": "name: broken\nnodes: [1, 2\n",
+    "fmnist_wrong/train-images-idx3-ubyte.gz": "not gzip\n",
+}
+
+# id -> (arguments, fragments the one-line message must contain); {d} is the files' directory.
+CASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "malformed_model_yaml": (("model_file={d}/net_yaml.yaml",), ("net_yaml.yaml is not valid YAML",)),
+    "malformed_space_yaml": (
+        (*SWEEP, "sweep.space={d}/space_yaml.yaml"),
+        ("space_yaml.yaml is not valid YAML",),
+    ),
+    "malformed_conf_yaml": (
+        ("--config-dir={d}/conf", "model=broken"),
+        ("conf/model/broken.yaml is not valid YAML", "line 3"),
+    ),
+    "unknown_op": (("model_file={d}/net_op.yaml",), ("'op' is 'warp'", "allowed: add")),
+    "model_fails_validation": (("model_file={d}/net_graph.yaml",), ("names unknown node 'nowhere'",)),
+    "unknown_distribution": (
+        (*SWEEP, "sweep.space={d}/space_dist.yaml"),
+        ("space_dist.yaml key 'depth' has unknown distribution type 'gaussian'",),
+    ),
+    "low_above_high": ((*SWEEP, "sweep.space={d}/space_low_high.yaml"), ("'depth' has low 6 > high 2",)),
+    "step_does_not_divide": (
+        (*SWEEP, "sweep.space={d}/space_step.yaml"),
+        ("step 16, which does not divide",),
+    ),
+    "unknown_objective": (
+        (*SWEEP, "+objectives.flops_per_byte=minimize"),
+        ("objectives.flops_per_byte is not a known metric; allowed: val_acc",),
+    ),
+    "unknown_constraint": (
+        (*SWEEP, "+constraints.speed.max=3"),
+        ("constraints.speed is not a known metric",),
+    ),
+    "invalid_direction": (
+        (*SWEEP, "objectives.params=smaller"),
+        ("objectives.params has direction 'smaller'; allowed: minimize, maximize",),
+    ),
+    "zero_trials": ((*SWEEP, "study.n_trials=0"), ("study.n_trials must be a positive integer, got 0",)),
+    "negative_trials": ((*SWEEP, "study.n_trials=-3"), ("study.n_trials must be a positive integer",)),
+    "grace_not_above_heartbeat": (
+        (*SWEEP, "study.heartbeat_interval=10", "study.grace_period=10"),
+        ("study.grace_period must be an integer >= 11",),
+    ),
+    "missing_dataset_dir": (
+        ("+sweep=fire", "data=fashion_mnist", "data.dir={d}/no_such_dir"),
+        ("Fashion-MNIST not found", "no_such_dir"),
+    ),
+    "wrong_dataset_files": (
+        ("+sweep=fire", "data=fashion_mnist", "data.dir={d}/fmnist_wrong"),
+        ("fmnist_wrong/train-images-idx3-ubyte.gz cannot be read",),
+    ),
+    "unreachable_storage": (
+        (*SWEEP, "study.storage=postgresql://someone:secret@127.0.0.1:1/nowhere"),
+        ("study.storage 'postgresql://someone:***@127.0.0.1:1/nowhere' cannot be reached", "refused"),
+    ),
+    "unreachable_tracking": (
+        (*SWEEP, "tracking.uri=http://127.0.0.1:1"),
+        ("tracking.uri 'http://127.0.0.1:1' cannot be reached",),
+    ),
+    "unknown_group_option": (
+        ("model=nope",),
+        ("model 'nope' is not declared under conf/model/; available:",),
+    ),
+    "unknown_sweep": (("+sweep=nope",), ("sweep 'nope' is not declared under conf/sweep/; available: fire",)),
+    "unknown_key_override": (
+        (*SWEEP, "trainer.nope=1"),
+        ("override 'trainer.nope' names a key the config does not have", "+trainer.nope=VALUE"),
+    ),
+    "unparsable_override": (("seed=[1,",), ("override 'seed=[1,' cannot be parsed",)),
+}
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory, archsearch_cli: Any) -> dict[str, Any]:
+    """Every case's (CompletedProcess, its working directory), run four at a time."""
+    files = tmp_path_factory.mktemp("inputs")
+    for name, text in FILES.items():
+        (files / name).parent.mkdir(parents=True, exist_ok=True)
+        (files / name).write_text(text)
+    runs = tmp_path_factory.mktemp("runs")
+    cases = dict(CASES)
+    postgres = os.environ.get("ARCHSEARCH_TEST_POSTGRES")
+    if postgres:
+        # The tracking backend is found dead before the PostgreSQL study is created.
+        cases["unreachable_tracking_with_postgres_storage"] = (
+            (
+                *SWEEP,
+                f"study.storage={postgres}",
+                f"study.name=never_{uuid.uuid4().hex[:8]}",
+                "tracking.uri=http://127.0.0.1:1",
+            ),
+            ("tracking.uri 'http://127.0.0.1:1' cannot be reached",),
+        )
+
+    def run(case: str) -> tuple[str, Any]:
+        cwd = runs / case
+        cwd.mkdir()
+        args = [a.format(d=files) for a in cases[case][0]]
+        return case, (archsearch_cli.run(cwd, *args, timeout=120), cwd)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(pool.map(run, cases))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [*CASES, "unreachable_tracking_with_postgres_storage"])
+def test_bad_input_is_one_sentence_exit_2_and_writes_nothing(case: str, outcomes: dict[str, Any]) -> None:
+    if case not in outcomes:
+        pytest.skip("ARCHSEARCH_TEST_POSTGRES is not set (.ci/run starts PostgreSQL and sets it)")
+    done, cwd = outcomes[case]
+    fragments = CASES[case][1] if case in CASES else ("tracking.uri 'http://127.0.0.1:1' cannot be reached",)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and lines[0].endswith("."), done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert not (cwd / "mlruns").exists() and not (cwd / "results").exists()
+    if case == "unreachable_tracking_with_postgres_storage":
+        name = next(a for a in done.args if a.startswith("study.name=")).split("=", 1)[1]
+        url = os.environ["ARCHSEARCH_TEST_POSTGRES"]
+        assert name not in optuna.get_all_study_names(storage=engine_url(url))
