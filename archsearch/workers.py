@@ -14,9 +14,9 @@ The budget rule (``study.n_trials`` is a total, not a per-worker count):
   first pops a waiting trial (a retry, or one a user enqueued), else creates one, and no
   other worker asks meanwhile: so the study never holds more than ``n_trials`` slots, and no
   trial is ever created only to be thrown away.
-* With no free slot but trials still running elsewhere, a worker waits (polling every
-  heartbeat interval) instead of leaving: if one of those workers has died, its trial is
-  failed once its heartbeat is ``grace_period`` seconds old and its retry needs a worker.
+* With no free slot but trials still running elsewhere, a worker waits (looking again every
+  second) instead of leaving: if one of those workers has died, its trial is failed once
+  its heartbeat is ``grace_period`` seconds old, and its retry needs a worker.
   A worker leaves once every slot is finished, at ``study.timeout``, or on Ctrl-C.
 
 Crash safety: every running trial records a heartbeat in the storage. A trial whose heartbeat
@@ -264,7 +264,8 @@ def run_trials(
         callbacks: called with each trial this process finished, after Optuna recorded it.
         on_stale: what a trial cut short by Ctrl-C gets (the heartbeat callback, which
             closes its MLflow run and queues its retry).
-        on_wait: told, once per wait, that no slot is free while other workers' trials run.
+        on_wait: told, once per wait, that no slot is free while other workers' trials run
+            (the worker then looks again every second).
 
     Returns:
         How many trials this process ran.
@@ -273,6 +274,8 @@ def run_trials(
         KeyboardInterrupt: after the running trial was failed and its retry queued.
     """
     interval = float(storage.get_heartbeat_interval() or 1)
+    # Waiting workers look again every second: a finished trial frees the study at once.
+    poll = min(1.0, interval)
     deadline = None if timeout is None else time.monotonic() + timeout
     ran = 0
     waiting = False
@@ -299,7 +302,7 @@ def run_trials(
                 if on_wait is not None and not waiting:
                     on_wait(state)
                 waiting = True
-                time.sleep(interval)
+                time.sleep(poll)
                 continue
             waiting = False
             trial.set_user_attr("worker", worker_id())

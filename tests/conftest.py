@@ -163,11 +163,12 @@ POSTGRES_ENV = "ARCHSEARCH_TEST_POSTGRES"
 class ArchsearchCLI:
     """``python -m archsearch ARGS`` (or another module) in a subprocess, with text pipes."""
 
-    def start(self, cwd: Any, *args: str, module: str = "archsearch") -> Any:
+    def start(self, cwd: Any, *args: str, module: str = "archsearch", interruptible: bool = False) -> Any:
         """Start it in ``cwd``; returns the ``subprocess.Popen``.
 
-        Ctrl-C is restored to Python's default in the child: a process started from a
-        non-interactive shell otherwise inherits SIGINT ignored and could not be interrupted.
+        ``interruptible`` restores Ctrl-C to Python's default in the child: a process started
+        from a non-interactive shell otherwise inherits SIGINT ignored. (It runs code between
+        fork and exec, which is unsafe while other threads start processes: use it alone.)
         """
         import signal
         import subprocess
@@ -179,7 +180,7 @@ class ArchsearchCLI:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if interruptible else None,
         )
 
     def run(self, cwd: Any, *args: str, timeout: float = 300, module: str = "archsearch") -> Any:
@@ -211,3 +212,17 @@ def postgres_url() -> str:
     if not url:
         pytest.skip(f"{POSTGRES_ENV} is not set (.ci/run starts PostgreSQL and sets it)")
     return url
+
+
+@pytest.fixture(scope="session")
+def mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Path of an empty MLflow SQLite database with every migration applied, made once per session.
+
+    Creating one costs seconds of schema migrations; a test copies it to ``DIR/mlruns/mlflow.db``
+    (``tracking.dir=DIR/mlruns``) to start its processes on a ready backend.
+    """
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path

@@ -8,6 +8,7 @@ trial at the point the test needs.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import threading
@@ -35,6 +36,12 @@ from archsearch.workers import (
 
 SWEEP = ("+sweep=fire", "data=synthetic", "export.plots=false")
 FIXED_COST = "+sweep.fit._target_=archsearch.testing.FixedCostFit"
+
+
+def ready_mlruns(cwd: Path, template: Path) -> None:
+    """Start ``cwd/mlruns`` with an already migrated, empty MLflow database."""
+    (cwd / "mlruns").mkdir()
+    shutil.copy(template, cwd / "mlruns" / "mlflow.db")
 
 
 def sqlite_study(cwd: Path, name: str) -> optuna.Study:
@@ -164,9 +171,10 @@ def test_racing_workers_run_exactly_n_trials(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_three_local_workers_share_one_postgres_study(
-    tmp_path: Path, postgres_url: str, archsearch_cli: Any
+    tmp_path: Path, postgres_url: str, archsearch_cli: Any, mlflow_db_template: Path
 ) -> None:
     """+workers=local: three joblib processes, real (tiny) training, one study, one parent run."""
+    ready_mlruns(tmp_path, mlflow_db_template)
     name = f"workers_{uuid.uuid4().hex[:8]}"
     n_trials = 7
     done = archsearch_cli.run(
@@ -206,10 +214,11 @@ def test_three_local_workers_share_one_postgres_study(
 
 @pytest.mark.slow
 def test_killed_worker_trial_is_failed_retried_and_the_study_completes(
-    tmp_path: Path, archsearch_cli: Any
+    tmp_path: Path, archsearch_cli: Any, mlflow_db_template: Path
 ) -> None:
     """SIGKILL one of two workers mid-trial; the other fails its trial after the grace period,
     closes its MLflow run as FAILED, runs the retry, and completes the study."""
+    ready_mlruns(tmp_path, mlflow_db_template)
     common = (*SWEEP, "study.name=crash", "study.n_trials=3", FIXED_COST)
     short = ("study.heartbeat_interval=1", "study.grace_period=3")
     doomed = archsearch_cli.start(tmp_path, *common, *short, "+sweep.fit.seconds=120")
@@ -239,10 +248,11 @@ def test_killed_worker_trial_is_failed_retried_and_the_study_completes(
 
 @pytest.mark.slow
 def test_ctrl_c_closes_everything_and_a_restart_redoes_the_interrupted_trial(
-    tmp_path: Path, archsearch_cli: Any
+    tmp_path: Path, archsearch_cli: Any, mlflow_db_template: Path
 ) -> None:
+    ready_mlruns(tmp_path, mlflow_db_template)
     common = (*SWEEP, "study.name=stop", "study.n_trials=3", FIXED_COST)
-    proc = archsearch_cli.start(tmp_path, *common, "+sweep.fit.seconds=120")
+    proc = archsearch_cli.start(tmp_path, *common, "+sweep.fit.seconds=120", interruptible=True)
     db = tmp_path / "mlruns" / "optuna.db"
     number = wait_for(lambda: running_trial_with_run(db), "a trial in progress")
     proc.send_signal(signal.SIGINT)
