@@ -68,12 +68,13 @@ def train_single(
 
     torch.manual_seed(seed)
     model = build(spec)
-    console.print(f"[bold]{spec.name}[/] ({spec.hash}) on {data.summary()}")
+    console.print(f"[bold]{spec.name}[/] ({spec.hash}) on {data.summary()}", soft_wrap=True)
 
     def progress(epoch: int, metrics: dict[str, float]) -> None:
         console.print(
             f"  epoch {epoch}: train_loss {metrics['train_loss']:.4f}  val_acc {metrics['val_acc']:.4f}  "
-            f"{metrics['images_per_s']:.0f} images/s  {metrics['seconds']:.1f} s"
+            f"{metrics['images_per_s']:.0f} images/s  {metrics['seconds']:.1f} s",
+            soft_wrap=True,
         )
 
     result = fit(model, data, cfg.trainer, seed=seed, on_epoch_end=progress, evaluate_test=evaluate_test)

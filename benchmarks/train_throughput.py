@@ -12,7 +12,7 @@ alike; the medians and their ratio are printed. Training-step time only: the per
 validation pass of ``fit`` is excluded by its own ``images_per_s``.
 
     python benchmarks/train_throughput.py            # Fashion-MNIST if installed, else synthetic
-    python benchmarks/train_throughput.py --rounds 5 --steps 100
+    python benchmarks/train_throughput.py --rounds 5 --steps 100 --threads 1
 """
 
 from __future__ import annotations
@@ -85,7 +85,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
     parser.add_argument("--steps", type=int, default=78, help="training steps per run (default 78)")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for both sides (default: torch's own); 1 keeps a shared, busy machine "
+        "from distorting the figures, since waiting threads spin",
+    )
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     data = dataset(args.steps * args.batch_size)
     trainer = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "trainer" / "default.yaml"), resolve=True)
@@ -101,7 +110,8 @@ def main() -> None:
 
     print(
         f"{spec.name} on {data.summary()}; {args.steps} steps of {args.batch_size}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+        flush=True,
     )
     # One untimed pass each, so kernel selection and allocator warm-up hit neither measurement.
     baseline(fresh(), data, 5, args.batch_size, trainer)
@@ -114,7 +124,8 @@ def main() -> None:
         runs["archsearch_nchw"].append(ours(fresh(), data, trainer, "contiguous"))
         print(
             f"round {r + 1}: baseline {runs['baseline'][-1]:7.0f}  archsearch {runs['archsearch'][-1]:7.0f}  "
-            f"archsearch NCHW {runs['archsearch_nchw'][-1]:7.0f} images/s"
+            f"archsearch NCHW {runs['archsearch_nchw'][-1]:7.0f} images/s",
+            flush=True,
         )
     med = {k: statistics.median(v) for k, v in runs.items()}
     print(

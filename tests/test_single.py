@@ -90,3 +90,9 @@ def test_seed_fixes_the_initial_weights() -> None:
     torch.manual_seed(456)
     b, _ = run(composed(*SMALL, "seed=1"))
     assert a["val_acc"] == b["val_acc"]
+
+
+def test_long_trainer_is_the_default_one_with_augmentation_and_more_epochs() -> None:
+    long, default = composed("trainer=long").trainer, composed().trainer
+    assert long.epochs == 30 and long.augment is True and default.augment is False
+    assert long.optimizer == default.optimizer and long.schedule == default.schedule
