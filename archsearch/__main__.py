@@ -11,6 +11,7 @@ Examples:
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import hydra
@@ -43,7 +44,9 @@ def dispatch(cfg: DictConfig) -> Any:
 
         from archsearch.search import run_sweep
 
-        return run_sweep(cfg, console=Console(soft_wrap=True))
+        # A pipe or log file gets wide lines rather than tables cut at 80 columns.
+        wide = None if sys.stdout.isatty() else 160
+        return run_sweep(cfg, console=Console(soft_wrap=True, width=wide))
     from archsearch.single import train_single
 
     return train_single(cfg)

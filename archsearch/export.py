@@ -245,7 +245,7 @@ def export_study(
     rerun = str(study.user_attrs.get("retrain_command", ""))
     files: dict[str, Path] = {}
 
-    nets = out / "nets"
+    nets = out.resolve() / "nets"
     rows = []
     for t in front:
         spec = t.user_attrs.get("spec")

@@ -137,6 +137,8 @@ class SweepSettings:
         objectives = []
         for metric, direction in objectives_cfg.items():
             metric = str(metric)
+            if direction is None:  # `objectives.macs=null` drops an inherited objective
+                continue
             if metric not in ALL_METRICS:
                 raise ConfigError(
                     f"objectives.{metric} is not a known metric; allowed: {', '.join(ALL_METRICS)}."
@@ -146,6 +148,8 @@ class SweepSettings:
                     f"objectives.{metric} has direction {direction!r}; allowed: minimize, maximize."
                 )
             objectives.append((metric, str(direction)))
+        if not objectives:
+            raise ConfigError("key 'objectives' sets every metric to null; keep at least one objective.")
         constraints = []
         for metric, bound in (cfg.get("constraints") or {}).items():
             metric = str(metric)
@@ -241,6 +245,7 @@ def make_sampler(
     kwargs: dict[str, Any] = {}
     if target.endswith("GridSampler"):
         kwargs["search_space"] = grid()
+        cfg._target_ = "archsearch.workers.WorkerGridSampler"
     if "seed" in cfg and cfg.seed is None:
         cfg.seed = seed
     try:
@@ -539,6 +544,8 @@ class Objective:
             threads=lat.get("threads"),
             warmup=int(lat.get("warmup", 5)),
             repeats=int(lat.get("repeats", 20)),
+            memory_format=str(lat.get("memory_format", "auto")),
+            clock=str(lat.get("clock", "wall")),
         )
         return float(result.median_ms)
 

@@ -7,6 +7,7 @@ several workers, threads or a notebook can log to the same study safely.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -125,6 +126,9 @@ class Tracker:
                 raise ConfigError(
                     f"tracking.uri {uri!r} cannot be created ({exc.strerror}: {exc.filename})."
                 ) from None
+        # Our own progress lines say where runs are; MLflow would print two URLs per trial
+        # (and fetch the run again to build them).
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self._client = MlflowClient(tracking_uri=engine_url(uri))
         try:
             found = self._client.get_experiment_by_name(experiment)

@@ -50,6 +50,7 @@ __all__ = [
     "Budget",
     "LocalWorkersCallback",
     "StaleTrialCallback",
+    "WorkerGridSampler",
     "budget",
     "interrupted_trial",
     "local_parallel_jobs",
@@ -218,6 +219,29 @@ def sigint_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+class WorkerGridSampler(optuna.samplers.GridSampler):
+    """Optuna's GridSampler for :func:`run_trials`' ask-and-tell loop.
+
+    Optuna's version calls ``study.stop()`` after the last grid point, which is only allowed
+    inside ``study.optimize`` and would leave that trial RUNNING; here the loop itself stops
+    taking trials once :meth:`is_exhausted` says every grid point is taken.
+    """
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        return None
+
+
+def _grid_exhausted(study: optuna.Study) -> bool:
+    sampler = study.sampler
+    return isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study)
+
+
 def _ask(study: optuna.Study) -> optuna.Trial:
     with warnings.catch_warnings():
         # Optuna warns that heartbeats are meant for Study.optimize; this loop records them itself.
@@ -292,7 +316,7 @@ def run_trials(
             with lock:
                 _fail_stale(study)
                 state = budget(study.get_trials(deepcopy=False), n_trials)
-                trial = _ask(study) if state.free > 0 else None
+                trial = _ask(study) if state.free > 0 and not _grid_exhausted(study) else None
                 if trial is not None:
                     # Beat once under the lock: a trial is never RUNNING without a heartbeat.
                     storage.record_heartbeat(trial._trial_id)
