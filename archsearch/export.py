@@ -339,7 +339,7 @@ def _main() -> None:
     import hydra
     from omegaconf import DictConfig
 
-    from archsearch.cli import run_cli
+    from archsearch.cli import run_cli, run_hydra
     from archsearch.paths import CONF_DIR
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="export")
@@ -359,7 +359,7 @@ def _main() -> None:
 
         run_cli(go)
 
-    main()
+    run_hydra(main)
 
 
 if __name__ == "__main__":

@@ -298,28 +298,11 @@ def _positive_int(cfg: Mapping[str, Any], key: str) -> int:
     return value
 
 
-def _check_group_overrides(argv: Sequence[str]) -> None:
-    """Reject ``model=NAME`` or ``hardware=NAME`` for an undeclared NAME in one sentence.
-
-    Hydra would refuse it too, but with a multi-line message and exit status 1.
-    """
-    for group in ("model", "hardware"):
-        for arg in argv:
-            name = arg[len(group) + 1 :]
-            if arg.startswith(f"{group}=") and not (CONF_DIR / group / f"{name}.yaml").is_file():
-                choices = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-                raise ConfigError(
-                    f"{group} {name!r} is not declared under conf/{group}/; available: {', '.join(choices)}."
-                )
-
-
 def _main() -> None:
     import hydra
     from omegaconf import DictConfig, OmegaConf
 
-    from archsearch.cli import run_cli
-
-    run_cli(lambda: _check_group_overrides(sys.argv[1:]))
+    from archsearch.cli import run_cli, run_hydra
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="report")
     def main(cfg: DictConfig) -> None:
@@ -328,7 +311,7 @@ def _main() -> None:
         console = Console() if sys.stdout.isatty() else Console(width=200)
         run_cli(lambda: report(plain, console))
 
-    main()
+    run_hydra(main)
 
 
 if __name__ == "__main__":

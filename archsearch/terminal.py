@@ -11,6 +11,8 @@ from optuna.trial import FrozenTrial
 from rich.console import Console
 from rich.table import Table
 
+from archsearch.storage import describe_url
+
 if TYPE_CHECKING:
     from archsearch.export import ExportResult
     from archsearch.search import SweepSettings
@@ -107,7 +109,7 @@ class SweepReporter:
         self.console.print(f"finished in {seconds:.1f}s; exports in [cyan]{exported.directory}[/cyan]:")
         for key, path in sorted(exported.files.items()):
             self.console.print(f"  {key:<16} {path}")
-        self.console.print(f"  {'study storage':<16} {settings.storage}")
+        self.console.print(f"  {'study storage':<16} {describe_url(settings.storage)}")
         if settings.tracking_enabled:
             self.console.print(
                 f"review the runs: [bold]mlflow ui --backend-store-uri {settings.tracking_uri}[/bold]"
