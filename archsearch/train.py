@@ -116,7 +116,7 @@ class TrainerSettings:
 
     epochs: int = 10
     batch_size: int = 128
-    eval_batch_size: int = 1024
+    eval_batch_size: int = 256
     max_seconds: float | None = None
     threads: int | None = None
     device: str = "auto"
