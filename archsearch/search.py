@@ -389,9 +389,8 @@ class Objective:
             try:
                 spec = self.space.sample(trial, tuple(self.data.shape), int(self.data.num_classes))
             except InfeasibleArchitecture as exc:
-                run_id = self._start_run(trial, None)
+                run_id = self._start_run(trial, None, {})
                 return self._infeasible(trial, run_id, {"architecture": 1.0}, str(exc), {}, outcome)
-            run_id = self._start_run(trial, spec)
             report = analyze(
                 spec,
                 self.hardware,
@@ -400,7 +399,7 @@ class Objective:
             )
             metrics: dict[str, float] = report.metrics()
             trial.set_user_attr("costs", metrics)
-            self.tracker.log_metrics(run_id, metrics)
+            run_id = self._start_run(trial, spec, metrics)
             model = None
             if self.settings.needs_latency:
                 model = self._build(spec)
@@ -442,8 +441,9 @@ class Objective:
             trial.set_user_attr("state", "failed")
             trial.set_user_attr("fail_reason", reason)
             outcome.update(state="failed", reason=reason)
-            self.tracker.set_tags(run_id, {"archsearch.state": "failed", "archsearch.fail_reason": reason})
-            self.tracker.end_trial(run_id, "FAILED")
+            self.tracker.end_trial(
+                run_id, "FAILED", tags={"archsearch.state": "failed", "archsearch.fail_reason": reason}
+            )
             raise _TrialFailed(reason) from exc
         finally:
             outcome["seconds"] = time.perf_counter() - started
@@ -451,13 +451,13 @@ class Objective:
 
     # -- steps ------------------------------------------------------------------------------
 
-    def _start_run(self, trial: optuna.Trial, spec: NetSpec | None) -> str:
+    def _start_run(self, trial: optuna.Trial, spec: NetSpec | None, costs: Mapping[str, float]) -> str:
         tags = {STUDY_TAG: self.settings.study_name}
         if spec is not None:
             tags["archsearch.spec_hash"] = spec.hash
             trial.set_user_attr("spec_hash", spec.hash)
             trial.set_user_attr("spec", spec.to_dict())
-        run_id = self.tracker.start_trial(trial.number, trial.params, tags)
+        run_id = self.tracker.start_trial(trial.number, trial.params, tags, costs)
         trial.set_user_attr("mlflow_run_id", run_id)
         if spec is not None:
             self.tracker.log_text(run_id, spec.to_yaml(), "net.yaml")
@@ -478,10 +478,11 @@ class Objective:
         trial.set_user_attr("state", "infeasible")
         trial.set_user_attr("infeasible_reason", reason)
         outcome.update(state="infeasible", reason=reason, **metrics)
-        self.tracker.set_tags(
-            run_id, {"archsearch.state": "infeasible", "archsearch.infeasible_reason": reason}
+        self.tracker.end_trial(
+            run_id,
+            "FINISHED",
+            tags={"archsearch.state": "infeasible", "archsearch.infeasible_reason": reason},
         )
-        self.tracker.end_trial(run_id, "FINISHED")
         return self._worst(metrics)
 
     def _previous_result(self, trial: optuna.Trial, spec_hash: str) -> FrozenTrial | None:
@@ -514,15 +515,15 @@ class Objective:
         values = [float(metrics[m]) for m in self.settings.metric_names]
         trial.set_user_attr("state", "complete")
         outcome.update(state="complete", **metrics)
-        self.tracker.log_metrics(
+        self.tracker.end_trial(
             run_id,
-            {
+            "FINISHED",
+            metrics={
                 **{k: v for k, v in metrics.items() if k in TRAINED_METRICS},
                 **{f"objective.{m}": v for m, v in zip(self.settings.metric_names, values, strict=True)},
             },
+            tags={"archsearch.state": "complete"},
         )
-        self.tracker.set_tags(run_id, {"archsearch.state": "complete"})
-        self.tracker.end_trial(run_id, "FINISHED")
         return values
 
     def _build(self, spec: NetSpec) -> Any:

@@ -28,6 +28,7 @@ __all__ = [
     "describe_url",
     "engine_url",
     "is_database_url",
+    "sqlite_sync_normal",
     "use_wal",
 ]
 
@@ -198,6 +199,32 @@ def use_wal(url: str) -> None:
             conn.close()
     except sqlite3.Error:
         return
+
+
+_SYNC_LISTENER: list[Any] = []
+
+
+def sqlite_sync_normal() -> None:
+    """Every SQLite connection this process opens (Optuna's and MLflow's) syncs at checkpoints only.
+
+    In WAL mode SQLite's default ``synchronous=FULL`` fsyncs the log on every commit, and a
+    trial makes about 50 commits (one per sampled parameter, attribute and MLflow batch):
+    2.8 ms each here. ``NORMAL`` keeps the database consistent and loses nothing when a
+    process is killed; only an operating-system crash or power cut can roll back the last
+    commits before a checkpoint. Registered once, on SQLAlchemy's engine class: call it
+    before the first engine is created, or pooled connections keep the default.
+    """
+    if _SYNC_LISTENER:
+        return
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        if isinstance(dbapi_connection, sqlite3.Connection):
+            dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+    event.listen(Engine, "connect", on_connect)
+    _SYNC_LISTENER.append(on_connect)
 
 
 class StorageLock:

@@ -117,7 +117,9 @@ class Tracker:
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
-        from archsearch.storage import engine_url, use_wal
+        from archsearch.storage import engine_url, sqlite_sync_normal, use_wal
+
+        sqlite_sync_normal()
 
         if uri.startswith("sqlite:///"):
             try:
@@ -202,8 +204,14 @@ class Tracker:
 
     # -- trials -------------------------------------------------------------------------------
 
-    def start_trial(self, number: int, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
-        """Create the child run of trial ``number`` with its sampled parameters."""
+    def start_trial(
+        self,
+        number: int,
+        params: Mapping[str, Any],
+        tags: Mapping[str, str],
+        metrics: Mapping[str, float] | None = None,
+    ) -> str:
+        """Create the child run of trial ``number`` with its sampled parameters (and costs)."""
         if not self.enabled:
             return ""
         all_tags = {
@@ -214,40 +222,47 @@ class Tracker:
             **tags,
         }
         run = self._client.create_run(self.experiment_id, run_name=f"trial-{number}", tags=all_tags)
-        self.log_params(run.info.run_id, params)
+        self.log(run.info.run_id, params=params, metrics=metrics)
         return str(run.info.run_id)
 
-    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+    def log(
+        self,
+        run_id: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+        step: int = 0,
+    ) -> None:
+        """Log params, finite metrics and tags in as few calls as MLflow allows (one, usually).
+
+        NaN/inf metrics are skipped: MLflow stores them poorly and they carry no information.
+        """
         if not self.enabled or not run_id:
             return
-        from mlflow.entities import Param
-
-        flat = _flat(params)
-        items = [Param(k, str(v)[:6000]) for k, v in flat.items()]
-        for i in range(0, len(items), 100):
-            self._client.log_batch(run_id, params=items[i : i + 100])
-
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
-        """Log finite numeric metrics in one call (NaN/inf are skipped: MLflow stores them poorly)."""
-        if not self.enabled or not run_id:
-            return
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
-        items = [
+        p = [Param(k, str(v)[:6000]) for k, v in _flat(params or {}).items()]
+        m = [
             Metric(k, float(v), now, step)
-            for k, v in metrics.items()
+            for k, v in (metrics or {}).items()
             if isinstance(v, int | float) and math.isfinite(float(v))
         ]
-        if items:
-            self._client.log_batch(run_id, metrics=items)
+        t = [RunTag(k, str(v)[:5000]) for k, v in (tags or {}).items()]
+        # log_batch takes at most 100 params and 100 tags per call.
+        while p or m or t:
+            self._client.log_batch(run_id, metrics=m[:1000], params=p[:100], tags=t[:100])
+            p, m, t = p[100:], m[1000:], t[100:]
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        self.log(run_id, params=params)
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        self.log(run_id, metrics=metrics, step=step)
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
-        if not self.enabled or not run_id:
-            return
-        from mlflow.entities import RunTag
-
-        self._client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+        self.log(run_id, tags=tags)
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         if self.enabled and run_id:
@@ -257,9 +272,17 @@ class Tracker:
         if self.enabled and run_id:
             self._client.log_artifact(run_id, str(path), artifact_path)
 
-    def end_trial(self, run_id: str, status: str) -> None:
-        """Close a child run: ``FINISHED``, ``FAILED`` or ``KILLED``."""
+    def end_trial(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Log the last metrics and tags, then close a child run: FINISHED, FAILED or KILLED."""
         if self.enabled and run_id:
+            self.log(run_id, metrics=metrics, tags=tags)
             self._client.set_terminated(run_id, status=status)
 
     def trial_runs(self, study_name: str) -> dict[int, str]:
