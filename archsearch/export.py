@@ -140,6 +140,7 @@ def finalized_front(study: optuna.Study) -> list[FrozenTrial] | None:
             "val_acc": r["val_acc"],
             "val_acc_best": r["val_acc_best"],
             "test_acc": r["test_acc"],
+            "train_seconds": r["train_seconds"],
             "final_epochs": r["epochs"],
             "dsd": r["dsd"],
             "finalize_run_id": r["mlflow_run_id"],

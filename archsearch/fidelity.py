@@ -45,19 +45,19 @@ __all__ = [
 ]
 
 
-#: Which process decided, recorded with every rung decision ("host:pid").
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
-
-
 def rung_key(epoch: int) -> str:
     """The trial user attr holding a trial's objective values at the rung ``epoch``."""
     return f"rung_{epoch}"
 
 
-def default_rungs(epochs: int, eta: int) -> tuple[int, ...]:
-    """Epochs 1, eta, eta**2, ... below ``epochs`` (the last epoch is the full fidelity, not a rung)."""
+def default_rungs(epochs: int, eta: int, min_epochs: int = 1) -> tuple[int, ...]:
+    """Epochs r, r*eta, r*eta**2, ... below ``epochs`` (the last epoch is full fidelity, not a rung).
+
+    ``r`` = ``min_epochs`` is ASHA's minimum resource: the first point at which a partly trained
+    candidate's accuracy says something about its final one.
+    """
     rungs = []
-    r = 1
+    r = min_epochs
     while r < epochs:
         rungs.append(r)
         r *= eta
@@ -71,7 +71,8 @@ class FidelitySettings:
     Attributes:
         enabled: successive halving on or off.
         eta: a trial continues past a rung if it is in the best 1/eta there.
-        rungs: epochs at which trials are compared, increasing, each below ``trainer.epochs``.
+        rungs: epochs at which trials are compared, increasing, each below ``trainer.epochs``
+            (from ``min_epochs`` and ``eta`` when not given).
     """
 
     enabled: bool = False
@@ -86,12 +87,12 @@ class FidelitySettings:
         )
         raw = raw or {}
         if not isinstance(raw, Mapping):
-            raise ConfigError("sweep.fidelity must be a mapping with enabled, eta and rungs.")
-        unknown = set(raw) - {"enabled", "eta", "rungs"}
+            raise ConfigError("sweep.fidelity must be a mapping with enabled, eta, min_epochs and rungs.")
+        unknown = set(raw) - {"enabled", "eta", "min_epochs", "rungs"}
         if unknown:
             raise ConfigError(
                 f"sweep.fidelity has unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
-                "allowed: enabled, eta, rungs."
+                "allowed: enabled, eta, min_epochs, rungs."
             )
         enabled = raw.get("enabled", False)
         if not isinstance(enabled, bool):
@@ -99,9 +100,12 @@ class FidelitySettings:
         eta = raw.get("eta", 3)
         if isinstance(eta, bool) or not isinstance(eta, int) or eta < 2:
             raise ConfigError(f"sweep.fidelity.eta must be an integer >= 2, got {eta!r}.")
+        min_epochs = raw.get("min_epochs", 1)
+        if isinstance(min_epochs, bool) or not isinstance(min_epochs, int) or min_epochs < 1:
+            raise ConfigError(f"sweep.fidelity.min_epochs must be an integer >= 1, got {min_epochs!r}.")
         rungs = raw.get("rungs")
         if rungs is None:
-            return cls(enabled, eta, default_rungs(epochs, eta))
+            return cls(enabled, eta, default_rungs(epochs, eta, min_epochs))
         if (
             not isinstance(rungs, Sequence)
             or isinstance(rungs, str)
@@ -201,9 +205,11 @@ class SuccessiveHalving:
     @classmethod
     def from_config(cls, cfg: DictConfig, objectives: Sequence[tuple[str, str]]) -> SuccessiveHalving | None:
         """The hook a sweep config asks for (``sweep.fidelity``), or None when it is off."""
+        from archsearch.train import TrainerSettings
+
         sweep = cfg.get("sweep") or {}
-        epochs = (cfg.get("trainer") or {}).get("epochs", 2)
-        settings = FidelitySettings.from_config(sweep.get("fidelity"), int(epochs))
+        epochs = TrainerSettings.from_cfg(cfg.get("trainer") or {}).epochs
+        settings = FidelitySettings.from_config(sweep.get("fidelity"), epochs)
         if not settings.enabled or not settings.rungs:
             return None
         return cls(settings, objectives)
@@ -251,7 +257,7 @@ class SuccessiveHalving:
                 "seen": sorted(entries),
                 "continues": trial.number in promoted,
                 "kept": len(promoted),
-                "worker": WORKER,
+                "worker": f"{socket.gethostname()}:{os.getpid()}",
             },
         )
         if trial.number in promoted:

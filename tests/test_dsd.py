@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,6 +16,15 @@ from archsearch.model import build
 from archsearch.paths import CONF_DIR
 from archsearch.spec import load_spec
 from archsearch.train import fit
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny nets on a busy 2-core machine run many times slower on two threads than on one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +116,9 @@ def test_fit_trains_dense_then_sparse_then_dense_at_a_lower_rate(data: Any) -> N
             assert z == target
         else:  # nothing is forced to zero in the dense phases
             assert all(z[name] < target[name] // 10 for name in target)
-    assert result.epochs_done == 8 and result.steps_done == result.steps_total == 8 * result.history[0]["steps"]
+    assert (
+        result.epochs_done == 8 and result.steps_done == result.steps_total == 8 * result.history[0]["steps"]
+    )
     assert [h["epoch"] for h in result.history] == list(range(1, 9))
     assert result.test_acc is not None and 0.0 <= result.test_acc <= 1.0
 

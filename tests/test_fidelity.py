@@ -82,6 +82,7 @@ def test_rungs_default_to_powers_of_eta_below_the_epochs() -> None:
     assert default_rungs(8, 3) == (1, 3)
     assert default_rungs(12, 3) == (1, 3, 9)
     assert default_rungs(1, 3) == ()
+    assert default_rungs(27, 3, min_epochs=3) == (3, 9)
     assert FidelitySettings.from_config({"enabled": True, "eta": 2}, 8).rungs == (1, 2, 4)
     assert FidelitySettings.from_config({"rungs": [2, 5]}, 8) == FidelitySettings(False, 3, (2, 5))
 
@@ -92,6 +93,7 @@ def test_rungs_default_to_powers_of_eta_below_the_epochs() -> None:
         ({"rungs": [1, 8]}, r"sweep.fidelity.rungs must be null or increasing epochs in \[1, 8\)"),
         ({"rungs": [3, 1]}, "sweep.fidelity.rungs must be"),
         ({"eta": 1}, "sweep.fidelity.eta must be an integer >= 2, got 1"),
+        ({"min_epochs": 0}, "sweep.fidelity.min_epochs must be an integer >= 1, got 0"),
         ({"enabled": "yes"}, "sweep.fidelity.enabled must be true or false"),
         ({"fraction": 0.5}, "sweep.fidelity has unknown key"),
     ],
@@ -117,6 +119,7 @@ def sweep_cfg(tmp: Path, *overrides: str) -> DictConfig:
                 "trainer.epochs=4",
                 "sweep.fidelity.enabled=true",
                 "sweep.fidelity.eta=2",
+                "sweep.fidelity.min_epochs=1",
                 *overrides,
             ],
         )
@@ -159,7 +162,7 @@ def assert_decisions_replay(study: optuna.Study, rungs: tuple[int, ...], eta: in
 
 def test_sweep_prunes_dominated_trials_and_keeps_their_partial_results(tmp_path: Path) -> None:
     fit = EpochCountingFit()
-    result = run_sweep(sweep_cfg(tmp_path, "study.n_trials=12"), fit_fn=fit)
+    result = run_sweep(sweep_cfg(tmp_path, "study.n_trials=8"), fit_fn=fit)
     study = result.study
     trained = [t for t in study.trials if rung_key(1) in t.user_attrs]
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
@@ -210,15 +213,16 @@ def test_pruning_decisions_are_shared_by_two_worker_processes(tmp_path: Path) ->
         "data=synthetic",
         f"study.name={name}",
         f"study.storage={storage}",
-        "study.n_trials=16",
+        "study.n_trials=12",
         "tracking.enabled=false",
         f"export.dir={tmp_path / 'results'}",
         "export.plots=false",
         "trainer.epochs=4",
         "sweep.fidelity.enabled=true",
         "sweep.fidelity.eta=2",
+        "sweep.fidelity.min_epochs=1",
         "+sweep.fit._target_=archsearch.testing.FixedCostFit",
-        "+sweep.fit.seconds=0.4",
+        "+sweep.fit.seconds=0.2",
         "+sweep.fit.epochs=4",
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -237,7 +241,7 @@ def test_pruning_decisions_are_shared_by_two_worker_processes(tmp_path: Path) ->
     assert [w.returncode for w in workers] == [0, 0], outputs
 
     study = optuna.load_study(study_name=name, storage=storage)
-    assert len(study.trials) >= 16
+    assert len(study.trials) >= 12
     assert any(t.state == TrialState.PRUNED for t in study.trials)
     assert assert_decisions_replay(study, (1, 2), eta=2) > 0
     decisions = {
