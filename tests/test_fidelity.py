@@ -28,6 +28,7 @@ from archsearch.fidelity import (
 )
 from archsearch.paths import CONF_DIR, ROOT
 from archsearch.search import run_sweep
+from archsearch.storage import engine_url
 from archsearch.testing import FixedCostFit
 
 ACC_PARAMS = ["maximize", "minimize"]
@@ -240,7 +241,7 @@ def test_pruning_decisions_are_shared_by_two_worker_processes(tmp_path: Path) ->
     outputs = [w.communicate(timeout=240)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
 
-    study = optuna.load_study(study_name=name, storage=storage)
+    study = optuna.load_study(study_name=name, storage=engine_url(storage))
     assert len(study.trials) >= 12
     assert any(t.state == TrialState.PRUNED for t in study.trials)
     assert assert_decisions_replay(study, (1, 2), eta=2) > 0
