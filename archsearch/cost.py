@@ -539,7 +539,9 @@ def analyze(
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
     if bytes_per_element < 1:
-        raise ConfigError(f"bytes_per_element must be >= 1 (4 fp32, 2 fp16, 1 int8), got {bytes_per_element}.")
+        raise ConfigError(
+            f"bytes_per_element must be >= 1 (4 fp32, 2 fp16, 1 int8), got {bytes_per_element}."
+        )
     shapes = {"input": net.input, **net.validate()}
     sources = net.input_names()
     rows: list[NodeCost] = []
