@@ -7,6 +7,10 @@ thread count, a shuffling DataLoader over a TensorDataset. The archsearch runs u
 ``fit`` with the default trainer config (augmentation off, so both do the same work), once
 with ``memory_format: contiguous`` to separate the loop's gain from channels-last's.
 
+On Fashion-MNIST nearly all of the gain is the loop's (a DataLoader indexes and collates
+128 single images per batch); channels-last adds little for this net on these images
+(see ``archsearch.train.resolve_memory_format`` for what it adds elsewhere).
+
 Runs alternate (baseline, ours, ours-NCHW, baseline, ...) so drift in machine load hits all
 alike; the medians and their ratio are printed. Training-step time only: the per-epoch
 validation pass of ``fit`` is excluded by its own ``images_per_s``.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from pathlib import Path
@@ -251,6 +252,13 @@ def test_evaluate_returns_the_fraction_classified_correctly() -> None:
     always_one.train()
     assert evaluate(always_one, x, y, batch_size=3, device="cpu") == 0.6
     assert always_one.training
+
+
+def test_evaluate_gives_the_same_accuracy_in_either_memory_format(synthetic: Dataset) -> None:
+    nchw = digits_net(seed=5).eval()
+    nhwc = copy.deepcopy(nchw).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    x, y = synthetic.val_x, synthetic.val_y
+    assert evaluate(nchw, x, y, 16, "cpu") == evaluate(nhwc, x, y, 16, "cpu") > 0
 
 
 def test_crop_shifts_each_image_within_its_padding() -> None:
