@@ -11,7 +11,6 @@ from typing import Any
 
 import optuna
 import pytest
-from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 from omegaconf import DictConfig
 from optuna.trial import TrialState
@@ -26,10 +25,10 @@ from archsearch.fidelity import (
     promote,
     rung_key,
 )
-from archsearch.paths import CONF_DIR, ROOT
+from archsearch.paths import ROOT
 from archsearch.search import run_sweep
 from archsearch.storage import engine_url
-from archsearch.testing import FixedCostFit
+from archsearch.testing import FixedCostFit, compose_sweep
 
 ACC_PARAMS = ["maximize", "minimize"]
 # A fake objective with known values: (accuracy, params) per trial number.
@@ -108,22 +107,14 @@ def test_bad_fidelity_settings_are_one_sentence(block: dict[str, Any], message: 
 
 
 def sweep_cfg(tmp: Path, *overrides: str) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(
-            "config",
-            overrides=[
-                "+sweep=fire",
-                "data=synthetic",
-                f"tracking.dir={tmp / 'mlruns'}",
-                f"export.dir={tmp / 'results'}",
-                "export.plots=false",
-                "trainer.epochs=4",
-                "sweep.fidelity.enabled=true",
-                "sweep.fidelity.eta=2",
-                "sweep.fidelity.min_epochs=1",
-                *overrides,
-            ],
-        )
+    return compose_sweep(
+        tmp,
+        "trainer.epochs=4",
+        "sweep.fidelity.enabled=true",
+        "sweep.fidelity.eta=2",
+        "sweep.fidelity.min_epochs=1",
+        *overrides,
+    )
 
 
 class EpochCountingFit:

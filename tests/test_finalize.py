@@ -11,36 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 from archsearch.errors import ConfigError
 from archsearch.export import finalized_results, front_trials
 from archsearch.finalize import finalize_study
-from archsearch.paths import CONF_DIR, ROOT
+from archsearch.paths import ROOT
 from archsearch.search import run_sweep
-from archsearch.testing import FixedCostFit
+from archsearch.testing import FixedCostFit, compose_sweep
 from archsearch.train import TrainResult
 
 
 def sweep_cfg(tmp: Path, *overrides: str) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(
-            "config",
-            overrides=[
-                "+sweep=fire",
-                "data=synthetic",
-                "data.subset=100",
-                f"tracking.dir={tmp / 'mlruns'}",
-                f"export.dir={tmp / 'results'}",
-                "export.plots=false",
-                "study.n_trials=8",
-                "trainer.epochs=2",
-                "finalize.epochs=5",
-                *overrides,
-            ],
-        )
+    return compose_sweep(
+        tmp, "data.subset=100", "study.n_trials=8", "trainer.epochs=2", "finalize.epochs=5", *overrides
+    )
 
 
 class FinalFit:

@@ -8,32 +8,19 @@ from typing import Any
 
 import optuna
 import pytest
-from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 from archsearch.errors import ConfigError
 from archsearch.export import completed_feasible, front_trials, non_dominated
-from archsearch.paths import CONF_DIR
 from archsearch.search import SweepSettings, run_sweep
 from archsearch.spec import load_spec
+from archsearch.testing import compose_sweep
 from archsearch.train import TrainingDiverged
 
 
 def sweep_cfg(tmp: Path, *overrides: str) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(
-            "config",
-            overrides=[
-                "+sweep=fire",
-                "data=synthetic",
-                f"tracking.dir={tmp / 'mlruns'}",
-                f"export.dir={tmp / 'results'}",
-                "study.n_trials=6",
-                "export.plots=false",
-                *overrides,
-            ],
-        )
+    return compose_sweep(tmp, "study.n_trials=6", *overrides)
 
 
 class FakeResult:
