@@ -16,17 +16,15 @@ import gc
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch import nn
 
 from archsearch.errors import ConfigError
-
-M = TypeVar("M", bound=nn.Module)
+from archsearch.runtime import MEMORY_FORMATS, resolve_memory_format, to_memory_format, torch_threads
 
 __all__ = [
     "CLOCKS",
@@ -41,8 +39,6 @@ __all__ = [
 
 #: ``auto`` is channels-last for a network with a 2-D convolution (as the trainer's
 #: ``memory_format: auto``, which is what trained models are left in), else contiguous.
-MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
-
 #: ``wall``: elapsed time; ``cpu``: the calling thread's CPU time (immune to other processes).
 CLOCKS = ("wall", "cpu")
 
@@ -83,44 +79,6 @@ class LatencyResult:
         out = asdict(self)
         out["samples_ms"] = list(self.samples_ms)
         return out
-
-
-@contextmanager
-def torch_threads(threads: int | None) -> Iterator[int]:
-    """Run a block with ``threads`` torch intra-op threads (None: leave as is); restore afterwards.
-
-    Yields:
-        The thread count in effect inside the block.
-    """
-    before = torch.get_num_threads()
-    if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ConfigError(f"threads must be a positive integer or null, got {threads!r}.")
-        torch.set_num_threads(threads)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
-
-
-def resolve_memory_format(choice: str, model: nn.Module) -> torch.memory_format:
-    """The torch memory format for ``choice`` (one of ``MEMORY_FORMATS``) and ``model``.
-
-    Raises:
-        ConfigError: an unknown choice.
-    """
-    if choice not in MEMORY_FORMATS:
-        raise ConfigError(f"memory_format is {choice!r}; allowed: {', '.join(MEMORY_FORMATS)}.")
-    if choice == "channels_last" or (
-        choice == "auto" and any(isinstance(m, nn.Conv2d) for m in model.modules())
-    ):
-        return torch.channels_last
-    return torch.contiguous_format
-
-
-def to_memory_format(module: M, fmt: torch.memory_format) -> M:
-    """``module.to(memory_format=fmt)`` (in place, returned), typed: torch's stubs lack that overload."""
-    return module.to(memory_format=fmt)  # type: ignore[call-overload]
 
 
 def _in_format(model: nn.Module, fmt: torch.memory_format) -> bool:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ from torch import nn
 
 from archsearch.data import Augment, Dataset
 from archsearch.errors import ConfigError
+from archsearch.runtime import MEMORY_FORMATS, resolve_memory_format, torch_threads
 
 __all__ = [
     "PRECISIONS",
@@ -52,7 +53,6 @@ __all__ = [
 
 SCHEDULES = ("onecycle", "cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 #: One-cycle starts at lr / 25 and ends at lr / 25 / 1e4, torch's OneCycleLR defaults.
 ONECYCLE_START = 1 / 25
@@ -224,26 +224,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def resolve_memory_format(choice: str, model: nn.Module) -> torch.memory_format:
-    """Pick the memory format for a model's activations.
-
-    ``auto`` chooses channels-last for any model with a 2-D convolution. Measured on the
-    development machine (2-core Sapphire Rapids Xeon, torch 2.13 CPU, fp32, batch 128, training
-    steps on the real datasets, median of 7 alternating runs, 1 thread): fire_digits on digits
-    1.43x the images/s of NCHW, fire_mnist on Fashion-MNIST 0.99x (no gain, no loss). On random
-    inputs fire_mnist gains 1.34x, nearly all from max-pooling, whose NCHW kernel branches on
-    the data (21 ms against 3 ms per call) while the channels-last one does not; so channels-last
-    is never slower here and much faster on some nets and data. On CUDA it is what tensor cores
-    want under mixed precision. A model without convolutions stays contiguous.
-    """
-    if choice == "channels_last":
-        return torch.channels_last
-    if choice == "contiguous":
-        return torch.contiguous_format
-    has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    return torch.channels_last if has_conv else torch.contiguous_format
-
-
 def _resolve_precision(choice: str, device: torch.device) -> str:
     if choice == "auto":
         return "fp16" if device.type == "cuda" else "fp32"
@@ -265,20 +245,6 @@ def _model_memory_format(model: nn.Module) -> torch.memory_format:
         if p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last):
             return torch.channels_last
     return torch.contiguous_format
-
-
-@contextlib.contextmanager
-def _num_threads(threads: int | None) -> Iterator[None]:
-    """Set torch's intra-op thread count for the duration (None leaves torch's default)."""
-    if threads is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------- augmentation
@@ -493,7 +459,7 @@ def fit(
             model, data, trainer_cfg, seed=seed, on_epoch_end=on_epoch_end, evaluate_test=evaluate_test
         )
     started = time.perf_counter()
-    with _num_threads(settings.threads):
+    with torch_threads(settings.threads):
         device = resolve_device(settings.device)
         precision = _resolve_precision(settings.precision, device)
         if precision == "fp16" and device.type != "cuda":
