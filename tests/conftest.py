@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -226,3 +226,12 @@ def mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Any:
     path = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
     MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
     return path
+
+
+@pytest.fixture
+def one_thread() -> Iterator[int]:
+    """One torch thread for the test, restored afterwards: tiny models run far faster so here."""
+    from archsearch.runtime import torch_threads
+
+    with torch_threads(1) as threads:
+        yield threads

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -21,13 +21,8 @@ PUBLISHED = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Tiny models on a shared 2-core machine run far faster without intra-op threading.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny models on a shared 2-core machine run far faster without intra-op threading.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def torch_counts(spec: NetSpec, batch: int = 2) -> tuple[int, int, dict[str, tuple[int, ...]]]:
