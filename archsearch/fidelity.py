@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from archsearch.errors import ConfigError
 from archsearch.export import non_dominated
+from archsearch.storage import set_user_attrs
 from archsearch.tracking import Tracker
 
 __all__ = [
@@ -251,16 +252,16 @@ class SuccessiveHalving:
         entries[trial.number] = values
         promoted = promote(entries, self.directions, self.settings.eta)
         keep = len(entries) // self.settings.eta
-        trial.set_user_attr(
-            f"{key}_decision",
-            {
+        decision = {
+            f"{key}_decision": {
                 "seen": sorted(entries),
                 "continues": trial.number in promoted,
                 "kept": len(promoted),
                 "worker": f"{socket.gethostname()}:{os.getpid()}",
-            },
-        )
+            }
+        }
         if trial.number in promoted:
+            set_user_attrs(trial, decision)
             return
         reason = (
             f"pruned after epoch {epoch}: not among the best {keep} of {len(entries)} trials at this rung"
@@ -273,10 +274,7 @@ class SuccessiveHalving:
             "epochs_done": float(epoch),
             "train_seconds": float(metrics.get("seconds", 0.0)),
         }
-        for name, value in partial.items():
-            trial.set_user_attr(name, value)
-        trial.set_user_attr("state", "pruned")
-        trial.set_user_attr("pruned_at_epoch", epoch)
+        set_user_attrs(trial, {**decision, **partial, "state": "pruned", "pruned_at_epoch": epoch})
         tracker.log_metrics(run_id, {**partial, "pruned_at_epoch": float(epoch)})
         tracker.set_tags(
             run_id,

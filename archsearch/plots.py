@@ -59,6 +59,7 @@ def plot_front(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import plotly.graph_objects as go
+    from matplotlib.ticker import EngFormatter, NullFormatter
     from plotly.subplots import make_subplots
 
     y, xs = _axes(names)
@@ -115,6 +116,9 @@ def plot_front(
                 col=col + 1,
             )
         ax.set_xscale("log")
+        # "10k", "1M" instead of mathtext powers of ten: readable, and no mathtext parser to start.
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(x)
         ax.set_ylabel(y)
         ax.grid(alpha=0.3)
@@ -125,7 +129,8 @@ def plot_front(
         f"study {study.study_name}: {len(front)} on the {len(names)}-objective front "
         f"of {len(trials)} feasible trials"
     )
-    fig.tight_layout()
+    # Fixed margins: the labels are short and known, and tight_layout costs a full draw.
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.88, wspace=0.25)
     png = out / "pareto.png"
     fig.savefig(png, dpi=110)
     plt.close(fig)
@@ -149,7 +154,7 @@ def plot_hypervolume(history: Sequence[tuple[int, float]], out: Path) -> dict[st
     ax.set_xlabel("trial")
     ax.set_ylabel("hypervolume (normalised)")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.15, right=0.97, bottom=0.14, top=0.95)
     path = out / "hypervolume.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)

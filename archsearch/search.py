@@ -23,7 +23,7 @@ from archsearch.cost import COST_METRICS, HardwareProfile, analyze
 from archsearch.errors import ArchsearchError, ConfigError
 from archsearch.fidelity import SuccessiveHalving
 from archsearch.spec import NetSpec
-from archsearch.storage import StorageLock, check_database_url, describe_url
+from archsearch.storage import StorageLock, check_database_url, describe_url, set_user_attrs
 from archsearch.tracking import STUDY_TAG, Tracker, check_tracking_uri, resolve_tracking_uri
 from archsearch.workers import (
     WORKERS_STARTED,
@@ -48,6 +48,8 @@ __all__ = [
 
 #: Metrics known only after training, with their natural direction.
 TRAINED_METRICS = {"val_acc": "maximize"}
+#: What training records per trial (user attrs, copied when an architecture is seen again).
+RESULT_METRICS = ("val_acc", "val_acc_best", "epochs_done", "train_seconds", "train_images_per_s")
 #: Measured inference latency (built model, no training needed).
 MEASURED_METRICS = {"latency_ms": "minimize"}
 ALL_METRICS: dict[str, str] = {
@@ -398,7 +400,6 @@ class Objective:
                 bytes_per_element=int(self.cost_cfg.get("bytes_per_element", 4)),
             )
             metrics: dict[str, float] = report.metrics()
-            trial.set_user_attr("costs", metrics)
             run_id = self._start_run(trial, spec, metrics)
             model = None
             if self.settings.needs_latency:
@@ -423,11 +424,13 @@ class Objective:
                 )
                 return self._infeasible(trial, run_id, {}, reason, metrics, outcome)
             previous = self._previous_result(trial, spec.hash)
+            results: dict[str, Any] = {}
             if previous is not None:
-                metrics.update(self._reused_metrics(trial, run_id, previous, outcome))
+                results = self._reused_results(run_id, previous, outcome)
             elif self.settings.needs_training:
-                metrics.update(self._train(trial, run_id, spec, model))
-            return self._complete(trial, run_id, metrics, outcome)
+                results = self._train(trial, run_id, spec, model)
+            metrics.update({k: float(results[k]) for k in RESULT_METRICS if k in results})
+            return self._complete(trial, run_id, metrics, results, outcome)
         except (optuna.TrialPruned, ArchsearchError, KeyboardInterrupt) as exc:
             if isinstance(exc, optuna.TrialPruned):
                 outcome.update(trial.user_attrs.get("costs") or {}, state="pruned", reason=str(exc))
@@ -438,8 +441,7 @@ class Objective:
             raise
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-            trial.set_user_attr("state", "failed")
-            trial.set_user_attr("fail_reason", reason)
+            set_user_attrs(trial, {"state": "failed", "fail_reason": reason})
             outcome.update(state="failed", reason=reason)
             self.tracker.end_trial(
                 run_id, "FAILED", tags={"archsearch.state": "failed", "archsearch.fail_reason": reason}
@@ -452,16 +454,17 @@ class Objective:
     # -- steps ------------------------------------------------------------------------------
 
     def _start_run(self, trial: optuna.Trial, spec: NetSpec | None, costs: Mapping[str, float]) -> str:
+        """Open the trial's MLflow run and record what is known before training, in one write each."""
         tags = {STUDY_TAG: self.settings.study_name}
+        attrs: dict[str, Any] = {}
+        texts = {"config.yaml": self.config_yaml}
         if spec is not None:
             tags["archsearch.spec_hash"] = spec.hash
-            trial.set_user_attr("spec_hash", spec.hash)
-            trial.set_user_attr("spec", spec.to_dict())
+            attrs.update(costs=dict(costs), spec_hash=spec.hash, spec=spec.to_dict())
+            texts["net.yaml"] = spec.to_yaml()
         run_id = self.tracker.start_trial(trial.number, trial.params, tags, costs)
-        trial.set_user_attr("mlflow_run_id", run_id)
-        if spec is not None:
-            self.tracker.log_text(run_id, spec.to_yaml(), "net.yaml")
-        self.tracker.log_text(run_id, self.config_yaml, "config.yaml")
+        set_user_attrs(trial, {**attrs, "mlflow_run_id": run_id})
+        self.tracker.log_texts(run_id, texts)
         return run_id
 
     def _infeasible(
@@ -475,8 +478,7 @@ class Objective:
     ) -> list[float]:
         for name, v in extra_constraints.items():
             trial.set_constraint(name, v)
-        trial.set_user_attr("state", "infeasible")
-        trial.set_user_attr("infeasible_reason", reason)
+        set_user_attrs(trial, {"state": "infeasible", "infeasible_reason": reason})
         outcome.update(state="infeasible", reason=reason, **metrics)
         self.tracker.end_trial(
             run_id,
@@ -491,29 +493,31 @@ class Objective:
                 return t
         return None
 
-    def _reused_metrics(
-        self, trial: optuna.Trial, run_id: str, previous: FrozenTrial, outcome: dict[str, Any]
-    ) -> dict[str, float]:
-        """The trained results of an earlier trial of the same architecture."""
+    def _reused_results(self, run_id: str, previous: FrozenTrial, outcome: dict[str, Any]) -> dict[str, Any]:
+        """The trained results of an earlier trial of the same architecture (user attrs to copy)."""
         source = int(previous.user_attrs.get("reused_from", previous.number))
-        trial.set_user_attr("reused_from", source)
         outcome["reused_from"] = source
         self.tracker.set_tags(run_id, {"archsearch.reused_from": str(source)})
-        out: dict[str, float] = {}
-        for key in ("val_acc", "val_acc_best", "epochs_done", "train_seconds", "train_images_per_s"):
+        out: dict[str, Any] = {"reused_from": source}
+        for key in RESULT_METRICS:
             if key in previous.user_attrs:
-                trial.set_user_attr(key, previous.user_attrs[key])
                 out[key] = float(previous.user_attrs[key])
         return out
 
     def _complete(
-        self, trial: optuna.Trial, run_id: str, metrics: dict[str, float], outcome: dict[str, Any]
+        self,
+        trial: optuna.Trial,
+        run_id: str,
+        metrics: dict[str, float],
+        results: Mapping[str, Any],
+        outcome: dict[str, Any],
     ) -> list[float]:
+        """Record a trained (or reused) trial: its results and state in one storage write."""
         for c in self.settings.constraints:
             if c.metric in TRAINED_METRICS and c.metric in metrics:
                 trial.set_constraint(c.name, c.violation(metrics[c.metric]))
         values = [float(metrics[m]) for m in self.settings.metric_names]
-        trial.set_user_attr("state", "complete")
+        set_user_attrs(trial, {**results, "state": "complete"})
         outcome.update(state="complete", **metrics)
         self.tracker.end_trial(
             run_id,
@@ -550,7 +554,8 @@ class Objective:
         )
         return float(result.median_ms)
 
-    def _train(self, trial: optuna.Trial, run_id: str, spec: NetSpec, model: Any) -> dict[str, float]:
+    def _train(self, trial: optuna.Trial, run_id: str, spec: NetSpec, model: Any) -> dict[str, Any]:
+        """Train the candidate; its results as user attrs for :meth:`_complete` to record."""
         from archsearch.train import fit as default_fit
 
         fit = self.fit_fn or default_fit
@@ -567,22 +572,20 @@ class Objective:
         result = fit(model, self.data, self.trainer_cfg, seed=self.seed, on_epoch_end=on_epoch_end)
         if result.epochs_done == 0:
             raise RuntimeError("time budget (trainer.max_seconds) ran out before one epoch finished")
-        out: dict[str, float] = {
+        out: dict[str, Any] = {
             "val_acc": float(result.val_acc_last),
             "val_acc_best": float(result.val_acc_best),
             "epochs_done": float(result.epochs_done),
             "train_seconds": float(result.seconds),
             "train_images_per_s": float(result.images_per_s),
         }
-        for key, value in out.items():
-            trial.set_user_attr(key, value)
         if self.settings.log_weights != "none":
             import torch
 
             self.weights_dir.mkdir(parents=True, exist_ok=True)
             path = self.weights_dir / f"trial_{trial.number:04d}.pt"
             torch.save(model.state_dict(), path)
-            trial.set_user_attr("weights", str(path.resolve()))
+            out["weights"] = str(path.resolve())
             if self.settings.log_weights == "all":
                 self.tracker.log_artifact(run_id, path, "weights")
         return out

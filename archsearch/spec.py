@@ -23,6 +23,9 @@ import yaml
 
 from archsearch.errors import SpecError
 
+#: libyaml's emitter where PyYAML was built with it (several times faster), else the pure-Python one.
+_SafeDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
 __all__ = [
     "ACTIVATIONS",
     "NUM_CLASSES",
@@ -356,7 +359,7 @@ class NetSpec:
         }
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+        return yaml.dump(self.to_dict(), Dumper=_SafeDumper, sort_keys=False, default_flow_style=None)
 
     @classmethod
     def from_yaml(cls, text: str, source: str = "model") -> NetSpec:

@@ -80,6 +80,13 @@ def test_sweep_runs_every_trial_into_storage_mlflow_and_export(tmp_path: Path) -
     child = children[0]
     assert {"params", "macs", "bytes", "latency_est_ms", "val_acc"} <= set(child.data.metrics)
     assert "spec_hash" not in child.data.params and "depth" in child.data.params
+    # Each child run holds its net and the resolved config as artifacts.
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    by_run = {t.user_attrs["mlflow_run_id"]: t for t in study.trials}
+    for run in children:
+        assert {"net.yaml", "config.yaml"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+        net = client.download_artifacts(run.info.run_id, "net.yaml", str(tmp_path / run.info.run_id))
+        assert load_spec(Path(net)).hash == by_run[run.info.run_id].user_attrs["spec_hash"]
 
     # The exported front is exactly the non-dominated set of completed feasible trials.
     trials = [t for t in completed_feasible(study) if "reused_from" not in t.user_attrs]

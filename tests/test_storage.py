@@ -1,0 +1,51 @@
+"""archsearch.storage.set_user_attrs: several trial attributes in one storage write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from archsearch.storage import set_user_attrs
+
+ATTRS = {"state": "complete", "val_acc": 0.9, "spec": {"nodes": [{"op": "conv", "out": 8}]}}
+
+
+def _rdb(tmp_path: Path) -> tuple[str, optuna.Study]:
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    return url, optuna.create_study(storage=url, study_name="s", directions=["maximize", "minimize"])
+
+
+def test_database_storage_writes_all_keys_in_one_transaction(tmp_path: Path, monkeypatch) -> None:
+    url, study = _rdb(tmp_path)
+    trial = study.ask()
+    trial.set_user_attr("state", "running")
+
+    def one_key_path(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("set_user_attrs fell back to one write per key on a database storage")
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "set_trial_user_attr", one_key_path)
+    set_user_attrs(trial, ATTRS)
+    monkeypatch.undo()
+
+    assert trial.user_attrs == ATTRS  # the trial's own view is current, the earlier value replaced
+    fresh = optuna.load_study(study_name="s", storage=url)
+    assert fresh.trials[0].user_attrs == ATTRS
+
+
+def test_finished_trial_is_refused_like_set_user_attr(tmp_path: Path) -> None:
+    _url, study = _rdb(tmp_path)
+    trial = study.ask()
+    study.tell(trial, [0.5, 1.0])
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        set_user_attrs(trial, ATTRS)
+    assert study.trials[0].user_attrs == {}
+
+
+def test_other_storages_get_the_public_calls() -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"])  # in memory
+    trial = study.ask()
+    set_user_attrs(trial, ATTRS)
+    set_user_attrs(trial, {})
+    assert study.trials[0].user_attrs == ATTRS
