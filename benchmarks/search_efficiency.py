@@ -1,37 +1,45 @@
 """Does successive halving find a better front in the same time? Hypervolume against wall clock.
 
-    .venv/bin/python benchmarks/search_efficiency.py [--budget 100] [--seeds 3] [--epochs 27]
-        [--set data=fashion_mnist data.subset=5000 ...] [--halving sweep.fidelity.eta=2 ...] [--only a,b]
+    .venv/bin/python benchmarks/search_efficiency.py [--budget 200] [--seeds 3] [--data digits]
+        [--epochs 9] [--set trainer.batch_size=32 ...] [--halving sweep.fidelity.rungs=[1,3] ...]
+        [--only a,b] [--sequential]
 
-Runs the fire sweep on digits (conf/sweep/fire.yaml: one thread, MLflow on) for ``--budget``
+Runs the fire sweep (conf/sweep/fire.yaml: one thread per run, MLflow on) for ``--budget``
 seconds per run, ``--seeds`` times each, for
 
     (a) the default sampler (TPE) with successive halving (sweep.fidelity.enabled=true),
     (b) the same without it,
-    (c) random search without it,
+    (c) random search without it.
 
-one after another (seeds interleaved, so drifting load on a shared machine hits all three).
-Candidates train for ``--epochs`` epochs (27 by default; the shipped sweep trains 8) with a
-cosine schedule and 5% warm-up, so that the rungs of conf/sweep/fire.yaml (eta 3 from
-min_epochs 3: epochs 3 and 9) fall where the learning rate is already high; under the shipped
-one-cycle schedule the first quarter of training is warm-up.
+The three runs of a seed go side by side, one process each with its own storage, so the
+machine's load (and on 2 cores, the sharing of them) hits all three alike; ``--sequential``
+runs them one after another instead. Candidates train ``--epochs`` epochs with a cosine
+schedule and 5% warm-up (under the shipped one-cycle schedule the first quarter of training is
+warm-up, where no rung can rank anything) at ``--set``'s batch size and data; (a) adds
+``--halving``'s rungs. The defaults train digits at batch 32 for 9 epochs with rungs at epochs
+1 and 3 (eta 3): at the shipped batch 128 one digits epoch is 11 steps.
 
-It prints the hypervolume of the front each run has found at the end of the budget and at half
-of it, through archsearch.export.hypervolume with shared bounds (accuracy on [0, 1], params and
-MACs on the range of every completed trial of every run): once on params and MACs as they are
-(the scale of the export's hypervolume.csv, where the small nets all crowd into one corner), and
-once on log10 of them (which weighs every decade of size alike). Then the time (a) needs to reach
-(b)'s final hypervolume, per seed and on the seed-averaged curves. Target: at most half the budget.
+It prints how well each epoch's validation accuracy ranks the final one among (b)'s and (c)'s
+completed trials (what a rung there can know), then the hypervolume of the front of completed
+trials each run has found at the end of the budget and at half of it, through
+archsearch.export.hypervolume with shared bounds (accuracy on [0, 1], params and MACs on the
+range of every completed trial of every run): once on params and MACs as they are (the scale
+of the export's hypervolume.csv) and once on log10 of them (which weighs every decade of size
+alike). Then the time (a) needs to reach (b)'s final hypervolume, per seed and on the
+seed-averaged curves. Target: at most half the budget.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import optuna
 from hydra import compose, initialize_config_dir
@@ -50,21 +58,66 @@ DIRECTIONS = ["maximize", "minimize", "minimize"]
 Timeline = list[tuple[float, list[float]]]
 
 
-def run(name: str, seed: int, budget: float, work: Path, extra: list[str]) -> optuna.Study:
+def run(name: str, seed: int, budget: float, work: Path, extra: list[str]) -> dict[str, Any]:
+    """Run one search for ``budget`` seconds (in this process); what the report needs of it.
+
+    Each run has its own storage and MLflow database, so runs side by side never wait on one
+    another's locks.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     overrides = [
         "+sweep=fire",
         f"seed={seed}",
         f"study.name={name}",
         "study.n_trials=100000",
         f"study.timeout={budget}",
-        f"tracking.dir={work / 'mlruns'}",
-        f"export.dir={work / name}",
+        f"tracking.dir={work / name / 'mlruns'}",
+        f"export.dir={work / name / 'export'}",
         "export.plots=false",
         *extra,
     ]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    return run_sweep(cfg).study
+    tick = time.perf_counter()
+    study = run_sweep(cfg).study
+    states = [t.state for t in study.trials]
+    return {
+        "timeline": timeline(study),
+        "trials": len(states),
+        "complete": states.count(optuna.trial.TrialState.COMPLETE),
+        "pruned": states.count(optuna.trial.TrialState.PRUNED),
+        "wall": time.perf_counter() - tick,
+        "rung_rho": rung_correlations(study, work / name / "mlruns" / "mlflow.db"),
+    }
+
+
+def rung_correlations(study: optuna.Study, mlflow_db: Path) -> dict[int, float]:
+    """Spearman correlation of validation accuracy after epoch k with the final one, per epoch k.
+
+    From the per-epoch metric steps of the completed trials' MLflow runs: how well a rung at
+    epoch k could rank the candidates of this run.
+    """
+    from mlflow import MlflowClient
+    from scipy.stats import spearmanr
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{mlflow_db}")
+    curves = []
+    for t in completed_feasible(study):
+        run_id = t.user_attrs.get("mlflow_run_id")
+        if run_id and "reused_from" not in t.user_attrs:
+            history = {m.step: m.value for m in client.get_metric_history(run_id, "val_acc")}
+            curves.append(history)
+    if len(curves) < 4:
+        return {}
+    last = max(max(c, default=0) for c in curves)
+    full = [c for c in curves if last in c]
+    out = {}
+    for k in range(1, last):
+        pairs = [(c[k], c[last]) for c in full if k in c]
+        if len(pairs) >= 4:
+            rho = spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic
+            out[k] = float(rho)
+    return out
 
 
 def timeline(study: optuna.Study) -> Timeline:
@@ -132,15 +185,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--budget", type=float, default=100.0, help="seconds of search per run")
+    parser.add_argument("--budget", type=float, default=200.0, help="seconds of search per run")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=27, help="trainer.epochs of every candidate")
-    parser.add_argument("--set", nargs="*", default=[], help="extra overrides for every run")
-    parser.add_argument("--halving", nargs="*", default=[], help="extra overrides for (a), e.g. rungs")
+    parser.add_argument("--data", default="digits", help="data= of every run")
+    parser.add_argument("--epochs", type=int, default=9, help="trainer.epochs of every candidate")
+    parser.add_argument("--set", nargs="*", default=["trainer.batch_size=32"], help="overrides for every run")
+    parser.add_argument(
+        "--halving", nargs="*", default=["sweep.fidelity.rungs=[1,3]"], help="overrides for (a)"
+    )
     parser.add_argument("--only", default="a,b,c", help="which of the variants to run")
+    parser.add_argument("--sequential", action="store_true", help="run the variants one after another")
     args = parser.parse_args()
     common = [
-        "data=digits",
+        f"data={args.data}",
         f"trainer.epochs={args.epochs}",
         "trainer.schedule.name=cosine",
         "trainer.schedule.warmup=0.05",
@@ -154,22 +211,33 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="search_efficiency_"))
     started = time.perf_counter()
-    studies: dict[tuple[str, int], optuna.Study] = {}
+    results: dict[tuple[str, int], dict[str, Any]] = {}
     seeds = range(args.seeds)
-    for seed in seeds:
-        for label, overrides in variants.items():
-            tick = time.perf_counter()
-            studies[label, seed] = study = run(f"{label[0]}_{seed}", seed, args.budget, work, overrides)
-            states = [t.state for t in study.trials]
-            print(
-                f"seed {seed} {label:<16} {len(states):>4} trials: "
-                f"{states.count(optuna.trial.TrialState.COMPLETE):>3} complete, "
-                f"{states.count(optuna.trial.TrialState.PRUNED):>3} pruned "
-                f"({time.perf_counter() - tick:.0f}s wall)",
-                flush=True,
-            )
+    # Side by side: the variants of one seed run at once, one process each, so the machine's load
+    # (and, on 2 cores, the sharing of them) hits all of them alike. --sequential: one at a time.
+    width = 1 if args.sequential else len(variants)
+    with ProcessPoolExecutor(width, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for seed in seeds:
+            batch = {
+                label: pool.submit(run, f"{label[0]}_{seed}", seed, args.budget, work, overrides)
+                for label, overrides in variants.items()
+            }
+            for label, future in batch.items():
+                results[label, seed] = r = future.result()
+                print(
+                    f"seed {seed} {label:<16} {r['trials']:>4} trials: {r['complete']:>3} complete, "
+                    f"{r['pruned']:>3} pruned ({r['wall']:.0f}s wall)",
+                    flush=True,
+                )
 
-    timelines = {key: timeline(s) for key, s in studies.items()}
+    rho = [r["rung_rho"] for (label, _), r in results.items() if not label.startswith("a")]
+    epochs = sorted({k for d in rho for k in d})
+    if epochs:
+        print(
+            "\nhow well accuracy after epoch k ranks the final one (Spearman, completed trials of (b), (c)): "
+            + ", ".join(f"k={k} {statistics.mean(d[k] for d in rho if k in d):.2f}" for k in epochs)
+        )
+    timelines = {key: r["timeline"] for key, r in results.items()}
     report("params and MACs as they are", timelines, list(variants), seeds, args.budget)
     logged = {
         key: [(t, [v[0], math.log10(v[1]), math.log10(v[2])]) for t, v in tl] for key, tl in timelines.items()
