@@ -280,7 +280,7 @@ class Tracker:
         uri = self._artifact_uris.pop(run_id, "")
         if uri.startswith("file:"):
             # A local artifact store is a directory: write into it, as MLflow's local repository
-            # would after copying, without the run lookup and temporary copy (a third of the cost).
+            # would after copying, without its run lookup and temporary copy.
             from mlflow.utils.file_utils import local_file_uri_to_path
 
             root = Path(local_file_uri_to_path(uri))
