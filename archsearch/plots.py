@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
 
 from archsearch.export import completed_feasible
 
-__all__ = ["plot_front", "plot_hypervolume"]
+__all__ = ["eng_log_formatter", "plot_front", "plot_hypervolume"]
 
 _COST_AXES = ("params", "macs")
 
@@ -46,6 +47,25 @@ def _staircase(
     return out
 
 
+def eng_log_formatter(minor: bool) -> Any:
+    """Tick labels for a log axis in engineering notation ("20k", "1.5M").
+
+    Minor ticks are labelled only while the axis spans less than a decade, when there may be no
+    power of ten on it to label, as matplotlib's own log formatter does.
+    """
+    from matplotlib.ticker import EngFormatter
+
+    class _EngLog(EngFormatter):
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            if minor and self.axis is not None:
+                lo, hi = sorted(self.axis.get_view_interval())
+                if lo <= 0 or hi / lo >= 10:
+                    return ""
+            return str(super().__call__(x, pos))
+
+    return _EngLog(sep="")
+
+
 def plot_front(
     study: optuna.Study,
     front: Sequence[FrozenTrial],
@@ -59,7 +79,6 @@ def plot_front(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import plotly.graph_objects as go
-    from matplotlib.ticker import EngFormatter, NullFormatter
     from plotly.subplots import make_subplots
 
     y, xs = _axes(names)
@@ -117,8 +136,8 @@ def plot_front(
             )
         ax.set_xscale("log")
         # "10k", "1M" instead of mathtext powers of ten: readable, and no mathtext parser to start.
-        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_major_formatter(eng_log_formatter(minor=False))
+        ax.xaxis.set_minor_formatter(eng_log_formatter(minor=True))
         ax.set_xlabel(x)
         ax.set_ylabel(y)
         ax.grid(alpha=0.3)

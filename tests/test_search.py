@@ -174,3 +174,29 @@ def test_sweep_settings_validation(tmp_path: Path, override: str, message: str |
         return
     with pytest.raises(ConfigError, match=message):
         SweepSettings.from_config(cfg)
+
+
+@pytest.mark.parametrize(("limits", "minor_labelled"), [((2e3, 9e3), True), ((1e3, 2e5), False)])
+def test_cost_axes_label_in_engineering_notation(limits: tuple[float, float], minor_labelled: bool) -> None:
+    """Log cost axes read "10k"; minor ticks are labelled only when no decade fits on the axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from archsearch.plots import eng_log_formatter
+
+    fig, ax = plt.subplots()
+    ax.set_xscale("log")
+    ax.set_xlim(*limits)
+    ax.xaxis.set_major_formatter(eng_log_formatter(minor=False))
+    ax.xaxis.set_minor_formatter(eng_log_formatter(minor=True))
+    fig.canvas.draw()
+    major = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    minor = [t.get_text() for t in ax.get_xticklabels(minor=True) if t.get_text()]
+    plt.close(fig)
+    assert "$" not in "".join(major + minor)
+    if minor_labelled:
+        assert "5k" in minor
+    else:
+        assert {"10k", "100k"} <= set(major) and minor == []
