@@ -16,19 +16,31 @@ The early case: while fewer than ``eta`` trials have reached a rung, ``n // eta`
 stopping rule cannot wait for more trials the way ASHA's promotion queue does. Like Optuna's
 single-objective SuccessiveHalvingPruner, which lets the best-so-far continue, a trial then
 continues if it is non-dominated among the entries so far (the multi-objective best-so-far).
+
+What the sampler learns from a pruned trial: Optuna's samplers learn from COMPLETE trials, and a
+PRUNED trial of a multi-objective study has no values. TPE orders pruned trials by their
+intermediate values, which ``trial.report`` cannot write there, so it ranks them all as equals;
+while fewer than its "good" share of trials have completed, it fills that share with the
+earliest pruned trials, whatever they measured. :class:`RungInformedSampler` shows the sampler
+each pruned trial as measured at its last rung instead: complete, with that rung's objective
+values (the exact costs, and validation accuracy after that epoch, which understates the
+accuracy full training would have reached).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.errors import ConfigError
 from archsearch.export import non_dominated
@@ -37,9 +49,11 @@ from archsearch.tracking import Tracker
 
 __all__ = [
     "FidelitySettings",
+    "RungInformedSampler",
     "SuccessiveHalving",
     "crowding_distances",
     "default_rungs",
+    "observed_at_last_rung",
     "pareto_ranks",
     "promote",
     "rung_key",
@@ -49,6 +63,9 @@ __all__ = [
 def rung_key(epoch: int) -> str:
     """The trial user attr holding a trial's objective values at the rung ``epoch``."""
     return f"rung_{epoch}"
+
+
+_RUNG_KEY = re.compile(r"rung_(\d+)")
 
 
 def default_rungs(epochs: int, eta: int, min_epochs: int = 1) -> tuple[int, ...]:
@@ -74,11 +91,14 @@ class FidelitySettings:
         eta: a trial continues past a rung if it is in the best 1/eta there.
         rungs: epochs at which trials are compared, increasing, each below ``trainer.epochs``
             (from ``min_epochs`` and ``eta`` when not given).
+        learn_from_pruned: the sampler sees a pruned trial as observed at its last rung
+            (:class:`RungInformedSampler`); false leaves the sampler as Optuna has it.
     """
 
     enabled: bool = False
     eta: int = 3
     rungs: tuple[int, ...] = ()
+    learn_from_pruned: bool = True
 
     @classmethod
     def from_config(cls, fidelity: Mapping[str, Any] | DictConfig | None, epochs: int) -> FidelitySettings:
@@ -88,12 +108,14 @@ class FidelitySettings:
         )
         raw = raw or {}
         if not isinstance(raw, Mapping):
-            raise ConfigError("sweep.fidelity must be a mapping with enabled, eta, min_epochs and rungs.")
-        unknown = set(raw) - {"enabled", "eta", "min_epochs", "rungs"}
+            raise ConfigError(
+                "sweep.fidelity must be a mapping with enabled, eta, min_epochs, rungs and learn_from_pruned."
+            )
+        unknown = set(raw) - {"enabled", "eta", "min_epochs", "rungs", "learn_from_pruned"}
         if unknown:
             raise ConfigError(
                 f"sweep.fidelity has unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
-                "allowed: enabled, eta, min_epochs, rungs."
+                "allowed: enabled, eta, min_epochs, rungs, learn_from_pruned."
             )
         enabled = raw.get("enabled", False)
         if not isinstance(enabled, bool):
@@ -101,12 +123,15 @@ class FidelitySettings:
         eta = raw.get("eta", 3)
         if isinstance(eta, bool) or not isinstance(eta, int) or eta < 2:
             raise ConfigError(f"sweep.fidelity.eta must be an integer >= 2, got {eta!r}.")
+        learn = raw.get("learn_from_pruned", True)
+        if not isinstance(learn, bool):
+            raise ConfigError(f"sweep.fidelity.learn_from_pruned must be true or false, got {learn!r}.")
         min_epochs = raw.get("min_epochs", 1)
         if isinstance(min_epochs, bool) or not isinstance(min_epochs, int) or min_epochs < 1:
             raise ConfigError(f"sweep.fidelity.min_epochs must be an integer >= 1, got {min_epochs!r}.")
         rungs = raw.get("rungs")
         if rungs is None:
-            return cls(enabled, eta, default_rungs(epochs, eta, min_epochs))
+            return cls(enabled, eta, default_rungs(epochs, eta, min_epochs), learn)
         if (
             not isinstance(rungs, Sequence)
             or isinstance(rungs, str)
@@ -117,7 +142,7 @@ class FidelitySettings:
                 f"sweep.fidelity.rungs must be null or increasing epochs in [1, {epochs}) "
                 f"(trainer.epochs is {epochs}), got {rungs!r}."
             )
-        return cls(enabled, eta, tuple(rungs))
+        return cls(enabled, eta, tuple(rungs), learn)
 
 
 # --------------------------------------------------------------------------- the promotion rule
@@ -285,3 +310,113 @@ class SuccessiveHalving:
             },
         )
         raise optuna.TrialPruned(reason)
+
+
+# --------------------------------------------------------------------------- what the sampler sees
+
+
+def observed_at_last_rung(trial: FrozenTrial) -> FrozenTrial | None:
+    """A pruned trial as a sampler should see it: complete, valued as at its last rung.
+
+    Returns:
+        A copy of ``trial`` in state COMPLETE whose values are its ``rung_<epoch>`` entry for the
+        highest epoch it reached (everything else as stored), or None when ``trial`` is not a
+        pruned trial with a rung entry.
+    """
+    if trial.state != TrialState.PRUNED:
+        return None
+    reached = [int(m.group(1)) for k in trial.user_attrs if (m := _RUNG_KEY.fullmatch(k))]
+    if not reached:
+        return None
+    values = [float(v) for v in trial.user_attrs[rung_key(max(reached))]]
+    return FrozenTrial(
+        number=trial.number,
+        state=TrialState.COMPLETE,
+        value=None,
+        values=values,
+        datetime_start=trial.datetime_start,
+        datetime_complete=trial.datetime_complete,
+        params=trial.params,
+        distributions=trial.distributions,
+        user_attrs=trial.user_attrs,
+        system_attrs=trial.system_attrs,
+        intermediate_values=trial.intermediate_values,
+        trial_id=trial._trial_id,
+    )
+
+
+class _RungView:
+    """The study as :class:`RungInformedSampler` shows it to the sampler it wraps.
+
+    Trial listings present every pruned trial that has a rung entry as
+    :func:`observed_at_last_rung` makes it (so a listing of COMPLETE trials includes it); all
+    else is the study itself.
+    """
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    @property
+    def trials(self) -> list[FrozenTrial]:
+        return self._get_trials(deepcopy=True)
+
+    def get_trials(
+        self, deepcopy: bool = True, states: Container[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        return self._get_trials(deepcopy=deepcopy, states=states)
+
+    def _get_trials(
+        self, deepcopy: bool = True, states: Container[TrialState] | None = None, use_cache: bool = False
+    ) -> list[FrozenTrial]:
+        fetch = None if states is None else (*(s for s in TrialState if s in states), TrialState.PRUNED)
+        shown = []
+        for trial in self._study._get_trials(deepcopy=deepcopy, states=fetch, use_cache=use_cache):
+            trial = observed_at_last_rung(trial) or trial
+            if states is None or trial.state in states:
+                shown.append(trial)
+        return shown
+
+
+class RungInformedSampler(optuna.samplers.BaseSampler):
+    """Wraps a sampler so that it learns from trials successive halving pruned.
+
+    Every call reaches the wrapped sampler with a view of the study in which a pruned trial
+    that reached a rung counts as completed with its values at its last rung (the module
+    docstring says why). A trial cut short before its first rung stays pruned. The study, its
+    storage and the export are unchanged: only the sampler's picture of them differs.
+    """
+
+    def __init__(self, sampler: optuna.samplers.BaseSampler) -> None:
+        self.sampler = sampler
+
+    def _view(self, study: optuna.Study) -> optuna.Study:
+        return cast(optuna.Study, _RungView(study))
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return self.sampler.infer_relative_search_space(self._view(study), trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return self.sampler.sample_relative(self._view(study), trial, search_space)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return self.sampler.sample_independent(self._view(study), trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.sampler.before_trial(self._view(study), trial)
+
+    def after_trial(
+        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
+    ) -> None:
+        self.sampler.after_trial(self._view(study), trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.sampler.reseed_rng()

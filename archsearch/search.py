@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.cost import COST_METRICS, HardwareProfile, analyze
 from archsearch.errors import ArchsearchError, ConfigError
-from archsearch.fidelity import SuccessiveHalving
+from archsearch.fidelity import RungInformedSampler, SuccessiveHalving
 from archsearch.spec import NetSpec
 from archsearch.storage import StorageLock, check_database_url, describe_url, set_user_attrs
 from archsearch.tracking import STUDY_TAG, Tracker, check_tracking_uri, resolve_tracking_uri
@@ -694,6 +694,12 @@ def run_sweep(
             config_yaml,
         )
     study.sampler = make_sampler(cfg.sampler, worker_seed(seed, worker), space.grid)
+    if (
+        fidelity is not None
+        and fidelity.settings.learn_from_pruned
+        and not isinstance(study.sampler, optuna.samplers.GridSampler)
+    ):
+        study.sampler = RungInformedSampler(study.sampler)
     reporter = SweepReporter(console, settings.metric_names, settings.n_trials)
     objective = Objective(
         settings,

@@ -19,8 +19,10 @@ from archsearch.errors import ConfigError
 from archsearch.export import front_trials
 from archsearch.fidelity import (
     FidelitySettings,
+    RungInformedSampler,
     crowding_distances,
     default_rungs,
+    observed_at_last_rung,
     pareto_ranks,
     promote,
     rung_key,
@@ -95,6 +97,7 @@ def test_rungs_default_to_powers_of_eta_below_the_epochs() -> None:
         ({"eta": 1}, "sweep.fidelity.eta must be an integer >= 2, got 1"),
         ({"min_epochs": 0}, "sweep.fidelity.min_epochs must be an integer >= 1, got 0"),
         ({"enabled": "yes"}, "sweep.fidelity.enabled must be true or false"),
+        ({"learn_from_pruned": 1}, "sweep.fidelity.learn_from_pruned must be true or false, got 1"),
         ({"fraction": 0.5}, "sweep.fidelity has unknown key"),
     ],
 )
@@ -156,6 +159,8 @@ def test_sweep_prunes_dominated_trials_and_keeps_their_partial_results(tmp_path:
     fit = EpochCountingFit()
     result = run_sweep(sweep_cfg(tmp_path, "study.n_trials=8"), fit_fn=fit)
     study = result.study
+    assert isinstance(study.sampler, RungInformedSampler)
+    assert isinstance(study.sampler.sampler, optuna.samplers.TPESampler)
     trained = [t for t in study.trials if rung_key(1) in t.user_attrs]
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     complete = [t for t in trained if t.state == TrialState.COMPLETE]
@@ -182,6 +187,117 @@ def test_sweep_prunes_dominated_trials_and_keeps_their_partial_results(tmp_path:
         assert run.data.tags["archsearch.state"] == "pruned"
         assert run.data.metrics["val_acc"] == pytest.approx(t.user_attrs["val_acc"])
         assert run.data.metrics["pruned_at_epoch"] == t.user_attrs["pruned_at_epoch"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "wrapped"),
+    [
+        (["sweep.fidelity.learn_from_pruned=false"], False),
+        (["sampler=grid", "sweep.space=sr_grid"], False),  # a grid learns nothing: left as it is
+        (["sweep.fidelity.enabled=false"], False),
+        (["sampler=random"], True),
+        (["sampler=nsga2"], True),
+    ],
+)
+def test_which_sweeps_wrap_their_sampler(tmp_path: Path, overrides: list[str], wrapped: bool) -> None:
+    study = run_sweep(sweep_cfg(tmp_path, "study.n_trials=2", *overrides), fit_fn=EpochCountingFit()).study
+    assert isinstance(study.sampler, RungInformedSampler) is wrapped
+
+
+# --------------------------------------------------------------------------- what the sampler learns
+
+THREE = [
+    optuna.study.StudyDirection.MAXIMIZE,
+    optuna.study.StudyDirection.MINIMIZE,
+    optuna.study.StudyDirection.MINIMIZE,
+]
+X = optuna.distributions.FloatDistribution(0.0, 1.0)
+
+
+def _trial(
+    x: float, state: TrialState, values: list[float] | None = None, **attrs: Any
+) -> optuna.trial.FrozenTrial:
+    return optuna.trial.create_trial(
+        state=state, values=values, params={"x": x}, distributions={"x": X}, user_attrs=attrs
+    )
+
+
+def test_a_pruned_trial_is_observed_at_its_last_rung() -> None:
+    pruned = _trial(
+        0.3,
+        TrialState.PRUNED,
+        rung_1=[0.5, 10.0, 20.0],
+        rung_3=[0.7, 10.0, 20.0],
+        rung_3_decision={"continues": False},
+        val_acc=0.7,
+    )
+    seen = observed_at_last_rung(pruned)
+    assert seen is not None
+    assert seen.state == TrialState.COMPLETE
+    assert seen.values == [0.7, 10.0, 20.0]
+    assert seen.params == {"x": 0.3} and seen.user_attrs == pruned.user_attrs
+    assert pruned.state == TrialState.PRUNED and pruned.values is None  # the stored trial is untouched
+    # Only pruned trials that reached a rung are shown differently.
+    assert observed_at_last_rung(_trial(0.3, TrialState.PRUNED)) is None
+    assert (
+        observed_at_last_rung(_trial(0.3, TrialState.COMPLETE, [0.9, 1.0, 1.0], rung_1=[0.5, 1.0, 1.0]))
+        is None
+    )
+
+
+def _study_with_pruned_trials() -> optuna.Study:
+    """One completed trial at x=0.5, then 30 pruned ones.
+
+    The first 10 pruned trials (x near 0.9) measured badly at their rung; the other 20 measured
+    well where x < 0.2 and badly elsewhere. TPE ranks pruned trials of a multi-objective study as
+    equals and fills its "good" share with the earliest, so unaided it samples near x = 0.9.
+    """
+    study = optuna.create_study(directions=THREE)
+    study.add_trial(_trial(0.5, TrialState.COMPLETE, [0.5, 1.0, 1.0]))
+    for i in range(10):
+        study.add_trial(_trial(0.85 + 0.01 * i, TrialState.PRUNED, rung_1=[0.1, 1.0, 1.0]))
+    for i in range(20):
+        x = 0.05 * i
+        study.add_trial(_trial(x, TrialState.PRUNED, rung_1=[0.9 if x < 0.2 else 0.1, 1.0, 1.0]))
+    return study
+
+
+def _proposals(study: optuna.Study, sampler: optuna.samplers.BaseSampler, n: int = 12) -> list[float]:
+    study.sampler = sampler
+    out = []
+    for _ in range(n):
+        trial = study.ask({"x": X})
+        out.append(trial.params["x"])
+        study.tell(trial, state=TrialState.FAIL)  # failed proposals teach the sampler nothing
+    return out
+
+
+def test_the_wrapped_sampler_learns_where_pruned_trials_measured_well() -> None:
+    blind = _proposals(_study_with_pruned_trials(), optuna.samplers.TPESampler(seed=0, n_startup_trials=5))
+    informed = _proposals(
+        _study_with_pruned_trials(),
+        RungInformedSampler(optuna.samplers.TPESampler(seed=0, n_startup_trials=5)),
+    )
+    assert sum(x > 0.7 for x in blind) > len(blind) / 2
+    assert sum(x < 0.3 for x in informed) > len(informed) / 2
+
+
+def test_the_view_lists_pruned_trials_as_observed_and_leaves_the_study_alone() -> None:
+    study = _study_with_pruned_trials()
+    seen: dict[str, Any] = {}
+
+    class Spy(optuna.samplers.RandomSampler):
+        def sample_independent(self, study: Any, trial: Any, name: str, dist: Any) -> Any:
+            seen["complete"] = len(study.get_trials(states=(TrialState.COMPLETE,)))
+            seen["pruned"] = len(
+                study._get_trials(deepcopy=False, states=(TrialState.PRUNED,), use_cache=True)
+            )
+            seen["all"] = len(study.trials)
+            return super().sample_independent(study, trial, name, dist)
+
+    _proposals(study, RungInformedSampler(Spy(seed=0)), n=1)
+    assert seen == {"complete": 31, "pruned": 0, "all": 32}  # 31 + the running trial
+    assert len(study.get_trials(states=(TrialState.PRUNED,))) == 30
 
 
 # --------------------------------------------------------------------------- two workers
