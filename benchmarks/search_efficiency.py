@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/search_efficiency.py [--budget 200] [--seeds 3] [--data digits]
         [--epochs 9] [--set trainer.batch_size=32 ...] [--halving sweep.fidelity.rungs=[1,3] ...]
-        [--only a,b] [--sequential]
+        [--only a,b] [--sequential] [--from DIR]
 
 Runs the fire sweep (conf/sweep/fire.yaml: one thread per run, MLflow on) for ``--budget``
 seconds per run, ``--seeds`` times each, for
@@ -26,7 +26,13 @@ archsearch.export.hypervolume with shared bounds (accuracy on [0, 1], params and
 range of every completed trial of every run): once on params and MACs as they are (the scale
 of the export's hypervolume.csv) and once on log10 of them (which weighs every decade of size
 alike). Then the time (a) needs to reach (b)'s final hypervolume, per seed and on the
-seed-averaged curves. Target: at most half the budget.
+seed-averaged curves. Target: at most half the budget. It also prints how much of (b)'s
+hypervolume its smallest completed net holds alone (the cheapest point dominates most of the
+cost box on either scale).
+
+``--from DIR`` reports again on the runs an earlier invocation left in DIR (it prints where),
+without running anything; benchmarks/halving_replay.py replays the same runs' learning curves
+through the halving rule alone.
 """
 
 from __future__ import annotations
@@ -80,15 +86,28 @@ def run(name: str, seed: int, budget: float, work: Path, extra: list[str]) -> di
         cfg = compose("config", overrides=overrides)
     tick = time.perf_counter()
     study = run_sweep(cfg).study
+    return summarize(study, work / name, time.perf_counter() - tick)
+
+
+def summarize(study: optuna.Study, run_dir: Path, wall: float) -> dict[str, Any]:
+    """What the report needs of one finished run (its study, and its MLflow database in ``run_dir``)."""
     states = [t.state for t in study.trials]
     return {
         "timeline": timeline(study),
         "trials": len(states),
         "complete": states.count(optuna.trial.TrialState.COMPLETE),
         "pruned": states.count(optuna.trial.TrialState.PRUNED),
-        "wall": time.perf_counter() - tick,
-        "rung_rho": rung_correlations(study, work / name / "mlruns" / "mlflow.db"),
+        "wall": wall,
+        "rung_rho": rung_correlations(study, run_dir / "mlruns" / "mlflow.db"),
     }
+
+
+def load(work: Path, label: str, seed: int) -> dict[str, Any]:
+    """The summary of a run an earlier invocation left in ``work`` (--from)."""
+    name = f"{label[0]}_{seed}"
+    url = f"sqlite:///{work / name / 'mlruns' / 'optuna.db'}"
+    study = optuna.load_study(study_name=name, storage=url)
+    return summarize(study, work / name, math.nan)
 
 
 def rung_correlations(study: optuna.Study, mlflow_db: Path) -> dict[int, float]:
@@ -166,6 +185,18 @@ def report(
             + " ".join(f"{f:.4f}" for f in finals)
         )
     a, b = list(VARIANTS)[:2]
+    if b in labels:
+        # How much of the hypervolume one point holds: the smallest net (fewest params) of (b)'s run.
+        shares = []
+        for s in seeds:
+            points = [v for _, v in timelines[b, s]]
+            if points:
+                smallest = min(points, key=lambda v: (v[1], v[2], -v[0]))
+                shares.append(hv_at([(0.0, smallest)], 0.0, lower, upper) / curves[b, s][-1][1])
+        if shares:
+            print(
+                f"  (b)'s smallest completed net alone holds {statistics.mean(shares):.0%} of its hypervolume"
+            )
     if a not in labels or b not in labels:
         return
     per_seed = [first_time(curves[a, s], curves[b, s][-1][1]) for s in seeds]
@@ -195,6 +226,12 @@ def main() -> None:
     )
     parser.add_argument("--only", default="a,b,c", help="which of the variants to run")
     parser.add_argument("--sequential", action="store_true", help="run the variants one after another")
+    parser.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        help="report on the runs an earlier invocation left in this directory (same --budget) instead",
+    )
     args = parser.parse_args()
     common = [
         f"data={args.data}",
@@ -209,15 +246,25 @@ def main() -> None:
         if label[0] in args.only.split(",")
     }
 
-    work = Path(tempfile.mkdtemp(prefix="search_efficiency_"))
     started = time.perf_counter()
     results: dict[tuple[str, int], dict[str, Any]] = {}
     seeds = range(args.seeds)
+    if args.source is not None:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        work = args.source
+        results = {(label, seed): load(work, label, seed) for seed in seeds for label in variants}
+        for (label, seed), r in results.items():
+            print(
+                f"seed {seed} {label:<16} {r['trials']:>4} trials: {r['complete']:>3} complete, "
+                f"{r['pruned']:>3} pruned"
+            )
+    else:
+        work = Path(tempfile.mkdtemp(prefix="search_efficiency_"))
     # Side by side: the variants of one seed run at once, one process each, so the machine's load
     # (and, on 2 cores, the sharing of them) hits all of them alike. --sequential: one at a time.
     width = 1 if args.sequential else len(variants)
     with ProcessPoolExecutor(width, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for seed in seeds:
+        for seed in seeds if args.source is None else ():
             batch = {
                 label: pool.submit(run, f"{label[0]}_{seed}", seed, args.budget, work, overrides)
                 for label, overrides in variants.items()
