@@ -117,18 +117,10 @@ class FidelitySettings:
                 f"sweep.fidelity has unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
                 "allowed: enabled, eta, min_epochs, rungs, learn_from_pruned."
             )
-        enabled = raw.get("enabled", False)
-        if not isinstance(enabled, bool):
-            raise ConfigError(f"sweep.fidelity.enabled must be true or false, got {enabled!r}.")
-        eta = raw.get("eta", 3)
-        if isinstance(eta, bool) or not isinstance(eta, int) or eta < 2:
-            raise ConfigError(f"sweep.fidelity.eta must be an integer >= 2, got {eta!r}.")
-        learn = raw.get("learn_from_pruned", True)
-        if not isinstance(learn, bool):
-            raise ConfigError(f"sweep.fidelity.learn_from_pruned must be true or false, got {learn!r}.")
-        min_epochs = raw.get("min_epochs", 1)
-        if isinstance(min_epochs, bool) or not isinstance(min_epochs, int) or min_epochs < 1:
-            raise ConfigError(f"sweep.fidelity.min_epochs must be an integer >= 1, got {min_epochs!r}.")
+        enabled = _flag(raw, "enabled", False)
+        eta = _int_at_least(raw, "eta", 3, 2)
+        learn = _flag(raw, "learn_from_pruned", True)
+        min_epochs = _int_at_least(raw, "min_epochs", 1, 1)
         rungs = raw.get("rungs")
         if rungs is None:
             return cls(enabled, eta, default_rungs(epochs, eta, min_epochs), learn)
@@ -143,6 +135,20 @@ class FidelitySettings:
                 f"(trainer.epochs is {epochs}), got {rungs!r}."
             )
         return cls(enabled, eta, tuple(rungs), learn)
+
+
+def _flag(raw: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"sweep.fidelity.{key} must be true or false, got {value!r}.")
+    return value
+
+
+def _int_at_least(raw: Mapping[str, Any], key: str, default: int, minimum: int) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"sweep.fidelity.{key} must be an integer >= {minimum}, got {value!r}.")
+    return value
 
 
 # --------------------------------------------------------------------------- the promotion rule
