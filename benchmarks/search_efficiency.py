@@ -260,22 +260,22 @@ def main() -> None:
             )
     else:
         work = Path(tempfile.mkdtemp(prefix="search_efficiency_"))
-    # Side by side: the variants of one seed run at once, one process each, so the machine's load
-    # (and, on 2 cores, the sharing of them) hits all of them alike. --sequential: one at a time.
-    width = 1 if args.sequential else len(variants)
-    with ProcessPoolExecutor(width, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for seed in seeds if args.source is None else ():
-            batch = {
-                label: pool.submit(run, f"{label[0]}_{seed}", seed, args.budget, work, overrides)
-                for label, overrides in variants.items()
-            }
-            for label, future in batch.items():
-                results[label, seed] = r = future.result()
-                print(
-                    f"seed {seed} {label:<16} {r['trials']:>4} trials: {r['complete']:>3} complete, "
-                    f"{r['pruned']:>3} pruned ({r['wall']:.0f}s wall)",
-                    flush=True,
-                )
+        # Side by side: the variants of one seed run at once, one process each, so the machine's load
+        # (and, on 2 cores, the sharing of them) hits all of them alike. --sequential: one at a time.
+        width = 1 if args.sequential else len(variants)
+        with ProcessPoolExecutor(width, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for seed in seeds:
+                batch = {
+                    label: pool.submit(run, f"{label[0]}_{seed}", seed, args.budget, work, overrides)
+                    for label, overrides in variants.items()
+                }
+                for label, future in batch.items():
+                    results[label, seed] = r = future.result()
+                    print(
+                        f"seed {seed} {label:<16} {r['trials']:>4} trials: {r['complete']:>3} complete, "
+                        f"{r['pruned']:>3} pruned ({r['wall']:.0f}s wall)",
+                        flush=True,
+                    )
 
     rho = [r["rung_rho"] for (label, _), r in results.items() if not label.startswith("a")]
     epochs = sorted({k for d in rho for k in d})
