@@ -7,7 +7,7 @@ pass; :func:`build` turns them into torch modules.
 from __future__ import annotations
 
 from archsearch.errors import ArchsearchError, ConfigError, DataError, SpecError
-from archsearch.spec import NetSpec, load_spec
+from archsearch.net.spec import NetSpec, load_spec
 
 __all__ = ["ArchsearchError", "ConfigError", "DataError", "NetSpec", "SpecError", "load_spec"]
 __version__ = "0.1.0"

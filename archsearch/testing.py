@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from archsearch.train import TrainResult
+from archsearch.train.fit import TrainResult
 
 __all__ = ["FixedCostFit", "compose_sweep"]
 
@@ -28,7 +28,7 @@ def compose_sweep(tmp: Path, *overrides: str, sweep: str = "fire") -> DictConfig
     """
     from hydra import compose, initialize_config_dir
 
-    from archsearch.paths import CONF_DIR
+    from archsearch.resources import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(
@@ -45,7 +45,7 @@ def compose_sweep(tmp: Path, *overrides: str, sweep: str = "fire") -> DictConfig
 
 
 class FixedCostFit:
-    """Called like :func:`archsearch.train.fit`; sleeps ``seconds`` over ``epochs`` epochs.
+    """Called like :func:`archsearch.train.fit.fit`; sleeps ``seconds`` over ``epochs`` epochs.
 
     Args:
         seconds: wall time of one call (split evenly over the epochs).

@@ -1,7 +1,7 @@
 """How well do the analytic costs predict measured latency on this machine?
 
 Samples random networks from a search space (default ``fire`` at 1x28x28), measures each one's
-latency here with :func:`archsearch.latency.measure_latency` at each batch size, and prints the
+latency here with :func:`archsearch.hardware.latency.measure_latency` at each batch size, and prints the
 Spearman rank correlation of the measured latency with params, MACs, bytes and
 ``latency_est_ms`` (for the given hardware profile), plus the median absolute percentage error
 of ``latency_est_ms``. Targets: rho >= 0.9 for the estimate at every batch size and higher than
@@ -33,11 +33,11 @@ import numpy as np
 import optuna
 from scipy.stats import spearmanr
 
-from archsearch.cost import analyze, load_hardware
-from archsearch.latency import measure_latency
-from archsearch.model import build
-from archsearch.space import InfeasibleArchitecture, load_space
-from archsearch.spec import NetSpec
+from archsearch.hardware.latency import measure_latency
+from archsearch.net.cost import analyze, load_hardware
+from archsearch.net.model import build
+from archsearch.net.spec import NetSpec
+from archsearch.search.space import InfeasibleArchitecture, load_space
 
 METRICS = ("params", "macs", "bytes", "latency_est_ms")
 

@@ -19,10 +19,10 @@ from collections.abc import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from archsearch.cost import analyze, load_hardware
-from archsearch.model import build
-from archsearch.paths import CONF_DIR
-from archsearch.spec import load_spec
+from archsearch.net.cost import analyze, load_hardware
+from archsearch.net.model import build
+from archsearch.net.spec import load_spec
+from archsearch.resources import CONF_DIR
 
 TARGET = 10.0
 

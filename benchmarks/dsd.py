@@ -23,11 +23,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from archsearch.data import load_dataset
-from archsearch.model import build, count_params
-from archsearch.paths import CONF_DIR
-from archsearch.space import load_space
-from archsearch.train import fit
+from archsearch.data.datasets import load_dataset
+from archsearch.net.model import build, count_params
+from archsearch.resources import CONF_DIR
+from archsearch.search.space import load_space
+from archsearch.train.fit import fit
 
 NETS: dict[str, dict[str, Any]] = {
     "small": {

@@ -10,7 +10,7 @@ seconds per epoch and its fixed per-trial overhead (duration minus training). Th
 random orders of those trials, one sequential worker runs them
 
     without halving:  every trial trains fully;
-    with halving:     archsearch.fidelity.promote decides at each rung, on the entries so far,
+    with halving:     archsearch.search.fidelity.promote decides at each rung, on the entries so far,
                       exactly as a sweep does; a pruned trial costs its overhead plus the epochs
                       it trained,
 
@@ -33,8 +33,8 @@ from pathlib import Path
 
 import optuna
 
-from archsearch.export import hypervolume, non_dominated
-from archsearch.fidelity import promote
+from archsearch.results.export import hypervolume, non_dominated
+from archsearch.search.fidelity import promote
 
 DIRECTIONS = ["maximize", "minimize", "minimize"]
 

@@ -22,12 +22,12 @@ from unittest import mock
 import optuna
 from hydra import compose, initialize_config_dir
 
-import archsearch.export
-from archsearch.data import load_dataset
-from archsearch.export import export_study
-from archsearch.paths import CONF_DIR
-from archsearch.search import run_sweep
-from archsearch.space import InfeasibleArchitecture, load_space
+import archsearch.results.export
+from archsearch.data.datasets import load_dataset
+from archsearch.resources import CONF_DIR
+from archsearch.results.export import export_study
+from archsearch.search.space import InfeasibleArchitecture, load_space
+from archsearch.search.sweep import run_sweep
 
 
 class _Result:
@@ -94,7 +94,7 @@ def archsearch_loop(n: int, workdir: Path) -> tuple[float, float, float]:
             spent.append(time.perf_counter() - start)
 
     start, cpu = time.perf_counter(), time.process_time()
-    with mock.patch.object(archsearch.export, "export_study", timed_export):
+    with mock.patch.object(archsearch.results.export, "export_study", timed_export):
         run_sweep(cfg, fit_fn=fake_fit)
     return (time.perf_counter() - start) / n, (time.process_time() - cpu) / n, sum(spent)
 

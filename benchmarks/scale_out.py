@@ -33,7 +33,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from archsearch.storage import engine_url
+from archsearch.search.storage import engine_url
 
 
 def run_workers(storage: str, workers: int, trials: int, seconds: float, cwd: Path) -> optuna.Study:

@@ -9,7 +9,7 @@ with ``memory_format: contiguous`` to separate the loop's gain from channels-las
 
 On Fashion-MNIST nearly all of the gain is the loop's (a DataLoader indexes and collates
 128 single images per batch); channels-last adds little for this net on these images
-(see ``archsearch.train.resolve_memory_format`` for what it adds elsewhere).
+(see ``archsearch.train.fit.resolve_memory_format`` for what it adds elsewhere).
 
 Runs alternate (baseline, ours, ours-NCHW, baseline, ...) so drift in machine load hits all
 alike; the medians and their ratio are printed. Training-step time only: the per-epoch
@@ -31,11 +31,11 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from archsearch.data import Dataset, load_dataset
-from archsearch.model import build
-from archsearch.paths import CONF_DIR
-from archsearch.spec import load_spec
-from archsearch.train import fit
+from archsearch.data.datasets import Dataset, load_dataset
+from archsearch.net.model import build
+from archsearch.net.spec import load_spec
+from archsearch.resources import CONF_DIR
+from archsearch.train.fit import fit
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 

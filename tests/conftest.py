@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from archsearch.errors import SpecError
-from archsearch.paths import CONF_DIR
-from archsearch.spec import NetSpec, load_spec
+from archsearch.net.spec import NetSpec, load_spec
+from archsearch.resources import CONF_DIR
 
 REFERENCE_MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
 
@@ -231,7 +231,7 @@ def mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Any:
 @pytest.fixture
 def one_thread() -> Iterator[int]:
     """One torch thread for the test, restored afterwards: tiny models run far faster so here."""
-    from archsearch.runtime import torch_threads
+    from archsearch.hardware.runtime import torch_threads
 
     with torch_threads(1) as threads:
         yield threads

@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 import pytest
 
-from archsearch.storage import engine_url
+from archsearch.search.storage import engine_url
 
 SWEEP = ("+sweep=fire", "data=synthetic", "export.plots=false")
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from archsearch.calibrate import (
+from archsearch.errors import ConfigError
+from archsearch.hardware.calibrate import (
     CalibrateConfig,
     GemmSample,
     fit_context_overheads,
@@ -21,10 +22,9 @@ from archsearch.calibrate import (
     run,
     spec_kernels,
 )
-from archsearch.cost import GEMM_KINDS, KERNEL_KINDS, HardwareProfile, Kernel, load_hardware
-from archsearch.errors import ConfigError
-from archsearch.model import build
-from archsearch.paths import ROOT
+from archsearch.net.cost import GEMM_KINDS, KERNEL_KINDS, HardwareProfile, Kernel, load_hardware
+from archsearch.net.model import build
+from archsearch.resources import ROOT
 
 
 def _tree(path: Path) -> set[str]:

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from archsearch.cost import HardwareProfile, analyze, load_hardware
 from archsearch.errors import ConfigError
-from archsearch.model import build, count_params
-from archsearch.spec import NetSpec
+from archsearch.net.cost import HardwareProfile, analyze, load_hardware
+from archsearch.net.model import build, count_params
+from archsearch.net.spec import NetSpec
 
 # torchvision's published figures at 3x224x224 with 1000 classes.
 PUBLISHED = {

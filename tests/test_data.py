@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from archsearch.cli import run_cli
-from archsearch.data import _read_fashion_mnist, load_dataset
+from archsearch.cli.errors import run_cli
+from archsearch.data.datasets import _read_fashion_mnist, load_dataset
 from archsearch.errors import ArchsearchError, ConfigError, DataError
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -226,7 +226,7 @@ def test_files_are_read_once_per_process() -> None:
 def test_dictconfig_and_augment_settings_are_read() -> None:
     from omegaconf import OmegaConf
 
-    from archsearch.paths import CONF_DIR
+    from archsearch.resources import CONF_DIR
 
     cfg = OmegaConf.load(CONF_DIR / "data" / "synthetic.yaml")
     cfg.augment.crop_padding = 2

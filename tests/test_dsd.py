@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from archsearch.data import load_dataset
-from archsearch.dsd import DsdSettings, hold_masks, magnitude_masks, prunable_weights
+from archsearch.data.datasets import load_dataset
 from archsearch.errors import ConfigError
-from archsearch.model import build
-from archsearch.paths import CONF_DIR
-from archsearch.spec import load_spec
-from archsearch.train import fit
+from archsearch.net.model import build
+from archsearch.net.spec import load_spec
+from archsearch.resources import CONF_DIR
+from archsearch.train.dsd import DsdSettings, hold_masks, magnitude_masks, prunable_weights
+from archsearch.train.fit import fit
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -16,8 +16,9 @@ from omegaconf import DictConfig
 from optuna.trial import TrialState
 
 from archsearch.errors import ConfigError
-from archsearch.export import front_trials
-from archsearch.fidelity import (
+from archsearch.resources import ROOT
+from archsearch.results.export import front_trials
+from archsearch.search.fidelity import (
     FidelitySettings,
     RungInformedSampler,
     crowding_distances,
@@ -27,9 +28,8 @@ from archsearch.fidelity import (
     promote,
     rung_key,
 )
-from archsearch.paths import ROOT
-from archsearch.search import run_sweep
-from archsearch.storage import engine_url
+from archsearch.search.storage import engine_url
+from archsearch.search.sweep import run_sweep
 from archsearch.testing import FixedCostFit, compose_sweep
 
 ACC_PARAMS = ["maximize", "minimize"]

@@ -15,12 +15,12 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 from archsearch.errors import ConfigError
-from archsearch.export import finalized_results, front_trials
-from archsearch.finalize import finalize_study
-from archsearch.paths import ROOT
-from archsearch.search import run_sweep
+from archsearch.resources import ROOT
+from archsearch.results.export import finalized_results, front_trials
+from archsearch.search.finalize import finalize_study
+from archsearch.search.sweep import run_sweep
 from archsearch.testing import FixedCostFit, compose_sweep
-from archsearch.train import TrainResult
+from archsearch.train.fit import TrainResult
 
 
 def sweep_cfg(tmp: Path, *overrides: str) -> DictConfig:

@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from archsearch import spec as S
-from archsearch.cost import KERNEL_KINDS, HardwareProfile, Kernel, analyze, node_kernels
 from archsearch.errors import ConfigError
-from archsearch.latency import measure_latency
-from archsearch.model import build
-from archsearch.spec import NetSpec
+from archsearch.hardware.latency import measure_latency
+from archsearch.net import spec as S
+from archsearch.net.cost import KERNEL_KINDS, HardwareProfile, Kernel, analyze, node_kernels
+from archsearch.net.model import build
+from archsearch.net.spec import NetSpec
 
 TINY = NetSpec.from_dict(
     {

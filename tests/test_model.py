@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from archsearch.layers import Fire, ProjectedAdd
-from archsearch.model import build, count_params
-from archsearch.spec import NetSpec
+from archsearch.net.layers import Fire, ProjectedAdd
+from archsearch.net.model import build, count_params
+from archsearch.net.spec import NetSpec
 
 PUBLISHED_PARAMS = {"squeezenet1_0": 1_248_424, "squeezenet1_1": 1_235_496, "alexnet": 61_100_840}
 

@@ -14,11 +14,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from archsearch.cost import analyze, load_hardware
 from archsearch.errors import ConfigError
-from archsearch.paths import CONF_DIR
-from archsearch.report import compare_table, layer_table, load_model, report, write_table
-from archsearch.spec import NetSpec
+from archsearch.net.cost import analyze, load_hardware
+from archsearch.net.spec import NetSpec
+from archsearch.resources import CONF_DIR
+from archsearch.results.report import compare_table, layer_table, load_model, report, write_table
 
 LAPTOP = load_hardware("laptop_cpu")
 

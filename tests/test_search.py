@@ -12,11 +12,11 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 from archsearch.errors import ConfigError
-from archsearch.export import completed_feasible, front_trials, non_dominated
-from archsearch.search import SweepSettings, run_sweep
-from archsearch.spec import load_spec
+from archsearch.net.spec import load_spec
+from archsearch.results.export import completed_feasible, front_trials, non_dominated
+from archsearch.search.sweep import SweepSettings, run_sweep
 from archsearch.testing import compose_sweep
-from archsearch.train import TrainingDiverged
+from archsearch.train.fit import TrainingDiverged
 
 
 def sweep_cfg(tmp: Path, *overrides: str) -> DictConfig:
@@ -184,7 +184,7 @@ def test_cost_axes_label_in_engineering_notation(limits: tuple[float, float], mi
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from archsearch.plots import eng_log_formatter
+    from archsearch.results.plots import eng_log_formatter
 
     fig, ax = plt.subplots()
     ax.set_xscale("log")

@@ -12,8 +12,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import FixedTrial
 
 from archsearch.errors import ArchsearchError, ConfigError
-from archsearch.paths import SEARCH_SPACES_DIR
-from archsearch.space import (
+from archsearch.net.spec import AddNode, DropoutNode, FireNode, MaxPoolNode, NetSpec
+from archsearch.resources import SEARCH_SPACES_DIR
+from archsearch.search.space import (
     InfeasibleArchitecture,
     SearchSpace,
     expand_widths,
@@ -22,7 +23,6 @@ from archsearch.space import (
     max_pools,
     pool_slots,
 )
-from archsearch.spec import AddNode, DropoutNode, FireNode, MaxPoolNode, NetSpec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from archsearch.errors import SpecError
-from archsearch.spec import NetSpec
+from archsearch.net.spec import NetSpec
 
 SEEDS = range(60)
 

@@ -1,4 +1,4 @@
-"""archsearch.storage.set_user_attrs: several trial attributes in one storage write."""
+"""archsearch.search.storage.set_user_attrs: several trial attributes in one storage write."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from archsearch.storage import set_user_attrs
+from archsearch.search.storage import set_user_attrs
 
 ATTRS = {"state": "complete", "val_acc": 0.9, "spec": {"nodes": [{"op": "conv", "out": 8}]}}
 

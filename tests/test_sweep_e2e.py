@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 import pytest
 
-from archsearch.spec import load_spec
+from archsearch.net.spec import load_spec
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +79,11 @@ def test_export_cli_rebuilds_the_front_from_the_storage_alone(tmp_path: Path) ->
     assert cli("+sweep=fire", "study.n_trials=3", "export.plots=false", *FAST, cwd=tmp_path).returncode == 0
     (tmp_path / "results").rename(tmp_path / "first")
     out = cli(
-        "study.name=fire", "export.dir=again", "export.plots=false", module="archsearch.export", cwd=tmp_path
+        "study.name=fire",
+        "export.dir=again",
+        "export.plots=false",
+        module="archsearch.export",
+        cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr
     first = (tmp_path / "first" / "fire" / "pareto.csv").read_text()

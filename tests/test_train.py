@@ -13,12 +13,12 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from archsearch.data import Augment, Dataset, load_dataset
+from archsearch.data.datasets import Augment, Dataset, load_dataset
 from archsearch.errors import ArchsearchError, ConfigError
-from archsearch.model import build
-from archsearch.paths import CONF_DIR
-from archsearch.spec import load_spec
-from archsearch.train import (
+from archsearch.net.model import build
+from archsearch.net.spec import load_spec
+from archsearch.resources import CONF_DIR
+from archsearch.train.fit import (
     TrainerSettings,
     TrainingDiverged,
     augment_batch,

@@ -24,8 +24,8 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 from optuna.trial import TrialState
 
-from archsearch.storage import StorageLock, engine_url
-from archsearch.workers import (
+from archsearch.search.storage import StorageLock, engine_url
+from archsearch.search.workers import (
     StaleTrialCallback,
     budget,
     open_storage,

@@ -43,9 +43,9 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.errors import ConfigError
-from archsearch.export import non_dominated
-from archsearch.storage import set_user_attrs
-from archsearch.tracking import Tracker
+from archsearch.results.export import non_dominated
+from archsearch.results.tracking import Tracker
+from archsearch.search.storage import set_user_attrs
 
 __all__ = [
     "FidelitySettings",
@@ -237,7 +237,7 @@ class SuccessiveHalving:
     @classmethod
     def from_config(cls, cfg: DictConfig, objectives: Sequence[tuple[str, str]]) -> SuccessiveHalving | None:
         """The hook a sweep config asks for (``sweep.fidelity``), or None when it is off."""
-        from archsearch.train import TrainerSettings
+        from archsearch.train.fit import TrainerSettings
 
         sweep = cfg.get("sweep") or {}
         epochs = TrainerSettings.from_cfg(cfg.get("trainer") or {}).epochs

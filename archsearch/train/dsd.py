@@ -1,5 +1,5 @@
 """Dense-Sparse-Dense training (Han et al., "DSD: Dense-Sparse-Dense Training for Deep Neural
-Networks", ICLR 2017, arXiv:1607.04381), the ``trainer.dsd`` option of :func:`archsearch.train.fit`.
+Networks", ICLR 2017, arXiv:1607.04381), the ``trainer.dsd`` option of :func:`archsearch.train.fit.fit`.
 
 Three phases share ``trainer.epochs``:
 
@@ -9,7 +9,7 @@ Three phases share ``trainer.epochs``:
    reapplied after every optimizer step, so momentum and weight decay cannot revive a weight);
 3. re-dense: the mask is dropped and the whole network trains again at a lower learning rate.
 
-Each phase is one ordinary :func:`~archsearch.train.fit` call with its own optimizer and schedule
+Each phase is one ordinary :func:`~archsearch.train.fit.fit` call with its own optimizer and schedule
 (peak learning rate ``trainer.optimizer.lr`` times the phase's factor), so everything the trainer
 does (augmentation, precision, time budget, ``on_epoch_end``) applies unchanged; epochs are
 numbered across the phases.
@@ -182,13 +182,13 @@ def fit_dsd(
     on_epoch_end: Callable[[int, dict[str, float]], bool | None] | None = None,
     evaluate_test: bool = False,
 ) -> Any:
-    """Train ``model`` dense, sparse, then dense again; arguments and result as :func:`~archsearch.train.fit`.
+    """Train ``model`` dense, sparse, then dense again; arguments and result as :func:`~archsearch.train.fit.fit`.
 
     ``on_epoch_end`` sees epochs numbered across the phases and a ``phase`` metric (0 dense,
     1 sparse, 2 re-dense); returning True or running out of ``trainer.max_seconds`` ends the
     whole run. The test split is scored once, on the final weights.
     """
-    from archsearch.train import TrainerSettings, TrainResult, evaluate, fit
+    from archsearch.train.fit import TrainerSettings, TrainResult, evaluate, fit
 
     raw: dict[str, Any] = (
         OmegaConf.to_container(trainer_cfg, resolve=True)  # type: ignore[assignment]

@@ -3,8 +3,8 @@
 This is what ``python -m archsearch`` does when no sweep is given; from a notebook::
 
     from hydra import compose, initialize_config_dir
-    from archsearch.paths import CONF_DIR
-    from archsearch.single import train_single
+    from archsearch.resources import CONF_DIR
+    from archsearch.train.single import train_single
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", ["model=fire_mnist", "data=fashion_mnist", "data.subset=10000"])
@@ -20,11 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from archsearch.cost import HardwareProfile, analyze
-from archsearch.data import load_dataset
-from archsearch.model import build, count_params
-from archsearch.spec import NetSpec
-from archsearch.train import fit
+from archsearch.data.datasets import load_dataset
+from archsearch.net.cost import HardwareProfile, analyze
+from archsearch.net.model import build, count_params
+from archsearch.net.spec import NetSpec
+from archsearch.train.fit import fit
 
 __all__ = ["train_single"]
 

@@ -51,7 +51,7 @@ def check_tracking_uri(uri: str) -> None:
     ``http(s)://`` tracking server must answer its ``/health`` endpoint. Other schemes
     (``databricks``, ...) are left to MLflow.
     """
-    from archsearch.storage import check_database_url, describe_url
+    from archsearch.search.storage import check_database_url, describe_url
 
     scheme = _scheme(uri)
     if scheme in ("http", "https"):
@@ -119,7 +119,7 @@ class Tracker:
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
-        from archsearch.storage import engine_url, sqlite_sync_normal, use_wal
+        from archsearch.search.storage import engine_url, sqlite_sync_normal, use_wal
 
         sqlite_sync_normal()
 

@@ -19,13 +19,13 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from archsearch.cost import COST_METRICS, HardwareProfile, analyze
 from archsearch.errors import ArchsearchError, ConfigError
-from archsearch.fidelity import RungInformedSampler, SuccessiveHalving
-from archsearch.spec import NetSpec
-from archsearch.storage import StorageLock, check_database_url, describe_url, set_user_attrs
-from archsearch.tracking import STUDY_TAG, Tracker, check_tracking_uri, resolve_tracking_uri
-from archsearch.workers import (
+from archsearch.net.cost import COST_METRICS, HardwareProfile, analyze
+from archsearch.net.spec import NetSpec
+from archsearch.results.tracking import STUDY_TAG, Tracker, check_tracking_uri, resolve_tracking_uri
+from archsearch.search.fidelity import RungInformedSampler, SuccessiveHalving
+from archsearch.search.storage import StorageLock, check_database_url, describe_url, set_user_attrs
+from archsearch.search.workers import (
     WORKERS_STARTED,
     StaleTrialCallback,
     budget,
@@ -247,7 +247,7 @@ def make_sampler(
     kwargs: dict[str, Any] = {}
     if target.endswith("GridSampler"):
         kwargs["search_space"] = grid()
-        cfg._target_ = "archsearch.workers.WorkerGridSampler"
+        cfg._target_ = "archsearch.search.workers.WorkerGridSampler"
     if "seed" in cfg and cfg.seed is None:
         cfg.seed = seed
     try:
@@ -283,7 +283,7 @@ def open_study(
     Args:
         settings: the validated sweep settings.
         sampler: the study's sampler (Optuna's default if None).
-        storage: an opened storage (:func:`archsearch.workers.open_storage`); by default
+        storage: an opened storage (:func:`archsearch.search.workers.open_storage`); by default
             one is opened on ``settings.storage`` with the settings' heartbeats.
     """
     try:
@@ -322,7 +322,7 @@ def finished_trials(study: optuna.Study) -> int:
     """Finished slots of ``study.n_trials``: complete, pruned or failed trials, a retried one once.
 
     A trial whose worker died and that was retried counts once, through its retry (see
-    :mod:`archsearch.workers` for the budget rule).
+    :mod:`archsearch.search.workers` for the budget rule).
     """
     return budget(study.get_trials(deepcopy=False), 0).finished
 
@@ -382,7 +382,7 @@ class Objective:
         return out
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
-        from archsearch.space import InfeasibleArchitecture
+        from archsearch.search.space import InfeasibleArchitecture
 
         started = time.perf_counter()
         run_id = ""
@@ -533,13 +533,13 @@ class Objective:
     def _build(self, spec: NetSpec) -> Any:
         import torch
 
-        from archsearch.model import build
+        from archsearch.net.model import build
 
         torch.manual_seed(self.seed)
         return build(spec)
 
     def _latency(self, model: Any, spec: NetSpec) -> float:
-        from archsearch.latency import measure_latency
+        from archsearch.hardware.latency import measure_latency
 
         lat = self.settings.latency
         result = measure_latency(
@@ -556,7 +556,7 @@ class Objective:
 
     def _train(self, trial: optuna.Trial, run_id: str, spec: NetSpec, model: Any) -> dict[str, Any]:
         """Train the candidate; its results as user attrs for :meth:`_complete` to record."""
-        from archsearch.train import fit as default_fit
+        from archsearch.train.fit import fit as default_fit
 
         fit = self.fit_fn or default_fit
         if model is None:
@@ -630,15 +630,15 @@ def run_sweep(
     Args:
         cfg: the composed config (root config plus a ``sweep/`` config).
         console: a ``rich.console.Console`` for progress; a quiet one is made if None.
-        fit_fn: replaces ``archsearch.train.fit`` (same signature): tests and the overhead
+        fit_fn: replaces ``archsearch.train.fit.fit`` (same signature): tests and the overhead
             benchmark pass a fake with fixed results instead of training.
     """
     from rich.console import Console
 
-    from archsearch.cost import HardwareProfile
-    from archsearch.export import export_study
-    from archsearch.space import load_space
-    from archsearch.terminal import SweepReporter
+    from archsearch.net.cost import HardwareProfile
+    from archsearch.results.export import export_study
+    from archsearch.results.terminal import SweepReporter
+    from archsearch.search.space import load_space
 
     console = console or Console(quiet=True)
     settings = SweepSettings.from_config(cfg)
@@ -649,7 +649,7 @@ def run_sweep(
     check_backends(settings)
     # The checks above need neither torch nor MLflow, so a typo is reported without their import time.
     _quiet_libraries()
-    from archsearch.data import load_dataset
+    from archsearch.data.datasets import load_dataset
 
     data = load_dataset(cfg.data, seed=seed)
     make_sampler(cfg.sampler, seed, space.grid)  # a bad sampler config is refused before any write
@@ -759,7 +759,7 @@ def run_sweep(
     seconds = time.perf_counter() - started
     reporter.finish(study, exported, settings, seconds)
     if (cfg.get("sweep") or {}).get("finalize"):
-        from archsearch.finalize import finalize_study
+        from archsearch.search.finalize import finalize_study
 
         exported = finalize_study(study, cfg, fit_fn=fit_fn, console=console).export
     return SweepResult(study, exported.front, exported.directory, exported.files, parent, seconds)
@@ -780,7 +780,7 @@ def _configured_fit(cfg: DictConfig) -> Callable[..., Any] | None:
     except Exception as exc:
         raise ConfigError(f"sweep.fit could not be instantiated: {str(exc).splitlines()[0]}") from None
     if not callable(fit):
-        raise ConfigError(f"sweep.fit must make a callable like archsearch.train.fit, got {fit!r}.")
+        raise ConfigError(f"sweep.fit must make a callable like archsearch.train.fit.fit, got {fit!r}.")
     return fit
 
 

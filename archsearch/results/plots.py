@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from archsearch.export import completed_feasible
+from archsearch.results.export import completed_feasible
 
 __all__ = ["eng_log_formatter", "plot_front", "plot_hypervolume"]
 

@@ -5,7 +5,7 @@ pass of a batch after warm-up, in eval mode under ``torch.inference_mode``, chan
 conv nets (as the trainer leaves them). It measures *this* machine at the time of the trial,
 with whatever else runs on it (``clock="wall"``), or the calling thread's CPU time
 (``clock="cpu"``, one thread), which other jobs do not inflate. Compare ``latency_ms`` values
-only within one machine and setting; ``latency_est_ms`` (:mod:`archsearch.cost`) predicts it
+only within one machine and setting; ``latency_est_ms`` (:mod:`archsearch.net.cost`) predicts it
 from a hardware profile without running anything.
 """
 
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from archsearch.errors import ConfigError
-from archsearch.runtime import MEMORY_FORMATS, resolve_memory_format, to_memory_format, torch_threads
+from archsearch.hardware.runtime import MEMORY_FORMATS, resolve_memory_format, to_memory_format, torch_threads
 
 __all__ = [
     "CLOCKS",
@@ -147,7 +147,7 @@ def measure_latency(
     :func:`settle_allocator` runs first so the result does not depend on the process's past.
 
     Args:
-        model: the network (e.g. ``archsearch.model.build(spec)``).
+        model: the network (e.g. ``archsearch.net.model.build(spec)``).
         input_shape: one image's shape without the batch dimension, e.g. ``(1, 28, 28)``.
         batch_size: images per forward pass.
         threads: torch intra-op threads while timing; None keeps the current setting.

@@ -11,11 +11,11 @@ from optuna.trial import FrozenTrial
 from rich.console import Console
 from rich.table import Table
 
-from archsearch.storage import describe_url
+from archsearch.search.storage import describe_url
 
 if TYPE_CHECKING:
-    from archsearch.export import ExportResult
-    from archsearch.search import SweepSettings
+    from archsearch.results.export import ExportResult
+    from archsearch.search.sweep import SweepSettings
 
 __all__ = ["SweepReporter", "fmt_count"]
 
@@ -60,7 +60,7 @@ class SweepReporter:
 
     def trial_done(self, study: optuna.Study, trial: FrozenTrial, outcome: dict[str, Any]) -> None:
         """Print one line for a trial Optuna has just recorded (``outcome`` from the objective)."""
-        from archsearch.export import front_trials
+        from archsearch.results.export import front_trials
 
         number = trial.number
         state = str(outcome.get("state") or trial.state.name.lower())

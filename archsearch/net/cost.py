@@ -36,9 +36,9 @@ from typing import Any
 
 import yaml
 
-from archsearch import spec as S
 from archsearch.errors import ConfigError
-from archsearch.paths import CONF_DIR
+from archsearch.net import spec as S
+from archsearch.resources import CONF_DIR
 
 __all__ = [
     "COST_METRICS",
@@ -467,7 +467,7 @@ def _conv_kernels(
 def node_kernels(
     node: S.Node, in_shapes: list[S.Shape], out: S.Shape, batch_size: int = 1, bytes_per_element: int = 4
 ) -> tuple[Kernel, ...]:
-    """The kernels eager PyTorch runs for ``node`` (as ``archsearch.model.build`` makes it).
+    """The kernels eager PyTorch runs for ``node`` (as ``archsearch.net.model.build`` makes it).
 
     Batch norm and activations are separate kernels that read and write the conv output; a
     Fire module always ends in a concatenation (``torch.cat`` copies even a single branch);

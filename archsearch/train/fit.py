@@ -34,9 +34,9 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from archsearch.data import Augment, Dataset
+from archsearch.data.datasets import Augment, Dataset
 from archsearch.errors import ConfigError
-from archsearch.runtime import MEMORY_FORMATS, resolve_memory_format, torch_threads
+from archsearch.hardware.runtime import MEMORY_FORMATS, resolve_memory_format, torch_threads
 
 __all__ = [
     "PRECISIONS",
@@ -432,7 +432,7 @@ def fit(
 
     Args:
         model: a freshly built network (moved to the trainer's device and memory format here).
-        data: the in-memory dataset from :func:`archsearch.data.load_dataset`.
+        data: the in-memory dataset from :func:`archsearch.data.datasets.load_dataset`.
         trainer_cfg: the ``trainer`` config (DictConfig or dict), see the module docstring.
         seed: seeds shuffling, augmentation and dropout (``torch.manual_seed``); weight
             initialisation is the caller's, before building the model. Same seed, config and
@@ -451,7 +451,7 @@ def fit(
         ConfigError: a trainer key is invalid.
     """
     settings = TrainerSettings.from_cfg(trainer_cfg)
-    from archsearch.dsd import DsdSettings, fit_dsd
+    from archsearch.train.dsd import DsdSettings, fit_dsd
 
     if DsdSettings.from_trainer_cfg(trainer_cfg).enabled:
         # Each of its phases comes back here with trainer.dsd switched off.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from archsearch import spec as S
-from archsearch.layers import Concat, ConvAct, Fire, ProjectedAdd, make_activation
+from archsearch.net import spec as S
+from archsearch.net.layers import Concat, ConvAct, Fire, ProjectedAdd, make_activation
 
 __all__ = ["GraphNet", "build", "count_params"]
 

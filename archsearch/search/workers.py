@@ -2,7 +2,7 @@
 
 Any number of processes, on any machines, may run the same study against one storage.
 They never talk to each other, only to the storage, and take turns under a
-:class:`~archsearch.storage.StorageLock` (held for milliseconds) to take the next trial.
+:class:`~archsearch.search.storage.StorageLock` (held for milliseconds) to take the next trial.
 
 The budget rule (``study.n_trials`` is a total, not a per-worker count):
 
@@ -44,7 +44,7 @@ import optuna
 from hydra.experimental.callback import Callback
 from optuna.trial import FrozenTrial, TrialState
 
-from archsearch.storage import StorageLock
+from archsearch.search.storage import StorageLock
 
 __all__ = [
     "Budget",
@@ -139,7 +139,7 @@ def open_storage(
     url: str, heartbeat_interval: int, grace_period: int, on_stale: TrialCallback | None
 ) -> optuna.storages.RDBStorage:
     """The study storage with heartbeats: a trial silent for ``grace_period`` s is failed."""
-    from archsearch.storage import engine_url, sqlite_sync_normal, use_wal
+    from archsearch.search.storage import engine_url, sqlite_sync_normal, use_wal
 
     sqlite_sync_normal()
     with warnings.catch_warnings():

@@ -45,8 +45,8 @@ from optuna.distributions import (
 )
 
 from archsearch.errors import ConfigError, SpecError
-from archsearch.paths import SEARCH_SPACES_DIR
-from archsearch.spec import NUM_CLASSES, NetSpec, _yaml_problem
+from archsearch.net.spec import NUM_CLASSES, NetSpec, _yaml_problem
+from archsearch.resources import SEARCH_SPACES_DIR
 
 __all__ = [
     "KEYS",

@@ -1,0 +1,27 @@
+"""``python -m archsearch.report``: per-layer cost table of one net, or nets side by side."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, cast
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from archsearch.cli.errors import run_cli, run_hydra
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="report")
+def _entry(cfg: DictConfig) -> None:
+    from rich.console import Console
+
+    from archsearch.results.report import report
+
+    plain = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    # A terminal sets its own width; a pipe or file gets one wide enough for every column.
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    run_cli(lambda: report(plain, console))
+
+
+def main() -> None:
+    run_hydra(_entry)

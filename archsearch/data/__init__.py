@@ -1,0 +1,1 @@
+"""Datasets: built-in registry entries and user data, as tensors with shape and classes."""

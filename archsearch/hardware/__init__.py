@@ -1,0 +1,1 @@
+"""Measuring the host: thread/memory-format runtime, latency measurement, calibration."""

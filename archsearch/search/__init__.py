@@ -1,0 +1,1 @@
+"""The search: spaces, the per-trial objective, the study and its workers, halving, finalize."""

@@ -1,0 +1,1 @@
+"""Training one network: typed trainer settings, the fit loop, Dense-Sparse-Dense."""
