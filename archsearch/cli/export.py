@@ -6,9 +6,10 @@ import hydra
 from omegaconf import DictConfig
 
 from archsearch.cli.errors import run_cli, run_hydra
+from archsearch.resources import CONF_DIR
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="export")
 def _entry(cfg: DictConfig) -> None:
     def go() -> None:
         from rich.console import Console

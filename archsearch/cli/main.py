@@ -18,6 +18,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from archsearch.cli.errors import run_cli, run_hydra
+from archsearch.resources import CONF_DIR
 
 
 def dispatch(cfg: DictConfig) -> Any:
@@ -52,7 +53,7 @@ def dispatch(cfg: DictConfig) -> Any:
     return train_single(cfg)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _entry(cfg: DictConfig) -> None:
     run_cli(lambda: dispatch(cfg))
 

@@ -9,9 +9,10 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from archsearch.cli.errors import run_cli, run_hydra
+from archsearch.resources import CONF_DIR
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="report")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="report")
 def _entry(cfg: DictConfig) -> None:
     from rich.console import Console
 

@@ -70,7 +70,6 @@ __all__ = [
     "calibrate",
     "fit_context_overheads",
     "fit_gemm_class",
-    "main",
     "probe_spec",
     "profile_yaml",
     "run",
