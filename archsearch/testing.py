@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from archsearch.train.fit import TrainResult
+from archsearch.train.settings import TrainerSettings
 
 __all__ = ["FixedCostFit", "compose_sweep"]
 
@@ -60,7 +61,7 @@ class FixedCostFit:
         self,
         model: Any,
         data: Any,
-        trainer_cfg: Any,
+        settings: TrainerSettings,
         *,
         seed: int = 0,
         on_epoch_end: Callable[[int, dict[str, float]], bool | None] | None = None,

@@ -14,6 +14,7 @@ accuracy with and without DSD and the difference, per net and seed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 from typing import Any
@@ -28,6 +29,7 @@ from archsearch.net.model import build, count_params
 from archsearch.resources import CONF_DIR
 from archsearch.search.space import load_space
 from archsearch.train.fit import fit
+from archsearch.train.settings import TrainerSettings
 
 NETS: dict[str, dict[str, Any]] = {
     "small": {
@@ -78,12 +80,13 @@ def main() -> None:
         overrides.append(f"data.subset={args.subset}")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    plain = OmegaConf.to_container(cfg.trainer, resolve=True)
-    assert isinstance(plain, dict)
-    dsd_cfg = {**plain, "dsd": {**plain.get("dsd", {}), "enabled": True}}
+    raw = OmegaConf.to_container(cfg.trainer, resolve=True)
+    assert isinstance(raw, dict)
+    plain = TrainerSettings.from_mapping(raw)
+    with_dsd = dataclasses.replace(plain, dsd=dataclasses.replace(plain.dsd, enabled=True))
     space = load_space("fire")
     print(
-        f"trainer: {args.epochs} epochs, DSD {dsd_cfg['dsd']} (dense / sparse / re-dense share the epochs); "
+        f"trainer: {args.epochs} epochs, DSD {with_dsd.dsd} (dense / sparse / re-dense share the epochs); "
         f"{args.subset or 'all'} training images"
     )
 
@@ -94,7 +97,7 @@ def main() -> None:
         for name, params in NETS.items():
             spec = space.sample(optuna.trial.FixedTrial(params), data.shape, data.num_classes)
             accs = {}
-            for label, trainer in (("plain", plain), ("dsd", dsd_cfg)):
+            for label, trainer in (("plain", plain), ("dsd", with_dsd)):
                 torch.manual_seed(seed)
                 model = build(spec)
                 result = fit(model, data, trainer, seed=seed, evaluate_test=True)

@@ -4,7 +4,7 @@ Both train the same Fire net (conf/model/fire_mnist.yaml) from the same initial 
 the same images for the same number of steps, with the same optimiser (SGD, Nesterov), batch
 size and loss. The baseline is what one writes by default: NCHW tensors, torch's default
 thread count, a shuffling DataLoader over a TensorDataset. The archsearch runs use
-``fit`` with the default trainer config (augmentation off, so both do the same work), once
+``fit`` with the default trainer settings (augmentation off, so both do the same work), once
 with ``memory_format: contiguous`` to separate the loop's gain from channels-last's.
 
 On Fashion-MNIST nearly all of the gain is the loop's (a DataLoader indexes and collates
@@ -22,12 +22,12 @@ validation pass of ``fit`` is excluded by its own ``images_per_s``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -36,6 +36,7 @@ from archsearch.net.model import build
 from archsearch.net.spec import load_spec
 from archsearch.resources import CONF_DIR
 from archsearch.train.fit import fit
+from archsearch.train.settings import TrainerSettings
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -50,9 +51,9 @@ def dataset(images: int) -> Dataset:
     return load_dataset({**cfg, "val_fraction": 0.02, "augment": augment_off}, seed=0)
 
 
-def baseline(model: nn.Module, data: Dataset, steps: int, batch_size: int, trainer: dict) -> float:
+def baseline(model: nn.Module, data: Dataset, steps: int, batch_size: int, trainer: TrainerSettings) -> float:
     """The minimal loop: DataLoader over a TensorDataset, NCHW, default threads. Returns images/s."""
-    opt = trainer["optimizer"]
+    opt = dict(trainer.optimizer.kwargs)
     optimizer = torch.optim.SGD(
         model.parameters(),
         lr=opt["lr"],
@@ -60,7 +61,7 @@ def baseline(model: nn.Module, data: Dataset, steps: int, batch_size: int, train
         nesterov=opt["nesterov"],
         weight_decay=opt["weight_decay"],
     )
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=trainer["label_smoothing"])
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=trainer.label_smoothing)
     loader = DataLoader(
         TensorDataset(data.train_x, data.train_y), batch_size=batch_size, shuffle=True, drop_last=True
     )
@@ -79,8 +80,8 @@ def baseline(model: nn.Module, data: Dataset, steps: int, batch_size: int, train
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def ours(model: nn.Module, data: Dataset, trainer: dict, memory_format: str) -> float:
-    result = fit(model, data, {**trainer, "memory_format": memory_format})
+def ours(model: nn.Module, data: Dataset, trainer: TrainerSettings, memory_format: str) -> float:
+    result = fit(model, data, dataclasses.replace(trainer, memory_format=memory_format))
     return result.images_per_s
 
 
@@ -101,9 +102,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     data = dataset(args.steps * args.batch_size)
-    trainer = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "trainer" / "default.yaml"), resolve=True)
-    assert isinstance(trainer, dict)
-    trainer.update(epochs=1, batch_size=args.batch_size)
+    trainer = TrainerSettings(epochs=1, batch_size=args.batch_size)
     spec = load_spec(CONF_DIR / "model" / "fire_mnist.yaml").retarget(
         input=data.shape, num_classes=data.num_classes
     )

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from archsearch.data.datasets import load_dataset
@@ -14,8 +15,9 @@ from archsearch.errors import ConfigError
 from archsearch.net.model import build
 from archsearch.net.spec import load_spec
 from archsearch.resources import CONF_DIR
-from archsearch.train.dsd import DsdSettings, hold_masks, magnitude_masks, prunable_weights
+from archsearch.train.dsd import hold_masks, magnitude_masks, prunable_weights
 from archsearch.train.fit import fit
+from archsearch.train.settings import DsdSettings, ScheduleSettings, TrainerSettings
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -92,17 +94,17 @@ def test_held_mask_survives_optimizer_steps_with_stale_momentum(data: Any, make_
 def test_fit_trains_dense_then_sparse_then_dense_at_a_lower_rate(data: Any) -> None:
     model = fresh_model(data)
     seen: list[tuple[int, float, float, dict[str, int]]] = []
-    cfg = {
-        "epochs": 8,
-        "batch_size": 32,
-        "threads": 1,
-        "schedule": {"name": "constant", "warmup": 0.0},
-        "dsd": {"enabled": True, "sparsity": 0.4, "sparse": 0.25, "redense": 0.25, "redense_lr": 0.1},
-    }
+    settings = TrainerSettings(
+        epochs=8,
+        batch_size=32,
+        threads=1,
+        schedule=ScheduleSettings("constant", warmup=0.0),
+        dsd=DsdSettings(enabled=True, sparsity=0.4, sparse=0.25, redense=0.25, redense_lr=0.1),
+    )
     result = fit(
         model,
         data,
-        cfg,
+        settings,
         seed=0,
         on_epoch_end=lambda e, m: seen.append((e, m["phase"], m["lr"], zeros(model))),
         evaluate_test=True,
@@ -130,8 +132,18 @@ def test_fit_trains_dense_then_sparse_then_dense_at_a_lower_rate(data: Any) -> N
         ({"enabled": True, "sparse": 0.5, "redense": 0.5}, 8, "keep it below 1"),
         ({"enabled": True}, 2, r"trainer.epochs=2 split .* leaves a phase without epochs \(2/0/0\)"),
         ({"enabled": True, "rate": 0.1}, 8, "trainer.dsd has unknown key"),
+        ({"enabled": "on"}, 8, "trainer.dsd.enabled must be true or false"),
     ],
 )
-def test_bad_dsd_settings_are_one_sentence(data: Any, dsd: dict[str, Any], epochs: int, message: str) -> None:
+def test_bad_dsd_settings_are_one_sentence(dsd: dict[str, Any], epochs: int, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        DsdSettings.from_trainer_cfg({"dsd": dsd}).phase_epochs(epochs)
+        DsdSettings.from_mapping(dsd).phase_epochs(epochs)
+    # The whole trainer block is refused the same way, before anything trains.
+    with pytest.raises(ConfigError, match=message):
+        TrainerSettings.from_mapping({"epochs": epochs, "dsd": dsd})
+
+
+def test_dsd_block_of_the_default_config_is_the_default_and_absent_means_off() -> None:
+    raw = yaml.safe_load((CONF_DIR / "trainer" / "default.yaml").read_text())
+    assert DsdSettings.from_mapping(raw["dsd"]) == DsdSettings()
+    assert DsdSettings.from_mapping(None) == DsdSettings() and not DsdSettings().enabled

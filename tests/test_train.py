@@ -5,11 +5,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+import yaml
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -18,14 +21,9 @@ from archsearch.errors import ArchsearchError, ConfigError
 from archsearch.net.model import build
 from archsearch.net.spec import load_spec
 from archsearch.resources import CONF_DIR
-from archsearch.train.fit import (
-    TrainerSettings,
-    TrainingDiverged,
-    augment_batch,
-    evaluate,
-    fit,
-    resolve_memory_format,
-)
+from archsearch.train.augment import augment_batch
+from archsearch.train.fit import TrainingDiverged, evaluate, fit, resolve_memory_format
+from archsearch.train.settings import OptimizerSettings, ScheduleSettings, TrainerSettings
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -45,12 +43,19 @@ def digits_net(seed: int = 0, num_classes: int = 4) -> nn.Module:
     return build(load_spec(CONF_DIR / "model" / "fire_digits.yaml").retarget(num_classes=num_classes))
 
 
-def trainer(**overrides: Any) -> dict[str, Any]:
-    cfg = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "trainer" / "default.yaml"))
-    assert isinstance(cfg, dict)
-    cfg.update(FAST)
-    cfg.update(overrides)
-    return cfg
+def trainer_yaml(name: str = "default") -> dict[str, Any]:
+    raw = yaml.safe_load((CONF_DIR / "trainer" / f"{name}.yaml").read_text())
+    assert isinstance(raw, dict)
+    return raw
+
+
+def raw_trainer(**overrides: Any) -> dict[str, Any]:
+    """conf/trainer/default.yaml as a plain mapping, made fast, with ``overrides`` on top."""
+    return {**trainer_yaml(), **FAST, **overrides}
+
+
+def trainer(**overrides: Any) -> TrainerSettings:
+    return TrainerSettings.from_mapping(raw_trainer(**overrides))
 
 
 def test_synthetic_data_is_learnt(synthetic: Dataset) -> None:
@@ -65,7 +70,10 @@ def test_synthetic_data_is_learnt(synthetic: Dataset) -> None:
 def test_same_seed_and_config_give_the_same_accuracy_on_cpu(synthetic: Dataset) -> None:
     cfg = trainer(epochs=2)
     first = fit(digits_net(seed=3), synthetic, cfg, seed=11)
-    second = fit(digits_net(seed=3), synthetic, OmegaConf.create(cfg), seed=11)
+    # The same settings built in Python rather than read from a mapping train the same way.
+    built = TrainerSettings(epochs=2, batch_size=32, threads=1)
+    assert built == cfg
+    second = fit(digits_net(seed=3), synthetic, built, seed=11)
     other = fit(digits_net(seed=3), synthetic, cfg, seed=12)
     assert first.val_acc_last == second.val_acc_last
     assert [h["train_loss"] for h in first.history] == [h["train_loss"] for h in second.history]
@@ -74,7 +82,7 @@ def test_same_seed_and_config_give_the_same_accuracy_on_cpu(synthetic: Dataset) 
 
 def test_huge_learning_rate_raises_training_diverged_with_epoch_and_step(synthetic: Dataset) -> None:
     cfg = trainer(schedule={"name": "constant", "warmup": 0.0})
-    cfg["optimizer"] = {**cfg["optimizer"], "lr": 1e10}
+    cfg = dataclasses.replace(cfg, optimizer=cfg.optimizer.with_lr(1e10))
     with pytest.raises(TrainingDiverged) as info:
         fit(digits_net(), synthetic, cfg)
     err = info.value
@@ -147,7 +155,7 @@ def test_test_set_is_scored_only_when_asked_and_never_steers(synthetic: Dataset)
     assert scored.test_acc is not None and 0.0 <= scored.test_acc <= 1.0
 
 
-def test_adamw_with_cosine_warmup_comes_from_its_hydra_target(
+def test_adamw_with_cosine_warmup_comes_from_its_target(
     synthetic: Dataset, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     steps: list[int] = []
@@ -158,12 +166,13 @@ def test_adamw_with_cosine_warmup_comes_from_its_hydra_target(
         return real_step(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.AdamW, "step", counting_step)
-    cfg = OmegaConf.load(CONF_DIR / "trainer" / "adamw.yaml")
-    cfg.merge_with(FAST)
+    cfg = TrainerSettings.from_mapping({**trainer_yaml("adamw"), **FAST})
+    assert cfg.optimizer.target == "torch.optim.AdamW" and cfg.schedule == ScheduleSettings("cosine", 0.1)
     result = fit(digits_net(), synthetic, cfg)
     assert len(steps) == result.steps_done > 0
     assert result.val_acc_last > 0.9
     # Cosine decays towards zero: the last step runs at under 2% of the peak.
+    assert cfg.optimizer.lr is not None
     assert 0 < result.history[-1]["lr"] < 0.02 * cfg.optimizer.lr
 
 
@@ -186,26 +195,146 @@ def test_augmentation_applies_only_when_the_trainer_asks(synthetic: Dataset) -> 
     assert on.history[0]["train_loss"] != plain.history[0]["train_loss"]
 
 
-def test_bad_trainer_values_are_one_sentence_config_errors(synthetic: Dataset) -> None:
-    cases = [
-        ({"epochs": 0}, "trainer.epochs must be an integer >= 1"),
+SGD = {"_target_": "torch.optim.SGD", "_partial_": True}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"epochs": 0}, "trainer.epochs must be an integer >= 1, got 0."),
+        ({"batch_size": 2.5}, "trainer.batch_size must be an integer >= 1, got 2.5."),
+        ({"eval_batch_size": True}, "trainer.eval_batch_size must be an integer >= 1, got True."),
+        ({"threads": 0}, "trainer.threads must be an integer >= 1 or null, got 0."),
+        ({"max_seconds": -1}, "trainer.max_seconds must be a number of seconds > 0 or null, got -1."),
+        ({"device": "gpu"}, "trainer.device is 'gpu'; allowed: auto, cpu, cuda, cuda:N, mps."),
+        ({"device": "cuda:one"}, "trainer.device is 'cuda:one'; allowed: auto, cpu, cuda, cuda:N, mps."),
+        ({"precision": "fp8"}, "trainer.precision is 'fp8'; allowed: auto, fp32, bf16, fp16."),
+        (
+            {"memory_format": "nhwc"},
+            "trainer.memory_format is 'nhwc'; allowed: auto, channels_last, contiguous.",
+        ),
+        ({"augment": "yes"}, "trainer.augment must be true or false, got 'yes'."),
+        ({"label_smoothing": 1}, "trainer.label_smoothing must be a number in [0, 1), got 1."),
+        ({"epoch": 3}, "trainer has unknown key(s) epoch; allowed: epochs, batch_size,"),
         (
             {"schedule": {"name": "step"}},
-            "trainer.schedule.name is 'step'; allowed: onecycle, cosine, constant",
+            "trainer.schedule.name is 'step'; allowed: onecycle, cosine, constant.",
+        ),
+        ({"schedule": {"warmup": "half"}}, "trainer.schedule.warmup must be a number in [0, 1), got 'half'."),
+        ({"schedule": {"steps": 3}}, "trainer.schedule has unknown key(s) steps; allowed: name, warmup."),
+        ({"schedule": "cosine"}, "trainer.schedule must be a mapping with keys name, warmup, got 'cosine'."),
+        ({"optimizer": {**SGD, "lr": "fast"}}, "trainer.optimizer.lr must be a number > 0, got 'fast'."),
+        ({"optimizer": {**SGD, "lr": 0}}, "trainer.optimizer.lr must be a number > 0, got 0."),
+        (
+            {"optimizer": {**SGD, "momentum": "high"}},
+            "trainer.optimizer.momentum must be a number, got 'high'.",
         ),
         (
-            {"optimizer": {"_target_": "torch.optim.Nope", "_partial_": True}},
-            "trainer.optimizer cannot be built",
+            {"optimizer": {**SGD, "nesterov": "yes"}},
+            "trainer.optimizer.nesterov must be true or false, got 'yes'.",
         ),
-        ({"optimizer": {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1, "betas": 1}}, "SGD"),
-        ({"precision": "fp16"}, "needs a CUDA device"),
-        ({"max_seconds": -1}, "trainer.max_seconds must be a number of seconds > 0"),
-        ({"augment": "yes"}, "trainer.augment must be true or false"),
-    ]
-    for override, message in cases:
-        with pytest.raises(ConfigError, match=message.replace("(", r"\(")) as info:
-            fit(digits_net(), synthetic, trainer(**override))
-        assert "\n" not in str(info.value)
+        (
+            {"optimizer": {"_target_": "torch.optim.AdamW", "betas": [0.9]}},
+            "trainer.optimizer.betas must be a list of 2 numbers, got [0.9].",
+        ),
+        (
+            {"optimizer": {"_target_": "torch.optim.AdamW", "eps": "tiny"}},
+            "trainer.optimizer.eps must be a number, got 'tiny'.",
+        ),
+        (
+            {"optimizer": {**SGD, "lr": 0.1, "betas": [0.9, 0.99]}},
+            "trainer.optimizer.betas is not an argument of torch.optim.SGD; accepted: lr, momentum,",
+        ),
+        (
+            {"optimizer": {**SGD, "lr": 0.1, "nesterov": True}},
+            "trainer.optimizer is refused by torch.optim.SGD: Nesterov momentum requires a momentum",
+        ),
+        ({"optimizer": "sgd"}, "trainer.optimizer must be a mapping with a _target_ such as torch.optim.SGD"),
+        ({"optimizer": {"lr": 0.1}}, "trainer.optimizer must be a mapping with a _target_ such as"),
+        (
+            {"dsd": {"enabled": True, "sparsity": -0.3}},
+            "trainer.dsd.sparsity must be a number in (0, 1), got -0.3.",
+        ),
+        ({"dsd": {"enabled": True}, "epochs": 2}, "trainer.epochs=2 split by trainer.dsd.sparse=0.25"),
+        (
+            {"dsd": {"enabled": True}, "epochs": 8, "optimizer": SGD},
+            "trainer.dsd needs trainer.optimizer.lr to scale each phase's learning rate.",
+        ),
+    ],
+)
+def test_every_bad_trainer_key_is_one_sentence_naming_it(override: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        TrainerSettings.from_mapping(raw_trainer(**override))
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value) and str(info.value).endswith(".")
+
+
+@pytest.mark.parametrize(
+    "target", ["torch.optim.Nope", "os.system", "torch.nn.Linear", "collections.OrderedDict", "SGD", 3]
+)
+def test_an_optimizer_target_that_is_no_torch_optimizer_class_is_refused(target: Any) -> None:
+    with pytest.raises(ConfigError) as info:
+        TrainerSettings.from_mapping({"optimizer": {"_target_": target, "_partial_": True}})
+    assert str(info.value) == (
+        "trainer.optimizer._target_ must name a torch.optim.Optimizer subclass such as "
+        f"torch.optim.SGD or torch.optim.AdamW, got {target!r}."
+    )
+
+
+def test_messages_name_keys_under_the_given_prefix() -> None:
+    with pytest.raises(ConfigError, match=r"^sweep\.trainer\.optimizer\.lr must be a number > 0"):
+        TrainerSettings.from_mapping({"optimizer": {**SGD, "lr": "fast"}}, key="sweep.trainer")
+
+
+def test_precision_unavailable_on_the_device_is_a_config_error_at_fit(synthetic: Dataset) -> None:
+    with pytest.raises(ConfigError, match=r"^trainer\.precision fp16 needs a CUDA device"):
+        fit(digits_net(), synthetic, trainer(precision="fp16", device="cpu"))
+
+
+def test_settings_round_trip_through_the_yaml_layout() -> None:
+    for name in ("default", "adamw"):
+        settings = TrainerSettings.from_mapping(trainer_yaml(name))
+        assert TrainerSettings.from_mapping(settings.to_mapping()) == settings
+    custom = dataclasses.replace(
+        TrainerSettings(),
+        max_seconds=30.0,
+        threads=2,
+        device="cuda:1",
+        optimizer=OptimizerSettings("torch.optim.AdamW", (("lr", 0.01), ("betas", (0.8, 0.9)))),
+    )
+    layout = custom.to_mapping()
+    assert layout["optimizer"] == {
+        "_target_": "torch.optim.AdamW",
+        "_partial_": True,
+        "betas": [0.8, 0.9],
+        "lr": 0.01,
+    }
+    assert yaml.safe_load(yaml.safe_dump(layout)) == layout
+    assert TrainerSettings.from_mapping(layout) == custom
+    assert hash(custom) == hash(TrainerSettings.from_mapping(layout))
+
+
+def test_optimizer_builds_its_target_with_its_arguments() -> None:
+    params = [nn.Parameter(torch.zeros(3))]
+    sgd = TrainerSettings().optimizer.build(params)
+    assert type(sgd) is torch.optim.SGD
+    assert {k: sgd.defaults[k] for k in ("lr", "momentum", "nesterov", "weight_decay")} == {
+        "lr": 0.1,
+        "momentum": 0.9,
+        "nesterov": True,
+        "weight_decay": 5e-4,
+    }
+    with pytest.raises(ConfigError, match=r"^trainer.optimizer._target_ must name"):
+        OptimizerSettings("torch.optim.Nope").build(params)
+
+
+def test_importing_the_trainer_loads_neither_hydra_nor_omegaconf() -> None:
+    code = (
+        "import sys, archsearch.train.fit, archsearch.train.dsd, archsearch.train.settings; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('hydra', 'omegaconf')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="machine has CUDA")
@@ -297,16 +426,22 @@ def test_fire_mnist_reaches_80_percent_on_10k_fashion_mnist_images_in_two_epochs
     )
     torch.manual_seed(0)
     model = build(load_spec(CONF_DIR / "model" / "fire_mnist.yaml"))
-    cfg = OmegaConf.load(CONF_DIR / "trainer" / "default.yaml")
-    cfg.epochs = 2
     # One thread: two would slow down many-fold if the CI machine is busy with anything else.
-    cfg.threads = 1
+    cfg = TrainerSettings.from_mapping({**trainer_yaml(), "epochs": 2, "threads": 1})
     result = fit(model, data, cfg)
     assert len(data.train_y) == 10_000 and len(data.val_y) == 6_000
     assert result.val_acc_last >= 0.80
 
 
 def test_settings_defaults_are_those_of_the_default_trainer_config() -> None:
-    assert (
-        TrainerSettings.from_cfg(OmegaConf.load(CONF_DIR / "trainer" / "default.yaml")) == TrainerSettings()
+    assert TrainerSettings.from_mapping(trainer_yaml()) == TrainerSettings()
+
+
+def test_the_other_shipped_trainer_configs_parse() -> None:
+    adamw = TrainerSettings.from_mapping(trainer_yaml("adamw"))
+    assert adamw.optimizer.target == "torch.optim.AdamW"
+    # long.yaml is a Hydra defaults list on top of default.yaml; its own keys lie over the defaults.
+    long = {k: v for k, v in trainer_yaml("long").items() if k != "defaults"}
+    assert TrainerSettings.from_mapping({**trainer_yaml(), **long}) == dataclasses.replace(
+        TrainerSettings(), epochs=30, augment=True
     )

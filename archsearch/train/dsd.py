@@ -18,101 +18,24 @@ numbered across the phases.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from archsearch.errors import ConfigError
+from archsearch.train.settings import DsdSettings, TrainerSettings
 
-__all__ = ["DsdSettings", "fit_dsd", "hold_masks", "magnitude_masks", "prunable_weights"]
+if TYPE_CHECKING:
+    from archsearch.data.datasets import Dataset
+    from archsearch.train.fit import TrainResult
 
-KEYS = ("enabled", "sparsity", "sparse", "redense", "sparse_lr", "redense_lr")
-
-
-@dataclass(frozen=True)
-class DsdSettings:
-    """The validated ``trainer.dsd`` block.
-
-    Attributes:
-        enabled: train dense-sparse-dense instead of plainly.
-        sparsity: share of each conv/linear layer's weights zeroed in the sparse phase.
-        sparse: fraction of ``trainer.epochs`` trained sparse.
-        redense: fraction of ``trainer.epochs`` retrained dense at the end.
-        sparse_lr: the sparse phase's peak learning rate, as a multiple of ``trainer.optimizer.lr``.
-        redense_lr: the re-dense phase's peak learning rate, as a multiple of ``trainer.optimizer.lr``.
-    """
-
-    enabled: bool = False
-    sparsity: float = 0.3
-    sparse: float = 0.25
-    redense: float = 0.25
-    sparse_lr: float = 1.0
-    redense_lr: float = 0.1
-
-    @classmethod
-    def from_trainer_cfg(cls, trainer_cfg: Mapping[str, Any] | DictConfig) -> DsdSettings:
-        """Read ``trainer.dsd`` (absent = off); one ConfigError sentence per bad key."""
-        raw: Any = trainer_cfg.get("dsd")
-        if isinstance(raw, DictConfig):
-            raw = OmegaConf.to_container(raw, resolve=True)
-        if raw is None:
-            return cls()
-        if not isinstance(raw, Mapping):
-            raise ConfigError(f"trainer.dsd must be a mapping with keys {', '.join(KEYS)}.")
-        unknown = set(raw) - set(KEYS)
-        if unknown:
-            raise ConfigError(
-                f"trainer.dsd has unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
-                f"allowed: {', '.join(KEYS)}."
-            )
-        enabled = raw.get("enabled", False)
-        if not isinstance(enabled, bool):
-            raise ConfigError(f"trainer.dsd.enabled must be true or false, got {enabled!r}.")
-        base = cls()
-        values = {}
-        for key, low, high in (
-            ("sparsity", 0.0, 1.0),
-            ("sparse", 0.0, 1.0),
-            ("redense", 0.0, 1.0),
-            ("sparse_lr", 0.0, None),
-            ("redense_lr", 0.0, None),
-        ):
-            v = raw.get(key, getattr(base, key))
-            if (
-                isinstance(v, bool)
-                or not isinstance(v, int | float)
-                or not (low < v and (high is None or v < high))
-            ):
-                bound = f"in ({low:g}, {high:g})" if high is not None else f"> {low:g}"
-                raise ConfigError(f"trainer.dsd.{key} must be a number {bound}, got {v!r}.")
-            values[key] = float(v)
-        settings = cls(enabled=enabled, **values)
-        if settings.sparse + settings.redense >= 1.0:
-            raise ConfigError(
-                f"trainer.dsd.sparse + trainer.dsd.redense is {settings.sparse + settings.redense:g}; "
-                "keep it below 1 so the dense phase has epochs."
-            )
-        return settings
-
-    def phase_epochs(self, epochs: int) -> tuple[int, int, int]:
-        """Epochs of the dense, sparse and re-dense phases; they add up to ``epochs``."""
-        sparse = round(epochs * self.sparse)
-        redense = round(epochs * self.redense)
-        dense = epochs - sparse - redense
-        if min(dense, sparse, redense) < 1:
-            raise ConfigError(
-                f"trainer.epochs={epochs} split by trainer.dsd.sparse={self.sparse:g} and "
-                f"trainer.dsd.redense={self.redense:g} leaves a phase without epochs "
-                f"({dense}/{sparse}/{redense}); train for more epochs."
-            )
-        return dense, sparse, redense
+__all__ = ["fit_dsd", "hold_masks", "magnitude_masks", "prunable_weights"]
 
 
 def prunable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -175,33 +98,26 @@ def hold_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> Iterator[
 
 def fit_dsd(
     model: nn.Module,
-    data: Any,
-    trainer_cfg: Mapping[str, Any] | DictConfig,
+    data: Dataset,
+    settings: TrainerSettings,
     *,
     seed: int = 0,
     on_epoch_end: Callable[[int, dict[str, float]], bool | None] | None = None,
     evaluate_test: bool = False,
-) -> Any:
-    """Train ``model`` dense, sparse, then dense again; arguments and result as :func:`~archsearch.train.fit.fit`.
+) -> TrainResult:
+    """Train ``model`` dense, sparse, then dense again; arguments and result as in ``fit``.
 
     ``on_epoch_end`` sees epochs numbered across the phases and a ``phase`` metric (0 dense,
-    1 sparse, 2 re-dense); returning True or running out of ``trainer.max_seconds`` ends the
+    1 sparse, 2 re-dense); returning True or running out of ``settings.max_seconds`` ends the
     whole run. The test split is scored once, on the final weights.
     """
-    from archsearch.train.fit import TrainerSettings, TrainResult, evaluate, fit
+    # fit dispatches here when settings.dsd.enabled, so it is imported late to avoid a cycle.
+    from archsearch.train.fit import evaluate, fit
 
-    raw: dict[str, Any] = (
-        OmegaConf.to_container(trainer_cfg, resolve=True)  # type: ignore[assignment]
-        if isinstance(trainer_cfg, DictConfig)
-        else dict(trainer_cfg)
-    )
-    dsd = DsdSettings.from_trainer_cfg(raw)
-    settings = TrainerSettings.from_cfg(raw)
-    lr = settings.optimizer.get("lr")
-    if isinstance(lr, bool) or not isinstance(lr, int | float):
-        raise ConfigError(
-            "trainer.dsd needs a numeric trainer.optimizer.lr to scale each phase's learning rate."
-        )
+    dsd = settings.dsd
+    lr = settings.optimizer.lr
+    if lr is None:
+        raise ConfigError("trainer.dsd needs trainer.optimizer.lr to scale each phase's learning rate.")
     phases = list(zip(dsd.phase_epochs(settings.epochs), (1.0, dsd.sparse_lr, dsd.redense_lr), strict=True))
 
     started = time.perf_counter()
@@ -209,16 +125,14 @@ def fit_dsd(
     history: list[dict[str, float]] = []
     offset = 0
     for phase, (epochs, factor) in enumerate(phases):
-        cfg = {
-            **raw,
-            "epochs": epochs,
-            "optimizer": {**settings.optimizer, "lr": lr * factor},
-            "dsd": {"enabled": False},
-        }
+        phase_settings = dataclasses.replace(
+            settings, epochs=epochs, optimizer=settings.optimizer.with_lr(lr * factor), dsd=DsdSettings()
+        )
         if settings.max_seconds is not None:
-            cfg["max_seconds"] = settings.max_seconds - (time.perf_counter() - started)
-            if cfg["max_seconds"] <= 0:
+            left = settings.max_seconds - (time.perf_counter() - started)
+            if left <= 0:
                 break
+            phase_settings = dataclasses.replace(phase_settings, max_seconds=left)
         renumber = functools.partial(
             _renumber,
             phase=phase,
@@ -233,35 +147,60 @@ def fit_dsd(
             else contextlib.nullcontext()
         )
         with hold:
-            result = fit(model, data, cfg, seed=seed + phase, on_epoch_end=callback)
+            result = fit(model, data, phase_settings, seed=seed + phase, on_epoch_end=callback)
         results.append(result)
         history.extend(renumber(h) for h in result.history)
         offset += result.epochs_done
         if result.stopped_early or result.budget_exhausted:
             break
 
-    last = results[-1]
     test_acc = None
     if evaluate_test:
+        last = results[-1]
         test_acc = evaluate(
             model, data.test_x, data.test_y, settings.eval_batch_size, last.device, precision=last.precision
         )
-    per_step = min(settings.batch_size, len(data.train_y))
-    images = sum(r.steps_done for r in results) * per_step
-    train_time = sum(r.steps_done * per_step / r.images_per_s for r in results if r.images_per_s > 0)
-    steps_per_epoch = results[0].steps_total // phases[0][0]
+    return _combined(
+        results,
+        history,
+        settings,
+        test_acc=test_acc,
+        epochs_done=offset,
+        images_per_step=min(settings.batch_size, len(data.train_y)),
+        steps_per_epoch=results[0].steps_total // phases[0][0],
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _combined(
+    results: list[TrainResult],
+    history: list[dict[str, float]],
+    settings: TrainerSettings,
+    *,
+    test_acc: float | None,
+    epochs_done: int,
+    images_per_step: int,
+    steps_per_epoch: int,
+    seconds: float,
+) -> TrainResult:
+    """One result for the whole run from its phases' results and the renumbered ``history``."""
+    from archsearch.train.fit import TrainResult
+
+    images = sum(r.steps_done for r in results) * images_per_step
+    train_time = sum(r.steps_done * images_per_step / r.images_per_s for r in results if r.images_per_s > 0)
+    last = results[-1]
     return TrainResult(
         val_acc_best=max(h["val_acc"] for h in history),
         val_acc_last=history[-1]["val_acc"],
         test_acc=test_acc,
         history=history,
         images_per_s=images / max(train_time, 1e-9),
-        epochs_done=offset,
+        epochs_done=epochs_done,
         steps_done=sum(r.steps_done for r in results),
         steps_total=steps_per_epoch * settings.epochs,
         budget_exhausted=any(r.budget_exhausted for r in results),
         stopped_early=any(r.stopped_early for r in results),
-        seconds=time.perf_counter() - started,
+        seconds=seconds,
         device=last.device,
         precision=last.precision,
         memory_format=last.memory_format,
