@@ -34,7 +34,8 @@ import optuna
 from scipy.stats import spearmanr
 
 from archsearch.hardware.latency import measure_latency
-from archsearch.net.cost import analyze, load_hardware
+from archsearch.hardware.profile import load_hardware
+from archsearch.net.cost import analyze
 from archsearch.net.model import build
 from archsearch.net.spec import NetSpec
 from archsearch.search.space import InfeasibleArchitecture, load_space

@@ -19,7 +19,8 @@ from collections.abc import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from archsearch.net.cost import analyze, load_hardware
+from archsearch.hardware.profile import load_hardware
+from archsearch.net.cost import analyze
 from archsearch.net.model import build
 from archsearch.net.spec import load_spec
 from archsearch.resources import CONF_DIR

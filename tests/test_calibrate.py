@@ -22,7 +22,8 @@ from archsearch.hardware.calibrate import (
     run,
     spec_kernels,
 )
-from archsearch.net.cost import GEMM_KINDS, KERNEL_KINDS, HardwareProfile, Kernel, load_hardware
+from archsearch.hardware.profile import HardwareProfile, load_hardware
+from archsearch.net.kernels import GEMM_KINDS, KERNEL_KINDS, Kernel
 from archsearch.net.model import build
 from archsearch.resources import ROOT
 

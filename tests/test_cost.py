@@ -9,7 +9,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from archsearch.errors import ConfigError
-from archsearch.net.cost import HardwareProfile, analyze, load_hardware
+from archsearch.hardware.profile import HardwareProfile, load_hardware
+from archsearch.net.cost import analyze
 from archsearch.net.model import build, count_params
 from archsearch.net.spec import NetSpec
 

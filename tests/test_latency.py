@@ -11,8 +11,10 @@ from torch import nn
 
 from archsearch.errors import ConfigError
 from archsearch.hardware.latency import measure_latency
-from archsearch.net import spec as S
-from archsearch.net.cost import KERNEL_KINDS, HardwareProfile, Kernel, analyze, node_kernels
+from archsearch.hardware.profile import HardwareProfile
+from archsearch.net import nodes as S
+from archsearch.net.cost import analyze, node_kernels
+from archsearch.net.kernels import KERNEL_KINDS, Kernel
 from archsearch.net.model import build
 from archsearch.net.spec import NetSpec
 

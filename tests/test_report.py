@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 from rich.console import Console
 
 from archsearch.errors import ConfigError
-from archsearch.net.cost import analyze, load_hardware
+from archsearch.hardware.profile import load_hardware
+from archsearch.net.cost import analyze
 from archsearch.net.spec import NetSpec
 from archsearch.resources import CONF_DIR
 from archsearch.results.report import compare_table, layer_table, load_model, report, write_table

@@ -12,7 +12,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import FixedTrial
 
 from archsearch.errors import ArchsearchError, ConfigError
-from archsearch.net.spec import AddNode, DropoutNode, FireNode, MaxPoolNode, NetSpec
+from archsearch.net.nodes import AddNode, DropoutNode, FireNode, MaxPoolNode
+from archsearch.net.spec import NetSpec
 from archsearch.resources import SEARCH_SPACES_DIR
 from archsearch.search.space import (
     InfeasibleArchitecture,

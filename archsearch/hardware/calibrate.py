@@ -58,10 +58,23 @@ from archsearch.hardware.latency import (
     to_memory_format,
     torch_threads,
 )
-from archsearch.net import spec as S
-from archsearch.net.cost import GEMM_KINDS, KERNEL_KINDS, HardwareProfile, Kernel, node_kernels
-from archsearch.net.layers import Concat, ProjectedAdd, make_activation
+from archsearch.hardware.profile import HardwareProfile
+from archsearch.net.cost import node_kernels
+from archsearch.net.kernels import GEMM_KINDS, KERNEL_KINDS, Kernel
+from archsearch.net.layers import make_activation
 from archsearch.net.model import build
+from archsearch.net.nodes import (
+    AddNode,
+    AvgPoolNode,
+    ConcatNode,
+    ConvNode,
+    GlobalAvgPoolNode,
+    LinearNode,
+    MaxPoolNode,
+    Node,
+)
+from archsearch.net.ops import OPS
+from archsearch.net.spec import NetSpec
 
 __all__ = [
     "CalibrateConfig",
@@ -79,7 +92,6 @@ __all__ = [
 
 
 STREAM_KINDS = tuple(k for k in KERNEL_KINDS if k not in GEMM_KINDS and k != "identity")
-ACTIVATIONS = ("relu", "relu6", "gelu", "silu")
 
 
 @dataclass(frozen=True)
@@ -194,36 +206,40 @@ def measure_copy_bandwidth(megabytes: int) -> float:
     return 2 * src.numel() * 4 / seconds / 1e9
 
 
+#: The node whose single kernel is each streaming kind that is an op of its own.
+_STREAM_NODES: dict[str, Node] = {
+    "maxpool": MaxPoolNode("k"),
+    "avgpool": AvgPoolNode("k"),
+    "global_avgpool": GlobalAvgPoolNode("k"),
+    "add": AddNode("k"),
+    "concat": ConcatNode("k"),
+}
+
+
 def _stream_case(
     kind: str, shape: tuple[int, int, int, int], fmt: torch.memory_format
 ) -> tuple[Callable[[], object], Kernel]:
-    """A callable running one kernel of ``kind`` as the builder's modules do, and its Kernel."""
+    """A callable running one kernel of ``kind`` as the builder's modules do, and its Kernel.
+
+    Ops of their own run through their registry builder. Batch norm and activations are
+    kernels of a conv node, so they run alone here, without the conv the builder puts first.
+    """
     n, c, h, w = shape
     x = torch.randn(shape).contiguous(memory_format=fmt)
-    if kind == "concat":
-        cat = Concat()
-        node: S.Node = S.ConcatNode("k")
-        return lambda: cat(x, x), node_kernels(node, [(c, h, w)] * 2, (2 * c, h, w), n)[0]
-    if kind == "add":
-        add = ProjectedAdd([c, c], c, project=False)
-        return lambda: add(x, x), node_kernels(S.AddNode("k"), [(c, h, w)] * 2, (c, h, w), n)[0]
+    node = _STREAM_NODES.get(kind) or ConvNode(
+        "k", out=c, bn=kind == "batchnorm", act="none" if kind == "batchnorm" else kind
+    )
+    op = OPS[node.op]
+    in_shapes = [(c, h, w)] * (2 if op.multi_input else 1)
+    out = op.shape(node, in_shapes, c, f"{kind} case")
     module: nn.Module
-    if kind == "batchnorm":
-        module = nn.BatchNorm2d(c).eval()
-        node, out = S.ConvNode("k", out=c, bn=True, act="none"), (c, h, w)
-        kernel = node_kernels(node, [(c, h, w)], out, n)[1]
-    elif kind in ACTIVATIONS:
-        module = make_activation(kind)
-        node, out = S.ConvNode("k", out=c, act=kind), (c, h, w)
-        kernel = node_kernels(node, [(c, h, w)], out, n)[1]
-    elif kind == "global_avgpool":
-        module = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
-        kernel = node_kernels(S.GlobalAvgPoolNode("k"), [(c, h, w)], (c,), n)[0]
+    if kind in _STREAM_NODES:
+        module = op.build(node, in_shapes, out)
     else:
-        module = nn.MaxPool2d(2) if kind == "maxpool" else nn.AvgPool2d(2)
-        node = S.MaxPoolNode("k") if kind == "maxpool" else S.AvgPoolNode("k")
-        kernel = node_kernels(node, [(c, h, w)], (c, h // 2, w // 2), n)[0]
-    return lambda: module(x), kernel
+        module = nn.BatchNorm2d(c).eval() if kind == "batchnorm" else make_activation(kind)
+    kernel = next(k for k in node_kernels(node, in_shapes, out, n) if k.kind == kind)
+    xs = [x] * len(in_shapes)
+    return lambda: module(*xs), kernel
 
 
 def measure_overheads(fmt: torch.memory_format) -> dict[str, float]:
@@ -259,7 +275,7 @@ def measure_stream_rates(
     return rates
 
 
-def probe_spec(rng: random.Random, index: int, widths: tuple[int, int], side: int) -> S.NetSpec:
+def probe_spec(rng: random.Random, index: int, widths: tuple[int, int], side: int) -> NetSpec:
     """A random network using every op the builder knows, ``widths`` channels on a ``side`` map.
 
     Run through ``archsearch.net.model.build``, such a network pays each kernel's fixed cost the
@@ -300,12 +316,12 @@ def probe_spec(rng: random.Random, index: int, widths: tuple[int, int], side: in
             nodes += [flat, {"name": "fc", "op": "linear", "out": "num_classes"}]
         raw = {"name": f"probe{index}", "input": [2, side, side], "num_classes": 3, "nodes": nodes}
         try:
-            return S.NetSpec.from_dict(raw)
+            return NetSpec.from_dict(raw)
         except SpecError:
             continue
 
 
-def spec_kernels(net: S.NetSpec, batch_size: int = 1) -> list[Kernel]:
+def spec_kernels(net: NetSpec, batch_size: int = 1) -> list[Kernel]:
     """Every kernel of a network, in launch order (``node_kernels`` over its nodes)."""
     shapes = {"input": net.input, **net.validate()}
     sources = net.input_names()
@@ -423,7 +439,7 @@ def measure_gemms(
         forward = partial(conv, torch.randn(batch, cin, side, side).contiguous(memory_format=fmt))
         first = _median_seconds(forward, 1, 1)
         seconds = _median_seconds(forward, _repeats_for(first, each, 3, 30), 0)
-        node = S.ConvNode("k", out=cout, kernel=kernel, act="none")
+        node = ConvNode("k", out=cout, kernel=kernel, act="none")
         samples.append(
             GemmSample(node_kernels(node, [(cin, side, side)], (cout, side, side), batch)[0], seconds)
         )
@@ -440,7 +456,7 @@ def measure_linears(count: int, seed: int, budget_s: float) -> list[GemmSample]:
         forward = partial(nn.Linear(fin, fout), torch.randn(batch, fin))
         first = _median_seconds(forward, 1, 1)
         seconds = _median_seconds(forward, _repeats_for(first, budget_s / count), 0)
-        node = S.LinearNode("k", out=fout)
+        node = LinearNode("k", out=fout)
         samples.append(GemmSample(node_kernels(node, [(fin,)], (fout,), batch)[0], seconds))
     return samples
 

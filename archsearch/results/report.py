@@ -22,7 +22,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from archsearch.errors import ConfigError
-from archsearch.net.cost import HardwareProfile, analyze
+from archsearch.hardware.profile import HardwareProfile
+from archsearch.net.cost import analyze
 from archsearch.net.spec import NetSpec, load_spec
 from archsearch.resources import CONF_DIR
 

@@ -45,7 +45,8 @@ from optuna.distributions import (
 )
 
 from archsearch.errors import ConfigError, SpecError
-from archsearch.net.spec import NUM_CLASSES, NetSpec, _yaml_problem
+from archsearch.net.nodes import NUM_CLASSES
+from archsearch.net.spec import NetSpec, _yaml_problem
 from archsearch.resources import SEARCH_SPACES_DIR
 
 __all__ = [

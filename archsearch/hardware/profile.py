@@ -1,0 +1,209 @@
+"""A device's roofline for the latency estimate: :class:`HardwareProfile` and :func:`load_hardware`.
+
+``latency_est_ms`` (:mod:`archsearch.net.cost`) prices every :class:`~archsearch.net.kernels.Kernel`
+a network launches with :meth:`HardwareProfile.kernel_seconds`; ``python -m archsearch.calibrate``
+(:mod:`archsearch.hardware.calibrate`) measures a profile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from archsearch.errors import ConfigError
+from archsearch.net.kernels import GEMM_KINDS, KERNEL_KINDS, OP_CLASSES, Kernel, op_class
+from archsearch.resources import find_config
+
+__all__ = ["GEMM_DIMS", "HardwareProfile", "load_hardware"]
+
+#: GEMM dimensions an efficiency curve may name (see ``HardwareProfile.efficiency``).
+GEMM_DIMS = ("m", "n", "k")
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    """Peak compute, memory bandwidth and per-kernel costs of a device, for the latency estimate.
+
+    Only ``peak_gflops`` and ``bandwidth_gbs`` are required (a datasheet profile); the rest
+    refine the estimate and are what ``python -m archsearch.calibrate`` measures. A kernel
+    kind missing from a mapping falls back to its op class's entry, then to the scalar.
+
+    Args:
+        name: profile name (the ``hardware=`` choice).
+        peak_gflops: sustained fp32 GFLOP/s used where no per-class peak is given.
+        bandwidth_gbs: sustained memory bandwidth in GB/s (1e9 bytes per second).
+        overhead_us: fixed cost per launched kernel (dispatch / kernel launch), microseconds.
+        peaks: optional per-op-class GFLOP/s (keys from ``OP_CLASSES``).
+        overheads_us: per-kernel-kind fixed cost, microseconds (keys from ``KERNEL_KINDS`` or
+            ``OP_CLASSES``).
+        bandwidths: per-kernel-kind streaming rate in GB/s of bytes read plus written (same keys).
+        efficiency: per GEMM class (``conv1x1``, ``convkxk``, ``linear``), half-performance
+            sizes of the GEMM dimensions ``m`` (output channels), ``n`` (output pixels times
+            batch) and ``k`` (input channels times kernel area): a GEMM reaches the fraction
+            ``prod(d / (d + half_d))`` of its class peak (Hockney's n-half, per dimension).
+        description: one line for humans.
+        calibrated: whether the numbers were measured on the device.
+        extra: any other keys of the YAML (kept, not interpreted; e.g. ``measured``).
+    """
+
+    name: str
+    peak_gflops: float
+    bandwidth_gbs: float
+    overhead_us: float = 0.0
+    peaks: Mapping[str, float] = field(default_factory=dict)
+    description: str = ""
+    calibrated: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    overheads_us: Mapping[str, float] = field(default_factory=dict)
+    bandwidths: Mapping[str, float] = field(default_factory=dict)
+    efficiency: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], source: str = "hardware") -> HardwareProfile:
+        """Validate a profile mapping (parsed YAML or an OmegaConf container).
+
+        Raises:
+            ConfigError: naming the source and the key that is missing or out of range.
+        """
+        known = {
+            "name",
+            "peak_gflops",
+            "bandwidth_gbs",
+            "overhead_us",
+            "peaks",
+            "description",
+            "calibrated",
+            "overheads_us",
+            "bandwidths",
+            "efficiency",
+        }
+        try:
+            peak = float(raw["peak_gflops"])
+            bw = float(raw["bandwidth_gbs"])
+            overhead = float(raw.get("overhead_us", 0.0) or 0.0)
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f"{source} must give numeric 'peak_gflops' and 'bandwidth_gbs'.") from None
+        if peak <= 0 or bw <= 0:
+            raise ConfigError(f"{source} keys 'peak_gflops' and 'bandwidth_gbs' must be > 0.")
+        if overhead < 0:
+            raise ConfigError(f"{source} key 'overhead_us' must be >= 0, got {overhead}.")
+        curves = _mapping(raw, "efficiency", source)
+        bad = set(curves) - set(GEMM_KINDS)
+        if bad:
+            raise ConfigError(
+                f"{source} key 'efficiency' has unknown class(es) {sorted(map(str, bad))}; "
+                f"allowed: {', '.join(GEMM_KINDS)}."
+            )
+        efficiency = {
+            str(c): _numbers(
+                _mapping(curves, c, source, "efficiency."), f"efficiency.{c}", GEMM_DIMS, source, 0.0
+            )
+            for c in curves
+        }
+        kinds = tuple(dict.fromkeys((*KERNEL_KINDS, *OP_CLASSES)))
+        return cls(
+            name=str(raw.get("name", "hardware")),
+            peak_gflops=peak,
+            bandwidth_gbs=bw,
+            overhead_us=overhead,
+            peaks=_numbers(_mapping(raw, "peaks", source), "peaks", OP_CLASSES, source),
+            description=str(raw.get("description", "")),
+            calibrated=bool(raw.get("calibrated", False)),
+            extra={k: v for k, v in raw.items() if k not in known},
+            overheads_us=_numbers(
+                _mapping(raw, "overheads_us", source), "overheads_us", kinds, source, minimum=0.0
+            ),
+            bandwidths=_numbers(_mapping(raw, "bandwidths", source), "bandwidths", kinds, source),
+            efficiency=efficiency,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain mapping in the YAML layout; ``HardwareProfile.from_dict(p.to_dict()) == p``."""
+        out = asdict(self)
+        out["peaks"] = dict(self.peaks)
+        out["overheads_us"] = dict(self.overheads_us)
+        out["bandwidths"] = dict(self.bandwidths)
+        out["efficiency"] = {k: dict(v) for k, v in self.efficiency.items()}
+        extra = out.pop("extra")
+        out.update(extra)
+        return out
+
+    def peak_for(self, op_class: str) -> float:
+        """FLOP/s for an op class (the class peak if calibrated, else the general one)."""
+        return float(self.peaks.get(op_class, self.peak_gflops)) * 1e9
+
+    def overhead_for(self, kind: str) -> float:
+        """Fixed seconds per launched kernel of ``kind``."""
+        us = self.overheads_us.get(kind, self.overheads_us.get(op_class(kind), self.overhead_us))
+        return float(us) * 1e-6
+
+    def bandwidth_for(self, kind: str) -> float:
+        """Bytes per second a kernel of ``kind`` streams (read plus written)."""
+        gbs = self.bandwidths.get(kind, self.bandwidths.get(op_class(kind), self.bandwidth_gbs))
+        return float(gbs) * 1e9
+
+    def gemm_efficiency(self, kind: str, m: int, n: int, k: int) -> float:
+        """Fraction of the class peak a GEMM of ``m x n x k`` reaches (1 without a curve)."""
+        halves = self.efficiency.get(kind, {})
+        eff = 1.0
+        for dim, size in zip(GEMM_DIMS, (m, n, k), strict=True):
+            half = halves.get(dim, 0.0)
+            eff *= size / (size + half) if size > 0 else 1.0
+        return eff
+
+    def kernel_seconds(self, kernel: Kernel) -> tuple[float, float, float]:
+        """(latency, compute, memory) seconds of one kernel on this device.
+
+        ``latency = overhead + max(compute, memory)``: the roofline of the kernel's FLOPs at
+        its class's peak scaled by its GEMM efficiency, and of its bytes at its kind's rate.
+        """
+        compute = 0.0
+        if kernel.flops:
+            eff = self.gemm_efficiency(kernel.kind, *kernel.gemm)
+            compute = kernel.flops / (self.peak_for(op_class(kernel.kind)) * eff)
+        memory = kernel.bytes / self.bandwidth_for(kernel.kind)
+        return self.overhead_for(kernel.kind) + max(compute, memory), compute, memory
+
+
+def _mapping(raw: Mapping[str, Any], key: str, source: str, prefix: str = "") -> Mapping[str, Any]:
+    value = raw.get(key) or {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{source} key '{prefix}{key}' must be a mapping, got {value!r}.")
+    return value
+
+
+def _numbers(
+    raw: Mapping[str, Any],
+    key: str,
+    allowed: tuple[str, ...],
+    source: str,
+    minimum: float | None = None,
+) -> dict[str, float]:
+    """Validate a name -> number mapping; values must be > 0 (or >= ``minimum`` when given)."""
+    bad = set(raw) - set(allowed)
+    if bad:
+        raise ConfigError(
+            f"{source} key {key!r} has unknown name(s) {sorted(map(str, bad))}; "
+            f"allowed: {', '.join(allowed)}."
+        )
+    out: dict[str, float] = {}
+    for name, value in raw.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source} key '{key}.{name}' must be a number, got {value!r}.") from None
+        if (number < minimum) if minimum is not None else (number <= 0):
+            floor = f">= {minimum}" if minimum is not None else "> 0"
+            raise ConfigError(f"{source} key '{key}.{name}' must be {floor}, got {number}.")
+        out[str(name)] = number
+    return out
+
+
+def load_hardware(name_or_path: str | Path) -> HardwareProfile:
+    """A profile by name (the first ``hardware/NAME.yaml`` of the config directories) or by path."""
+    p = find_config("hardware", name_or_path)
+    return HardwareProfile.from_dict(yaml.safe_load(p.read_text()) or {}, source=str(p))
