@@ -186,7 +186,7 @@ def test_alexnet_moves_more_bytes_at_batch_1_and_squeezenet_more_at_batch_64(
 def test_shipped_hardware_profiles_load_and_unknown_one_is_a_config_error() -> None:
     laptop = load_hardware("laptop_cpu")
     assert (laptop.peak_gflops, laptop.bandwidth_gbs) == (384.0, 51.2)
-    with pytest.raises(ConfigError, match=r"'nope' not found; choose one of .*laptop_cpu"):
+    with pytest.raises(ConfigError, match=r"hardware 'nope' not found in .*; available: .*laptop_cpu"):
         load_hardware("nope")
 
 

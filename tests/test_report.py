@@ -138,7 +138,7 @@ def test_report_per_layer_honours_batch_size_hardware_and_element_width() -> Non
     [
         (
             ["compare=[alexnet,nope]"],
-            r"compare names unknown model 'nope'; available: alexnet, .*squeezenet1_1",
+            r"model 'nope' not found in .*; available: alexnet, .*squeezenet1_1\.",
         ),
         (["out=table.txt"], r"out must be null or a path ending in \.csv or \.md, got 'table\.txt'\."),
         (["batch_size=0"], r"batch_size must be a positive integer, got 0\."),
@@ -189,7 +189,7 @@ def test_cli_compare_prints_models_side_by_side_and_writes_markdown(tmp_path: Pa
     [
         (
             ("compare=[alexnet,resnet50]", "out=x.csv"),
-            "error: compare names unknown model 'resnet50'; available: ",
+            "error: model 'resnet50' not found in ",
         ),
         (("model=resnet50",), "error: model 'resnet50' is not declared under conf/model/; available: "),
     ],

@@ -422,6 +422,6 @@ def test_bad_space_file_is_one_sentence_naming_file_and_key(tmp_path: Path, text
 
 def test_unknown_space_name_lists_the_shipped_spaces() -> None:
     with pytest.raises(
-        ConfigError, match=r"search space 'firee' not found at .*shipped spaces: fire, fire_per_module"
+        ConfigError, match=r"search_spaces 'firee' not found in .*; available: fire, fire_per_module"
     ):
         load_space("firee")

@@ -9,6 +9,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from archsearch.cli.errors import run_cli, run_hydra
+from archsearch.cli.searchpath import use_user_config_dirs
 from archsearch.resources import CONF_DIR
 
 
@@ -25,4 +26,5 @@ def _entry(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    use_user_config_dirs()
     run_hydra(_entry)

@@ -25,7 +25,7 @@ from archsearch.errors import ConfigError
 from archsearch.hardware.profile import HardwareProfile
 from archsearch.net.cost import analyze
 from archsearch.net.spec import NetSpec, load_spec
-from archsearch.resources import CONF_DIR
+from archsearch.resources import available, find_config
 
 __all__ = [
     "available_models",
@@ -38,30 +38,21 @@ __all__ = [
     "write_table",
 ]
 
-MODEL_DIR = CONF_DIR / "model"
 TABLE_SUFFIXES = (".csv", ".md")
 
 
 def available_models() -> list[str]:
-    """Names of the networks declared under ``conf/model/``."""
-    return sorted(p.stem for p in MODEL_DIR.glob("*.yaml"))
+    """Names of the declared networks: ``model/*.yaml`` across the config directories."""
+    return available("model")
 
 
 def load_model(name: str) -> NetSpec:
-    """A declared network by name (``conf/model/NAME.yaml``) or by path to a YAML file.
+    """A declared network by name (the first ``model/NAME.yaml`` of the config directories) or by path.
 
     Raises:
         ConfigError: the name is neither a declared network nor an existing YAML file.
     """
-    path = Path(name)
-    if path.suffix not in (".yaml", ".yml"):
-        path = MODEL_DIR / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(
-            f"compare names unknown model {name!r}; available: {', '.join(available_models())} "
-            "(or a path to a model YAML file)."
-        )
-    return load_spec(path)
+    return load_spec(find_config("model", name))
 
 
 def layer_table(

@@ -47,7 +47,7 @@ from optuna.distributions import (
 from archsearch.errors import ConfigError, SpecError
 from archsearch.net.nodes import NUM_CLASSES
 from archsearch.net.spec import NetSpec, _yaml_problem
-from archsearch.resources import SEARCH_SPACES_DIR
+from archsearch.resources import find_config
 
 __all__ = [
     "KEYS",
@@ -152,38 +152,27 @@ _Loader.add_implicit_resolver(
 )
 
 
-def _resolve(name_or_path: str | Path) -> tuple[str, Path]:
-    if isinstance(name_or_path, Path) or name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path:
-        path = Path(name_or_path)
-        return path.stem, path
-    return name_or_path, SEARCH_SPACES_DIR / f"{name_or_path}.yaml"
-
-
 def load_space(name_or_path: str | Path) -> SearchSpace:
     """Read and validate a search-space file.
 
     Args:
-        name_or_path: a shipped space's name (``"fire"`` reads ``search_spaces/fire.yaml``) or
+        name_or_path: a space's name (``"fire"`` reads the first ``search_spaces/fire.yaml`` of
+            the user's config directories, then the package's; see ``archsearch.resources``) or
             the path of a YAML file.
 
     Raises:
         ConfigError: one sentence naming the file, the key and what is allowed.
     """
-    name, path = _resolve(name_or_path)
+    path = find_config("search_spaces", name_or_path)
     try:
         text = path.read_text()
-    except FileNotFoundError:
-        shipped = ", ".join(sorted(p.stem for p in SEARCH_SPACES_DIR.glob("*.yaml")))
-        raise ConfigError(
-            f"search space {str(name_or_path)!r} not found at {path}; shipped spaces: {shipped}."
-        ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read search space {path}: {exc.strerror}.") from None
     try:
         raw = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(exc)}.") from None
-    return SearchSpace.from_dict(raw, name=name, path=path)
+    return SearchSpace.from_dict(raw, name=path.stem, path=path)
 
 
 class SearchSpace:
