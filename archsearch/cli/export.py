@@ -6,6 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 from archsearch.cli.errors import run_cli, run_hydra
+from archsearch.cli.searchpath import use_user_config_dirs
 from archsearch.resources import CONF_DIR
 
 
@@ -29,4 +30,5 @@ def _entry(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    use_user_config_dirs()
     run_hydra(_entry)

@@ -6,6 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 from archsearch.cli.errors import run_cli
+from archsearch.cli.searchpath import use_user_config_dirs
 from archsearch.resources import CONF_DIR
 
 
@@ -24,4 +25,5 @@ def _entry(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    use_user_config_dirs()
     _entry()

@@ -18,6 +18,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from archsearch.cli.errors import run_cli, run_hydra
+from archsearch.cli.searchpath import use_user_config_dirs
 from archsearch.resources import CONF_DIR
 
 
@@ -60,4 +61,5 @@ def _entry(cfg: DictConfig) -> None:
 
 def main() -> None:
     """``python -m archsearch``: Hydra composes the config; composition errors exit 2."""
+    use_user_config_dirs()
     run_hydra(_entry)
