@@ -13,15 +13,10 @@ import pytest
 import yaml
 
 from archsearch.errors import ConfigError
-from archsearch.hardware.calibrate import (
-    CalibrateConfig,
-    GemmSample,
-    fit_context_overheads,
-    fit_gemm_class,
-    probe_spec,
-    run,
-    spec_kernels,
-)
+from archsearch.hardware.calibrate import CalibrateConfig, run
+from archsearch.hardware.fitting import fit_context_overheads, fit_gemm_class
+from archsearch.hardware.microbench import GemmSample
+from archsearch.hardware.probes import probe_spec, spec_kernels
 from archsearch.hardware.profile import HardwareProfile, load_hardware
 from archsearch.net.kernels import GEMM_KINDS, KERNEL_KINDS, Kernel
 from archsearch.net.model import build

@@ -169,6 +169,48 @@ def measure_latency(
             warm-up, an unknown memory format or clock, a CPU clock with more than one
             thread or on an accelerator, or a device this torch cannot use.
     """
+    dev = _check_arguments(input_shape, batch_size, threads, warmup, repeats, device, clock)
+    fmt = resolve_memory_format(memory_format, model)
+    param = next(model.parameters(), None)
+    if (param is not None and param.device != dev) or not _in_format(model, fmt):
+        net = to_memory_format(copy.deepcopy(model).to(dev), fmt)
+    else:
+        net = model
+    x = torch.randn(batch_size, *input_shape, device=dev)
+    if x.dim() == 4:
+        x = x.contiguous(memory_format=fmt)
+    settle_allocator()
+    with torch_threads(threads) as used:
+        samples = _time_forwards(
+            net, x, warmup, repeats, time.thread_time if clock == "cpu" else time.perf_counter
+        )
+    ranked = sorted(samples)
+    return LatencyResult(
+        median_ms=statistics.median(samples),
+        p90_ms=ranked[max(0, math.ceil(0.9 * len(ranked)) - 1)],
+        samples_ms=tuple(samples),
+        batch_size=batch_size,
+        threads=used,
+        device=str(dev),
+        memory_format="channels_last" if fmt == torch.channels_last else "contiguous",
+        clock=clock,
+    )
+
+
+def _check_arguments(
+    input_shape: tuple[int, ...],
+    batch_size: int,
+    threads: int | None,
+    warmup: int,
+    repeats: int,
+    device: str,
+    clock: str,
+) -> torch.device:
+    """The device to run on, after checking :func:`measure_latency`'s arguments.
+
+    Raises:
+        ConfigError: as :func:`measure_latency` lists.
+    """
     for key, value, low in (("batch_size", batch_size, 1), ("repeats", repeats, 1), ("warmup", warmup, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}.")
@@ -184,24 +226,24 @@ def measure_latency(
             "clock=cpu times only the calling thread, so it needs device=cpu and threads=1 "
             f"(got device={device}, threads={threads})."
         )
-    now = time.thread_time if clock == "cpu" else time.perf_counter
-    fmt = resolve_memory_format(memory_format, model)
-    param = next(model.parameters(), None)
-    if (param is not None and param.device != dev) or not _in_format(model, fmt):
-        net = to_memory_format(copy.deepcopy(model).to(dev), fmt)
-    else:
-        net = model
+    return dev
+
+
+def _time_forwards(
+    net: nn.Module, x: torch.Tensor, warmup: int, repeats: int, now: Callable[[], float]
+) -> list[float]:
+    """Milliseconds of each of ``repeats`` forward passes of ``x``, after ``warmup`` untimed ones.
+
+    Runs in eval mode under ``torch.inference_mode`` and restores every module's training flag.
+    Garbage collection is paused while timing so a collection does not land inside one repeat.
+    """
+    sync = _synchronizer(x.device)
     modes = {m: m.training for m in net.modules()}
-    x = torch.randn(batch_size, *input_shape, device=dev)
-    if x.dim() == 4:
-        x = x.contiguous(memory_format=fmt)
-    sync = _synchronizer(dev)
-    settle_allocator()
     gc_was_enabled = gc.isenabled()
     samples: list[float] = []
     net.eval()
     try:
-        with torch_threads(threads) as used, torch.inference_mode():
+        with torch.inference_mode():
             for _ in range(warmup):
                 net(x)
             sync()
@@ -216,14 +258,4 @@ def measure_latency(
             gc.enable()
         for m, training in modes.items():
             m.training = training
-    ranked = sorted(samples)
-    return LatencyResult(
-        median_ms=statistics.median(samples),
-        p90_ms=ranked[max(0, math.ceil(0.9 * len(ranked)) - 1)],
-        samples_ms=tuple(samples),
-        batch_size=batch_size,
-        threads=used,
-        device=str(dev),
-        memory_format="channels_last" if fmt == torch.channels_last else "contiguous",
-        clock=clock,
-    )
+    return samples
