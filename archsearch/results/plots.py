@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial
 
-from archsearch.results.export import completed_feasible
+from archsearch.results.front import completed_feasible
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["eng_log_formatter", "plot_front", "plot_hypervolume"]
 
@@ -78,7 +81,6 @@ def plot_front(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     y, xs = _axes(names)
@@ -87,62 +89,9 @@ def plot_front(
     fig, axes = plt.subplots(1, len(xs), figsize=(5.5 * len(xs), 4.2), squeeze=False)
     pfig = make_subplots(rows=1, cols=len(xs), subplot_titles=[f"{y} vs {x}" for x in xs])
     for col, x in enumerate(xs):
-        ax = axes[0][col]
-        for member, colour, label in ((False, "#b0b0b0", "dominated"), (True, "#d62728", "Pareto front")):
-            pts = [
-                (vx, vy, t.number)
-                for t in trials
-                if (t.number in on_front) == member
-                and (vx := _value(t, names, x)) is not None
-                and (vy := _value(t, names, y)) is not None
-            ]
-            if not pts:
-                continue
-            px, py, pn = zip(*pts, strict=True)
-            ax.scatter(px, py, c=colour, s=28 if member else 16, label=label, zorder=3 if member else 2)
-            pfig.add_trace(
-                go.Scatter(
-                    x=px,
-                    y=py,
-                    mode="markers",
-                    name=label,
-                    legendgroup=label,
-                    showlegend=col == 0,
-                    marker={"color": colour, "size": 9 if member else 6},
-                    text=[f"trial {n}" for n in pn],
-                    hovertemplate=f"%{{text}}<br>{x}=%{{x:,.0f}}<br>{y}=%{{y:.4f}}<extra></extra>",
-                ),
-                row=1,
-                col=col + 1,
-            )
-        stair = _staircase(trials, names, x, y)
-        if stair:
-            sx, sy = zip(*stair, strict=True)
-            ax.step(sx, sy, where="post", c="#d62728", lw=0.8, alpha=0.5, label="front on this cost alone")
-            pfig.add_trace(
-                go.Scatter(
-                    x=sx,
-                    y=sy,
-                    mode="lines",
-                    line={"shape": "hv", "color": "#d62728", "width": 1},
-                    opacity=0.5,
-                    name="2-D front",
-                    legendgroup="2-D front",
-                    showlegend=col == 0,
-                    hoverinfo="skip",
-                ),
-                row=1,
-                col=col + 1,
-            )
-        ax.set_xscale("log")
-        # "10k", "1M" instead of mathtext powers of ten: readable, and no mathtext parser to start.
-        ax.xaxis.set_major_formatter(eng_log_formatter(minor=False))
-        ax.xaxis.set_minor_formatter(eng_log_formatter(minor=True))
-        ax.set_xlabel(x)
-        ax.set_ylabel(y)
-        ax.grid(alpha=0.3)
-        pfig.update_xaxes(type="log", title_text=x, row=1, col=col + 1)
-        pfig.update_yaxes(title_text=y, row=1, col=col + 1)
+        _draw_points(axes[0][col], pfig, col, trials, on_front, names, x, y)
+        _draw_staircase(axes[0][col], pfig, col, trials, names, x, y)
+        _label_panel(axes[0][col], pfig, col, x, y)
     axes[0][0].legend()
     fig.suptitle(
         f"study {study.study_name}: {len(front)} on the {len(names)}-objective front "
@@ -157,6 +106,89 @@ def plot_front(
     pfig.update_layout(title=f"study {study.study_name}: Pareto front", template="plotly_white")
     pfig.write_html(html, include_plotlyjs=True)
     return {"png": png, "html": html}
+
+
+def _draw_points(
+    ax: Axes,
+    pfig: Any,
+    col: int,
+    trials: Sequence[FrozenTrial],
+    on_front: set[int],
+    names: Sequence[str],
+    x: str,
+    y: str,
+) -> None:
+    """Scatter the trials' (x, y) on one panel of both figures: front members red, the rest grey."""
+    import plotly.graph_objects as go
+
+    for member, colour, label in ((False, "#b0b0b0", "dominated"), (True, "#d62728", "Pareto front")):
+        pts = [
+            (vx, vy, t.number)
+            for t in trials
+            if (t.number in on_front) == member
+            and (vx := _value(t, names, x)) is not None
+            and (vy := _value(t, names, y)) is not None
+        ]
+        if not pts:
+            continue
+        px, py, pn = zip(*pts, strict=True)
+        ax.scatter(px, py, c=colour, s=28 if member else 16, label=label, zorder=3 if member else 2)
+        pfig.add_trace(
+            go.Scatter(
+                x=px,
+                y=py,
+                mode="markers",
+                name=label,
+                legendgroup=label,
+                showlegend=col == 0,
+                marker={"color": colour, "size": 9 if member else 6},
+                text=[f"trial {n}" for n in pn],
+                hovertemplate=f"%{{text}}<br>{x}=%{{x:,.0f}}<br>{y}=%{{y:.4f}}<extra></extra>",
+            ),
+            row=1,
+            col=col + 1,
+        )
+
+
+def _draw_staircase(
+    ax: Axes, pfig: Any, col: int, trials: Sequence[FrozenTrial], names: Sequence[str], x: str, y: str
+) -> None:
+    """Draw the 2-D front of (cost x, accuracy y) as a staircase on one panel of both figures."""
+    import plotly.graph_objects as go
+
+    stair = _staircase(trials, names, x, y)
+    if not stair:
+        return
+    sx, sy = zip(*stair, strict=True)
+    ax.step(sx, sy, where="post", c="#d62728", lw=0.8, alpha=0.5, label="front on this cost alone")
+    pfig.add_trace(
+        go.Scatter(
+            x=sx,
+            y=sy,
+            mode="lines",
+            line={"shape": "hv", "color": "#d62728", "width": 1},
+            opacity=0.5,
+            name="2-D front",
+            legendgroup="2-D front",
+            showlegend=col == 0,
+            hoverinfo="skip",
+        ),
+        row=1,
+        col=col + 1,
+    )
+
+
+def _label_panel(ax: Axes, pfig: Any, col: int, x: str, y: str) -> None:
+    """Give one panel of both figures a log x axis with engineering ticks, titles and a grid."""
+    ax.set_xscale("log")
+    # "10k", "1M" instead of mathtext powers of ten: readable, and no mathtext parser to start.
+    ax.xaxis.set_major_formatter(eng_log_formatter(minor=False))
+    ax.xaxis.set_minor_formatter(eng_log_formatter(minor=True))
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.grid(alpha=0.3)
+    pfig.update_xaxes(type="log", title_text=x, row=1, col=col + 1)
+    pfig.update_yaxes(title_text=y, row=1, col=col + 1)
 
 
 def plot_hypervolume(history: Sequence[tuple[int, float]], out: Path) -> dict[str, Path]:

@@ -1,0 +1,44 @@
+"""Which trials of a study form its Pareto front.
+
+The bottom of ``archsearch.results``: the export and the plots both select trials here, so
+neither has to import the other for it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from archsearch.pareto import non_dominated
+
+__all__ = ["completed_feasible", "front_trials", "objective_directions"]
+
+
+def objective_directions(study: optuna.Study) -> list[str]:
+    """``"minimize"`` or ``"maximize"`` per objective of ``study``, as ``archsearch.pareto`` takes them."""
+    return ["maximize" if d == optuna.study.StudyDirection.MAXIMIZE else "minimize" for d in study.directions]
+
+
+def completed_feasible(study: optuna.Study) -> list[FrozenTrial]:
+    """Completed trials that satisfy every constraint and were actually evaluated."""
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if any(v > 0 for v in t.constraints.values()):
+            continue
+        if t.values is None or any(not math.isfinite(v) for v in t.values):
+            continue
+        out.append(t)
+    return out
+
+
+def front_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The Pareto front: non-dominated completed feasible trials, one per architecture.
+
+    A trial that reused an earlier trial's result (same spec hash) is left out in favour of
+    the trial that trained it.
+    """
+    trials = [t for t in completed_feasible(study) if "reused_from" not in t.user_attrs]
+    idx = non_dominated([t.values for t in trials], objective_directions(study))
+    return sorted((trials[i] for i in idx), key=lambda t: t.number)
