@@ -33,7 +33,7 @@ from pathlib import Path
 
 import optuna
 
-from archsearch.results.export import hypervolume, non_dominated
+from archsearch.pareto import hypervolume, non_dominated
 from archsearch.search.fidelity import promote
 
 DIRECTIONS = ["maximize", "minimize", "minimize"]

@@ -22,7 +22,7 @@ warm-up, where no rung can rank anything) at ``--set``'s batch size and data; (a
 It prints how well each epoch's validation accuracy ranks the final one among (b)'s and (c)'s
 completed trials (what a rung there can know), then the hypervolume of the front of completed
 trials each run has found at the end of the budget and at half of it, through
-archsearch.results.export.hypervolume with shared bounds (accuracy on [0, 1], params and MACs on the
+archsearch.pareto.hypervolume with shared bounds (accuracy on [0, 1], params and MACs on the
 range of every completed trial of every run): once on params and MACs as they are (the scale
 of the export's hypervolume.csv) and once on log10 of them (which weighs every decade of size
 alike). Then the time (a) needs to reach (b)'s final hypervolume, per seed and on the
@@ -50,8 +50,9 @@ from typing import Any
 import optuna
 from hydra import compose, initialize_config_dir
 
+from archsearch.pareto import hypervolume, non_dominated
 from archsearch.resources import CONF_DIR
-from archsearch.results.export import completed_feasible, hypervolume, non_dominated
+from archsearch.results.export import completed_feasible
 from archsearch.search.sweep import run_sweep
 
 VARIANTS = {

@@ -16,15 +16,14 @@ from omegaconf import DictConfig
 from optuna.trial import TrialState
 
 from archsearch.errors import ConfigError
+from archsearch.pareto import crowding_distances, pareto_ranks
 from archsearch.resources import ROOT
 from archsearch.results.export import front_trials
 from archsearch.search.fidelity import (
     FidelitySettings,
     RungInformedSampler,
-    crowding_distances,
     default_rungs,
     observed_at_last_rung,
-    pareto_ranks,
     promote,
     rung_key,
 )

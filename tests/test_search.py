@@ -13,7 +13,8 @@ from omegaconf import DictConfig
 
 from archsearch.errors import ConfigError
 from archsearch.net.spec import load_spec
-from archsearch.results.export import completed_feasible, front_trials, non_dominated
+from archsearch.pareto import non_dominated
+from archsearch.results.export import completed_feasible, front_trials
 from archsearch.search.sweep import SweepSettings, run_sweep
 from archsearch.testing import compose_sweep
 from archsearch.train.fit import TrainingDiverged

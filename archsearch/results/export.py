@@ -19,6 +19,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from archsearch.pareto import hypervolume, non_dominated
+
 __all__ = [
     "FINALIZED_PREFIX",
     "ExportResult",
@@ -27,8 +29,6 @@ __all__ = [
     "finalized_front",
     "finalized_results",
     "front_trials",
-    "hypervolume",
-    "non_dominated",
 ]
 
 ACCURACY_KEYS = ("val_acc", "test_acc")
@@ -44,28 +44,6 @@ class ExportResult:
     directory: Path
     front: list[FrozenTrial]
     files: dict[str, Path] = field(default_factory=dict)
-
-
-def non_dominated(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
-    """Indices of the points no other point dominates (ties are all kept).
-
-    Args:
-        points: one row of objective values per candidate.
-        directions: ``"minimize"`` or ``"maximize"`` per objective.
-    """
-    signs = [1.0 if d == "minimize" else -1.0 for d in directions]
-    losses = [[s * v for s, v in zip(signs, p, strict=True)] for p in points]
-    keep = []
-    for i, a in enumerate(losses):
-        dominated = any(
-            all(b_k <= a_k for a_k, b_k in zip(a, b, strict=True))
-            and any(b_k < a_k for a_k, b_k in zip(a, b, strict=True))
-            for j, b in enumerate(losses)
-            if j != i
-        )
-        if not dominated:
-            keep.append(i)
-    return keep
 
 
 def _directions(study: optuna.Study) -> list[str]:
@@ -149,37 +127,6 @@ def finalized_front(study: optuna.Study) -> list[FrozenTrial] | None:
         finalized.append(c)
     idx = non_dominated([c.values for c in finalized], _directions(study))
     return sorted((finalized[i] for i in idx), key=lambda t: t.number)
-
-
-def hypervolume(
-    points: Sequence[Sequence[float]],
-    directions: Sequence[str],
-    lower: Sequence[float],
-    upper: Sequence[float],
-) -> float:
-    """Hypervolume of ``points`` after min-max normalising each objective to [0, 1].
-
-    Every objective is turned into a loss in [0, 1] (maximised ones flipped); the reference
-    point is 1.1 in every dimension, so the value is comparable across runs that share
-    ``lower`` and ``upper``.
-    """
-    from optuna._hypervolume import compute_hypervolume
-
-    if not points:
-        return 0.0
-    import numpy as np
-
-    losses = []
-    for p in points:
-        row = []
-        for v, d, lo, hi in zip(p, directions, lower, upper, strict=True):
-            span = (hi - lo) or 1.0
-            x = min(max((v - lo) / span, 0.0), 1.0)
-            row.append(1.0 - x if d == "maximize" else x)
-        losses.append(row)
-    arr = np.asarray(losses, dtype=float)
-    ref = np.full(arr.shape[1], 1.1)
-    return float(compute_hypervolume(arr, ref))
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -29,7 +29,7 @@ accuracy full training would have reached).
 
 from __future__ import annotations
 
-import math
+import copy
 import os
 import re
 import socket
@@ -43,18 +43,17 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.errors import ConfigError
-from archsearch.results.export import non_dominated
+from archsearch.pareto import crowding_distances, pareto_ranks
 from archsearch.results.tracking import Tracker
+from archsearch.search import optuna_compat
 from archsearch.search.storage import set_user_attrs
 
 __all__ = [
     "FidelitySettings",
     "RungInformedSampler",
     "SuccessiveHalving",
-    "crowding_distances",
     "default_rungs",
     "observed_at_last_rung",
-    "pareto_ranks",
     "promote",
     "rung_key",
 ]
@@ -152,43 +151,6 @@ def _int_at_least(raw: Mapping[str, Any], key: str, default: int, minimum: int) 
 
 
 # --------------------------------------------------------------------------- the promotion rule
-
-
-def pareto_ranks(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
-    """Non-dominated sorting: 0 for the first front, 1 for the front left after removing it, ..."""
-    ranks = [-1] * len(points)
-    left = list(range(len(points)))
-    rank = 0
-    while left:
-        front = [left[i] for i in non_dominated([points[j] for j in left], directions)]
-        for i in front:
-            ranks[i] = rank
-        members = set(front)
-        left = [i for i in left if i not in members]
-        rank += 1
-    return ranks
-
-
-def crowding_distances(points: Sequence[Sequence[float]]) -> list[float]:
-    """NSGA-II crowding distance of each point within one front (boundary points are infinite).
-
-    Per objective the points are sorted, the extremes get infinity and every other point adds
-    the gap between its neighbours divided by the objective's range; an objective on which all
-    points agree adds nothing.
-    """
-    n = len(points)
-    distance = [0.0] * n
-    if n == 0:
-        return distance
-    for m in range(len(points[0])):
-        order = sorted(range(n), key=lambda i: points[i][m])
-        lo, hi = points[order[0]][m], points[order[-1]][m]
-        if hi == lo:
-            continue
-        distance[order[0]] = distance[order[-1]] = math.inf
-        for k in range(1, n - 1):
-            distance[order[k]] += (points[order[k + 1]][m] - points[order[k - 1]][m]) / (hi - lo)
-    return distance
 
 
 def promote(entries: Mapping[int, Sequence[float]], directions: Sequence[str], eta: int) -> set[int]:
@@ -334,21 +296,10 @@ def observed_at_last_rung(trial: FrozenTrial) -> FrozenTrial | None:
     reached = [int(m.group(1)) for k in trial.user_attrs if (m := _RUNG_KEY.fullmatch(k))]
     if not reached:
         return None
-    values = [float(v) for v in trial.user_attrs[rung_key(max(reached))]]
-    return FrozenTrial(
-        number=trial.number,
-        state=TrialState.COMPLETE,
-        value=None,
-        values=values,
-        datetime_start=trial.datetime_start,
-        datetime_complete=trial.datetime_complete,
-        params=trial.params,
-        distributions=trial.distributions,
-        user_attrs=trial.user_attrs,
-        system_attrs=trial.system_attrs,
-        intermediate_values=trial.intermediate_values,
-        trial_id=trial._trial_id,
-    )
+    observed = copy.copy(trial)
+    observed.state = TrialState.COMPLETE
+    observed.values = [float(v) for v in trial.user_attrs[rung_key(max(reached))]]
+    return observed
 
 
 class _RungView:
@@ -374,12 +325,15 @@ class _RungView:
     ) -> list[FrozenTrial]:
         return self._get_trials(deepcopy=deepcopy, states=states)
 
+    # Optuna's samplers list trials through this private name (with use_cache=True), so the view
+    # answers it too; tests/test_optuna_compat.py pins that they still do.
     def _get_trials(
         self, deepcopy: bool = True, states: Container[TrialState] | None = None, use_cache: bool = False
     ) -> list[FrozenTrial]:
         fetch = None if states is None else (*(s for s in TrialState if s in states), TrialState.PRUNED)
         shown = []
-        for trial in self._study._get_trials(deepcopy=deepcopy, states=fetch, use_cache=use_cache):
+        listed = optuna_compat.study_trials(self._study, deepcopy=deepcopy, states=fetch, use_cache=use_cache)
+        for trial in listed:
             trial = observed_at_last_rung(trial) or trial
             if states is None or trial.state in states:
                 shown.append(trial)

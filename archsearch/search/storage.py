@@ -233,43 +233,16 @@ def set_user_attrs(trial: Any, attrs: Mapping[str, Any]) -> None:
     """Set several user attrs of a running ``optuna.Trial`` at once: one transaction on a database.
 
     ``Trial.set_user_attr`` opens a session and commits once per key; a trial records about ten
-    keys, so on a database storage they are written in one session and one commit through the
-    RDB storage's own per-key upsert (the code ``set_trial_user_attr`` runs). Any other storage,
-    or an Optuna whose internals moved, gets the public one-key calls: the same rows, slower.
+    keys, so on a database storage they are written in one session and one commit
+    (archsearch.search.optuna_compat says how, and what it saves). Any other storage, or an
+    Optuna whose internals moved, gets the public one-key calls: the same rows, slower.
     """
-    if not attrs:
+    from archsearch.search.optuna_compat import set_user_attrs_in_one_write
+
+    if not attrs or set_user_attrs_in_one_write(trial, attrs):
         return
-    storage = trial.storage
-    backend = getattr(storage, "_backend", storage)
-    batch = _rdb_batch_writer(backend)
-    if batch is None:
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        return
-    batch(trial._trial_id, attrs)
-    # What Trial.set_user_attr does after its write: the trial's own view stays current.
-    trial._cached_frozen_trial.user_attrs.update(attrs)
-
-
-def _rdb_batch_writer(backend: Any) -> Any:
-    """A function (trial_id, attrs) writing through ``backend`` in one transaction, or None."""
-    try:
-        from optuna.storages import RDBStorage
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-    except ImportError:
-        return None
-    if not isinstance(backend, RDBStorage) or not hasattr(backend, "_set_trial_attr_without_commit"):
-        return None
-
-    def write(trial_id: int, attrs: Mapping[str, Any]) -> None:
-        with _create_scoped_session(backend.scoped_session, True) as session:
-            for key, value in attrs.items():
-                backend._set_trial_attr_without_commit(
-                    session, models.TrialUserAttributeModel, trial_id, key, value
-                )
-
-    return write
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
 
 
 class StorageLock:

@@ -44,6 +44,7 @@ import optuna
 from hydra.experimental.callback import Callback
 from optuna.trial import FrozenTrial, TrialState
 
+from archsearch.search import optuna_compat
 from archsearch.search.storage import StorageLock
 
 __all__ = [
@@ -310,7 +311,7 @@ def run_trials(
         # stale: beat once for each, so a dead one is failed after the grace period. A live
         # worker's trial just gets a fresh heartbeat.
         for running in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            storage.record_heartbeat(running._trial_id)
+            storage.record_heartbeat(optuna_compat.trial_id(running))
     while deadline is None or time.monotonic() < deadline:
         trial: optuna.Trial | None = None
         try:
@@ -320,7 +321,7 @@ def run_trials(
                 trial = _ask(study) if state.free > 0 and not _grid_exhausted(study) else None
                 if trial is not None:
                     # Beat once under the lock: a trial is never RUNNING without a heartbeat.
-                    storage.record_heartbeat(trial._trial_id)
+                    storage.record_heartbeat(optuna_compat.trial_id(trial))
             if trial is None:
                 if state.running == 0:
                     return ran
@@ -359,7 +360,7 @@ def _run_one(
 ) -> FrozenTrial:
     values: Sequence[float] | float | None = None
     state: TrialState | None = None
-    with _Heartbeat(storage, trial._trial_id, interval):
+    with _Heartbeat(storage, optuna_compat.trial_id(trial), interval):
         try:
             values = objective(trial)
         except optuna.TrialPruned:
