@@ -23,11 +23,11 @@ import optuna
 from hydra import compose, initialize_config_dir
 
 import archsearch.results.export
+from archsearch.cli.main import run_sweep
 from archsearch.data.datasets import load_dataset
 from archsearch.resources import CONF_DIR
 from archsearch.results.export import export_study
 from archsearch.search.space import InfeasibleArchitecture, load_space
-from archsearch.search.sweep import run_sweep
 
 
 class _Result:

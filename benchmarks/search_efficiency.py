@@ -50,10 +50,10 @@ from typing import Any
 import optuna
 from hydra import compose, initialize_config_dir
 
+from archsearch.cli.main import run_sweep
 from archsearch.pareto import hypervolume, non_dominated
 from archsearch.resources import CONF_DIR
-from archsearch.results.export import completed_feasible
-from archsearch.search.sweep import run_sweep
+from archsearch.results.front import completed_feasible
 
 VARIANTS = {
     "a: tpe + halving": ["sweep.fidelity.enabled=true"],

@@ -9,7 +9,7 @@ with ``memory_format: contiguous`` to separate the loop's gain from channels-las
 
 On Fashion-MNIST nearly all of the gain is the loop's (a DataLoader indexes and collates
 128 single images per batch); channels-last adds little for this net on these images
-(see ``archsearch.train.fit.resolve_memory_format`` for what it adds elsewhere).
+(see ``archsearch.hardware.runtime.resolve_memory_format`` for what it adds elsewhere).
 
 Runs alternate (baseline, ours, ours-NCHW, baseline, ...) so drift in machine load hits all
 alike; the medians and their ratio are printed. Training-step time only: the per-epoch

@@ -98,6 +98,27 @@ CASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("override 'trainer.nope' names a key the config does not have", "+trainer.nope=VALUE"),
     ),
     "unparsable_override": (("seed=[1,",), ("override 'seed=[1,' cannot be parsed",)),
+    "optimizer_lr_not_a_number": (
+        (*SWEEP, "trainer.optimizer.lr=fast"),
+        ("trainer.optimizer.lr must be a number > 0, got 'fast'",),
+    ),
+    "unknown_optimizer": (
+        (*SWEEP, "trainer.optimizer._target_=torch.optim.Nope"),
+        ("trainer.optimizer._target_", "torch.optim.SGD"),
+    ),
+    "negative_dsd_sparsity": (
+        (*SWEEP, "trainer.dsd.sparsity=-0.5"),
+        ("trainer.dsd.sparsity must be a number in (0, 1), got -0.5",),
+    ),
+    "zero_cost_batch": ((*SWEEP, "cost.batch_size=0"), ("cost.batch_size must be an integer >= 1, got 0",)),
+    "zero_latency_repeats": (
+        (*SWEEP, "latency.repeats=0"),
+        ("latency.repeats must be an integer >= 1, got 0",),
+    ),
+    "unknown_latency_clock": (
+        (*SWEEP, "latency.clock=sundial"),
+        ("latency.clock is 'sundial'; allowed: wall, cpu",),
+    ),
 }
 
 

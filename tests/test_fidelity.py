@@ -15,10 +15,12 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
+from archsearch.cli.compose import compose_sweep
+from archsearch.cli.main import run_sweep
 from archsearch.errors import ConfigError
 from archsearch.pareto import crowding_distances, pareto_ranks
 from archsearch.resources import ROOT
-from archsearch.results.export import front_trials
+from archsearch.results.front import front_trials
 from archsearch.search.fidelity import (
     FidelitySettings,
     RungInformedSampler,
@@ -28,8 +30,7 @@ from archsearch.search.fidelity import (
     rung_key,
 )
 from archsearch.search.storage import engine_url
-from archsearch.search.sweep import run_sweep
-from archsearch.testing import FixedCostFit, compose_sweep
+from archsearch.testing import FixedCostFit
 
 ACC_PARAMS = ["maximize", "minimize"]
 # A fake objective with known values: (accuracy, params) per trial number.
@@ -84,8 +85,13 @@ def test_rungs_default_to_powers_of_eta_below_the_epochs() -> None:
     assert default_rungs(12, 3) == (1, 3, 9)
     assert default_rungs(1, 3) == ()
     assert default_rungs(27, 3, min_epochs=3) == (3, 9)
-    assert FidelitySettings.from_config({"enabled": True, "eta": 2}, 8).rungs == (1, 2, 4)
-    assert FidelitySettings.from_config({"rungs": [2, 5]}, 8) == FidelitySettings(False, 3, (2, 5))
+    assert FidelitySettings.from_mapping({"enabled": True, "eta": 2, "min_epochs": 1}).rungs_for(8) == (
+        1,
+        2,
+        4,
+    )
+    assert FidelitySettings.from_mapping({"rungs": [2, 5]}) == FidelitySettings(False, 3, 3, (2, 5))
+    assert FidelitySettings().rungs_for(27) == (3, 9)
 
 
 @pytest.mark.parametrize(
@@ -102,7 +108,7 @@ def test_rungs_default_to_powers_of_eta_below_the_epochs() -> None:
 )
 def test_bad_fidelity_settings_are_one_sentence(block: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        FidelitySettings.from_config(block, 8)
+        FidelitySettings.from_mapping(block).rungs_for(8)
 
 
 # --------------------------------------------------------------------------- inside a sweep

@@ -14,13 +14,15 @@ import pytest
 from mlflow import MlflowClient
 from omegaconf import DictConfig
 
+from archsearch.cli.compose import compose_sweep
+from archsearch.cli.finalize import finalize
+from archsearch.cli.main import run_sweep
 from archsearch.errors import ConfigError
 from archsearch.resources import ROOT
-from archsearch.results.export import finalized_results, front_trials
-from archsearch.search.finalize import finalize_study
-from archsearch.search.sweep import run_sweep
-from archsearch.testing import FixedCostFit, compose_sweep
-from archsearch.train.fit import TrainResult
+from archsearch.results.export import finalized_results
+from archsearch.results.front import front_trials
+from archsearch.testing import FixedCostFit
+from archsearch.train.result import TrainResult
 
 
 def sweep_cfg(tmp: Path, *overrides: str) -> DictConfig:
@@ -43,10 +45,10 @@ class FinalFit:
     ) -> TrainResult:
         params = sum(p.numel() for p in model.parameters())
         self.calls.append(
-            {"params": params, "cfg": dict(cfg), "train": len(data.train_y), "test": evaluate_test}
+            {"params": params, "cfg": cfg.to_mapping(), "train": len(data.train_y), "test": evaluate_test}
         )
         acc = 0.1 if params == self.collapse else self.search_acc[params] + 0.05
-        history = [{"epoch": float(e), "val_acc": acc, "seconds": 0.0} for e in range(1, cfg["epochs"] + 1)]
+        history = [{"epoch": float(e), "val_acc": acc, "seconds": 0.0} for e in range(1, cfg.epochs + 1)]
         for entry in history:
             on_epoch_end(int(entry["epoch"]), dict(entry))
         return TrainResult(
@@ -55,7 +57,7 @@ class FinalFit:
             test_acc=acc - 0.02 if evaluate_test else None,
             history=history,
             images_per_s=1.0,
-            epochs_done=cfg["epochs"],
+            epochs_done=cfg.epochs,
             steps_done=1,
             steps_total=1,
             budget_exhausted=False,
@@ -65,15 +67,16 @@ class FinalFit:
 
 
 def test_finalize_retrains_each_member_once_and_exports_test_accuracy(tmp_path: Path) -> None:
+    study = run_sweep(sweep_cfg(tmp_path), fit_fn=FixedCostFit(seconds=0.0, epochs=2)).study
+    # DSD splits finalize.epochs (5), not the search's 2 epochs, into its three phases.
     cfg = sweep_cfg(tmp_path, "trainer.dsd.enabled=true")
-    study = run_sweep(cfg, fit_fn=FixedCostFit(seconds=0.0, epochs=2)).study
     members = front_trials(study)
     assert len(members) >= 2
     params = {t.number: int(t.user_attrs["costs"]["params"]) for t in members}
     largest = max(members, key=lambda t: params[t.number])
     fit = FinalFit({params[t.number]: t.user_attrs["val_acc"] for t in members}, params[largest.number])
 
-    result = finalize_study(study, cfg, fit_fn=fit)
+    result = finalize(cfg, study=study, fit_fn=fit)
 
     # Once per member, from scratch, at finalize.epochs, on the whole training split, with test.
     assert sorted(c["params"] for c in fit.calls) == sorted(params.values())
@@ -115,11 +118,11 @@ def test_finalize_retrains_each_member_once_and_exports_test_accuracy(tmp_path: 
         assert run.info.run_id == stored[number]["mlflow_run_id"]
 
     # Finalizing again with the same settings trains nothing; force retrains everyone.
-    again = finalize_study(study, cfg, fit_fn=fit)
+    again = finalize(cfg, study=study, fit_fn=fit)
     assert len(fit.calls) == len(members) and not any(m.trained for m in again.members)
     assert {t.number for t in again.front} == expected
     forced = sweep_cfg(tmp_path, "trainer.dsd.enabled=true", "finalize.force=true")
-    finalize_study(study, forced, fit_fn=fit)
+    finalize(forced, study=study, fit_fn=fit)
     assert len(fit.calls) == 2 * len(members)
 
 
@@ -138,7 +141,7 @@ def test_data_that_does_not_fit_the_networks_is_refused(tmp_path: Path) -> None:
     with pytest.raises(
         ConfigError, match=r"data=digits \(1x8x8, 10 classes\) does not fit trial \d+'s network"
     ):
-        finalize_study(study, sweep_cfg(tmp_path, "data=digits"), fit_fn=FixedCostFit(seconds=0.0))
+        finalize(sweep_cfg(tmp_path, "data=digits"), study=study, fit_fn=FixedCostFit(seconds=0.0))
     assert finalized_results(study) == {}
 
 

@@ -11,12 +11,14 @@ import pytest
 from mlflow import MlflowClient
 from omegaconf import DictConfig
 
+from archsearch.cli.compose import compose_sweep
+from archsearch.cli.config import plain
+from archsearch.cli.main import run_sweep
 from archsearch.errors import ConfigError
 from archsearch.net.spec import load_spec
 from archsearch.pareto import non_dominated
-from archsearch.results.export import completed_feasible, front_trials
-from archsearch.search.sweep import SweepSettings, run_sweep
-from archsearch.testing import compose_sweep
+from archsearch.results.front import completed_feasible, front_trials
+from archsearch.search.settings import SearchSettings
 from archsearch.train.fit import TrainingDiverged
 
 
@@ -171,10 +173,10 @@ def test_same_architecture_reuses_the_earlier_result(tmp_path: Path) -> None:
 def test_sweep_settings_validation(tmp_path: Path, override: str, message: str | None) -> None:
     cfg = sweep_cfg(tmp_path, override)
     if message is None:
-        assert SweepSettings.from_config(cfg).constraints[0].min == 0.9
+        assert SearchSettings.from_mapping(plain(cfg)).constraints[0].min == 0.9
         return
     with pytest.raises(ConfigError, match=message):
-        SweepSettings.from_config(cfg)
+        SearchSettings.from_mapping(plain(cfg))
 
 
 @pytest.mark.parametrize(("limits", "minor_labelled"), [((2e3, 9e3), True), ((1e3, 2e5), False)])

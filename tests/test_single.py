@@ -1,4 +1,4 @@
-"""train_single: a composed config in, one trained network's summary out (and printed)."""
+"""`python -m archsearch` without a sweep: a composed config in, one trained network's summary out."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
+from archsearch.cli.main import train as train_single
 from archsearch.errors import DataError
 from archsearch.net.cost import analyze
 from archsearch.net.model import build, count_params
 from archsearch.net.spec import NetSpec
 from archsearch.resources import CONF_DIR
-from archsearch.train.single import train_single
 
 SMALL = ["data=synthetic", "trainer.epochs=1", "trainer.batch_size=32", "trainer.threads=1"]
 

@@ -18,11 +18,13 @@ from torch import nn
 
 from archsearch.data.datasets import Augment, Dataset, load_dataset
 from archsearch.errors import ArchsearchError, ConfigError
+from archsearch.hardware.runtime import resolve_memory_format
 from archsearch.net.model import build
 from archsearch.net.spec import load_spec
 from archsearch.resources import CONF_DIR
 from archsearch.train.augment import augment_batch
-from archsearch.train.fit import TrainingDiverged, evaluate, fit, resolve_memory_format
+from archsearch.train.evaluate import evaluate
+from archsearch.train.fit import TrainingDiverged, fit
 from archsearch.train.settings import OptimizerSettings, ScheduleSettings, TrainerSettings
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -20,8 +20,9 @@ def _entry(cfg: DictConfig) -> None:
         study = load_stored_study(str(cfg.study.name), cfg.study.storage, cfg.tracking.dir)
         result = export_study(study, str(cfg.export.dir), plots=bool(cfg.export.plots))
         console = Console()
+        front = len(result.front)
         console.print(
-            f"study {study.study_name!r}: {len(result.front)} trials on the front, written to {result.directory}"
+            f"study {study.study_name!r}: {front} trials on the front, written to {result.directory}"
         )
         for key, path in sorted(result.files.items()):
             console.print(f"  {key:<16} {path}")

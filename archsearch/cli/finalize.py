@@ -2,26 +2,67 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from archsearch.cli.errors import run_cli
 from archsearch.cli.searchpath import use_user_config_dirs
 from archsearch.resources import CONF_DIR
 
 
+def finalize(
+    cfg: DictConfig, *, study: Any = None, fit_fn: Callable[..., Any] | None = None, console: Any = None
+) -> Any:
+    """Check the config's keys, then :func:`archsearch.search.finalize.finalize_study`.
+
+    Args:
+        cfg: a composed config with ``finalize``, ``trainer``, ``data``, ``seed``, ``tracking``,
+            ``export`` and ``study``.
+        study: the study; loaded from ``study.name`` and ``study.storage`` when None.
+        fit_fn: replaces the trainer (tests).
+        console: where progress goes (a quiet one if None).
+    """
+    from archsearch.cli.config import plain
+    from archsearch.data.datasets import load_dataset
+    from archsearch.results.export import load_stored_study
+    from archsearch.search.finalize import FinalizeSettings, finalize_study
+    from archsearch.search.settings import ExportSettings, TrackingSettings
+
+    raw = plain(cfg)
+    settings = FinalizeSettings.from_mapping(raw.get("finalize"))
+    from archsearch.train.settings import TrainerSettings
+
+    # Members train for finalize.epochs: DSD splits those into its phases, not the search's.
+    trainer = TrainerSettings.from_mapping({**(raw.get("trainer") or {}), "epochs": settings.epochs})
+    tracking = TrackingSettings.from_mapping(raw.get("tracking"))
+    export = ExportSettings.from_mapping(raw.get("export"))
+    seed = raw.get("seed", 0)
+    if study is None:
+        study_cfg = raw.get("study") or {}
+        study = load_stored_study(str(study_cfg.get("name")), study_cfg.get("storage"), str(tracking.dir))
+    data = load_dataset({**(raw.get("data") or {}), "subset": None}, seed=seed)
+    return finalize_study(
+        study,
+        data,
+        settings=settings,
+        trainer=trainer,
+        tracking=tracking,
+        export=export,
+        seed=seed,
+        fit_fn=fit_fn,
+        console=console,
+        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+    )
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="finalize")
 def _entry(cfg: DictConfig) -> None:
-    def go() -> object:
-        from rich.console import Console
+    from rich.console import Console
 
-        from archsearch.results.export import load_stored_study
-        from archsearch.search.finalize import finalize_study
-
-        study = load_stored_study(str(cfg.study.name), cfg.study.storage, cfg.tracking.dir)
-        return finalize_study(study, cfg, console=Console())
-
-    run_cli(go)
+    run_cli(lambda: finalize(cfg, console=Console()))
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ Examples:
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import hydra
@@ -23,12 +24,13 @@ from archsearch.resources import CONF_DIR
 
 
 def dispatch(cfg: DictConfig) -> Any:
-    """What the CLI does, as a plain function: a sweep if ``cfg.sweep`` is set, else one training run.
+    """What the CLI does: a sweep if ``cfg.sweep`` is set, else one training run.
 
     As one of several jobs a Hydra launcher runs side by side, ``trainer.threads: null`` becomes
     the job's share of the cores, so the workers do not oversubscribe the machine.
     """
-    from archsearch.search.workers import local_parallel_jobs, worker_threads
+    from archsearch.cli.launcher import local_parallel_jobs
+    from archsearch.search.workers import worker_threads
 
     parallel = local_parallel_jobs()
     if parallel is not None and cfg.get("trainer") is not None and cfg.trainer.get("threads") is None:
@@ -42,16 +44,93 @@ def dispatch(cfg: DictConfig) -> Any:
         with open_dict(cfg):
             cfg.model = OmegaConf.create(spec.to_dict())
     if cfg.get("sweep") is not None:
-        from rich.console import Console
+        return run_sweep(cfg)
+    return train(cfg)
 
-        from archsearch.search.sweep import run_sweep
 
-        # A pipe or log file gets wide lines rather than tables cut at 80 columns.
-        wide = None if sys.stdout.isatty() else 160
-        return run_sweep(cfg, console=Console(soft_wrap=True, width=wide))
+def _console() -> Any:
+    from rich.console import Console
+
+    # A pipe or log file gets wide lines rather than tables cut at 80 columns.
+    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+
+
+def run_sweep(cfg: DictConfig, *, console: Any = None, fit_fn: Callable[..., Any] | None = None) -> Any:
+    """``+sweep=NAME``: check every key, then :func:`run_search` (and finalize when asked).
+
+    Args:
+        cfg: the composed config (root config plus a ``sweep/`` config).
+        console: a ``rich.console.Console`` for progress (a wide one for pipes if None).
+        fit_fn: replaces the trainer (tests); else ``sweep.fit`` or the real one.
+    """
+    from archsearch.cli.config import sweep_plan
+    from archsearch.data.datasets import load_dataset
+    from archsearch.search.sweep import run_search
+
+    plan = sweep_plan(cfg)
+    settings = plan.settings
+    data = load_dataset(plan.data, seed=settings.seed)
+    console = console or _console()
+    fit_fn = fit_fn or plan.fit_fn
+    result = run_search(
+        plan.space,
+        data,
+        settings,
+        sampler=plan.sampler,
+        hardware=plan.hardware,
+        fit_fn=fit_fn,
+        console=console,
+        config_yaml=plan.config_yaml,
+    )
+    if plan.finalize is None:
+        return result
+    import dataclasses
+
+    from archsearch.search.finalize import finalize_study
+
+    finalized = finalize_study(
+        result.study,
+        load_dataset({**plan.data, "subset": None}, seed=settings.seed),
+        settings=plan.finalize,
+        trainer=plan.finalize_trainer,
+        tracking=settings.tracking,
+        export=settings.export,
+        seed=settings.seed,
+        fit_fn=fit_fn,
+        console=console,
+        config_yaml=plan.config_yaml,
+    )
+    export = finalized.export
+    return dataclasses.replace(result, front=export.front, export_dir=export.directory, files=export.files)
+
+
+def train(cfg: DictConfig, *, console: Any = None) -> Any:
+    """No sweep: train ``model`` (or ``model_file``) on ``data`` with ``trainer`` and print it."""
+    from archsearch.cli.config import plain, trainer_settings
+    from archsearch.data.datasets import load_dataset
+    from archsearch.hardware.profile import HardwareProfile
+    from archsearch.net.spec import NetSpec
+    from archsearch.search.settings import CostSettings
     from archsearch.train.single import train_single
 
-    return train_single(cfg)
+    raw = plain(cfg)
+    trainer = trainer_settings(cfg)
+    cost = CostSettings.from_mapping(raw.get("cost"))
+    hardware = HardwareProfile.from_dict(raw["hardware"], source="hardware") if raw.get("hardware") else None
+    model = raw.get("model") or {}
+    declared = NetSpec.from_dict(model, source=f"model {model.get('name', '')}")
+    seed = raw.get("seed", 0)
+    data = load_dataset(raw.get("data") or {}, seed=seed)
+    return train_single(
+        declared,
+        data,
+        trainer,
+        seed=seed,
+        hardware=hardware,
+        cost_batch_size=cost.batch_size,
+        bytes_per_element=cost.bytes_per_element,
+        console=console or _console(),
+    )
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

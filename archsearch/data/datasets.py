@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from archsearch.errors import ConfigError, DataError
 
@@ -96,7 +95,7 @@ class Dataset:
 
 
 @dataclass(frozen=True)
-class _Raw:
+class RawImages:
     """Images as read from disk (uint8 or float, N x C x H x W) with the official test split."""
 
     train_x: np.ndarray
@@ -110,7 +109,7 @@ def load_dataset(data_cfg: Mapping[str, Any], seed: int = 0) -> Dataset:
     """Load, split and normalise the dataset a ``data`` config names.
 
     Args:
-        data_cfg: a ``conf/data/*.yaml`` mapping (DictConfig or dict): ``name``, ``dir`` where
+        data_cfg: a ``conf/data/*.yaml`` mapping (plain dict): ``name``, ``dir`` where
             files are read, ``subset``, ``val_fraction``, ``augment`` and per-dataset keys.
         seed: seeds the train/validation split and the subset (not the test set).
 
@@ -121,8 +120,6 @@ def load_dataset(data_cfg: Mapping[str, Any], seed: int = 0) -> Dataset:
         DataError: the files are missing or malformed (naming the path and how to get them).
         ConfigError: a key has a value outside what is allowed.
     """
-    if isinstance(data_cfg, DictConfig):
-        data_cfg = OmegaConf.to_container(data_cfg, resolve=True)  # type: ignore[assignment]
     name = str(data_cfg.get("name", ""))
     if name == "digits":
         raw = _digits(_fraction(data_cfg, "test_fraction", 0.2))
@@ -134,10 +131,10 @@ def load_dataset(data_cfg: Mapping[str, Any], seed: int = 0) -> Dataset:
         raw = _synthetic(data_cfg)
     else:
         raise ConfigError(f"data.name is {name!r}; allowed: {', '.join(DATASETS)}.")
-    return _prepare(name, raw, data_cfg, seed)
+    return prepare(name, raw, data_cfg, seed)
 
 
-def _prepare(name: str, raw: _Raw, cfg: Mapping[str, Any], seed: int) -> Dataset:
+def prepare(name: str, raw: RawImages, cfg: Mapping[str, Any], seed: int) -> Dataset:
     n = len(raw.train_y)
     val_fraction = _fraction(cfg, "val_fraction", 0.1)
     n_val = round(n * val_fraction)
@@ -233,7 +230,7 @@ def _directory(cfg: Mapping[str, Any]) -> Path:
 
 
 @functools.lru_cache(maxsize=2)
-def _digits(test_fraction: float) -> _Raw:
+def _digits(test_fraction: float) -> RawImages:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -243,11 +240,11 @@ def _digits(test_fraction: float) -> _Raw:
     order = np.random.default_rng(0).permutation(len(y))
     n_test = round(len(y) * test_fraction)
     test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
-    return _Raw(x[train], y[train], x[test], y[test], num_classes=10)
+    return RawImages(x[train], y[train], x[test], y[test], num_classes=10)
 
 
 @functools.lru_cache(maxsize=2)
-def _read_fashion_mnist(directory: str) -> _Raw:
+def _read_fashion_mnist(directory: str) -> RawImages:
     root = Path(directory)
     train_x = _read_idx(root, "train-images-idx3-ubyte", 3)
     train_y = _read_idx(root, "train-labels-idx1-ubyte", 1)
@@ -261,7 +258,7 @@ def _read_fashion_mnist(directory: str) -> _Raw:
             )
     if train_y.max() > 9 or test_y.max() > 9:
         raise DataError(f"Fashion-MNIST in {root} is malformed: labels go beyond 9; {FASHION_MNIST_HINT}.")
-    return _Raw(
+    return RawImages(
         train_x[:, None], train_y.astype(np.int64), test_x[:, None], test_y.astype(np.int64), num_classes=10
     )
 
@@ -318,12 +315,12 @@ def _cifar10_root(directory: Path) -> Path:
 
 
 @functools.lru_cache(maxsize=2)
-def _read_cifar10(directory: str) -> _Raw:
+def _read_cifar10(directory: str) -> RawImages:
     root = _cifar10_root(Path(directory))
     parts = [_read_cifar_batch(root / name) for name in CIFAR10_FILES]
     train_x = np.concatenate([x for x, _ in parts[:5]])
     train_y = np.concatenate([y for _, y in parts[:5]])
-    return _Raw(train_x, train_y, parts[5][0], parts[5][1], num_classes=10)
+    return RawImages(train_x, train_y, parts[5][0], parts[5][1], num_classes=10)
 
 
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -352,7 +349,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def _synthetic(cfg: Mapping[str, Any]) -> _Raw:
+def _synthetic(cfg: Mapping[str, Any]) -> RawImages:
     shape = cfg.get("shape", [1, 8, 8])
     if (
         not isinstance(shape, list | tuple)
@@ -387,7 +384,7 @@ def _synthetic(cfg: Mapping[str, Any]) -> _Raw:
 @functools.lru_cache(maxsize=4)
 def _generate_synthetic(
     shape: tuple[int, int, int], num_classes: int, train_size: int, test_size: int, noise: float, seed: int
-) -> _Raw:
+) -> RawImages:
     """Each class is a fixed smooth random template; an image is its template plus Gaussian noise."""
     gen = torch.Generator().manual_seed(seed)
     c, h, w = shape
@@ -400,4 +397,6 @@ def _generate_synthetic(
     y = y[torch.randperm(n, generator=gen)]
     x = templates[y] + noise * torch.randn(n, c, h, w, generator=gen)
     xs, ys = x.numpy(), y.numpy()
-    return _Raw(xs[:train_size], ys[:train_size], xs[train_size:], ys[train_size:], num_classes=num_classes)
+    return RawImages(
+        xs[:train_size], ys[:train_size], xs[train_size:], ys[train_size:], num_classes=num_classes
+    )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -17,18 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from archsearch.pareto import hypervolume, non_dominated
+from archsearch.results.front import completed_feasible, front_trials, objective_directions
 
 __all__ = [
     "FINALIZED_PREFIX",
     "ExportResult",
-    "completed_feasible",
     "export_study",
     "finalized_front",
     "finalized_results",
-    "front_trials",
 ]
 
 ACCURACY_KEYS = ("val_acc", "test_acc")
@@ -46,39 +44,12 @@ class ExportResult:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def _directions(study: optuna.Study) -> list[str]:
-    return ["maximize" if d == optuna.study.StudyDirection.MAXIMIZE else "minimize" for d in study.directions]
-
-
 def objective_names(study: optuna.Study) -> list[str]:
     """Objective metric names as the sweep stored them (``values_0``... if unknown)."""
     names = study.user_attrs.get("objectives")
     if isinstance(names, list) and len(names) == len(study.directions):
         return [str(n) for n in names]
     return [f"values_{i}" for i in range(len(study.directions))]
-
-
-def completed_feasible(study: optuna.Study) -> list[FrozenTrial]:
-    """Completed trials that satisfy every constraint and were actually evaluated."""
-    out = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if any(v > 0 for v in t.constraints.values()):
-            continue
-        if t.values is None or any(not math.isfinite(v) for v in t.values):
-            continue
-        out.append(t)
-    return out
-
-
-def front_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """The Pareto front: non-dominated completed feasible trials, one per architecture.
-
-    A trial that reused an earlier trial's result (same spec hash) is left out in favour of
-    the trial that trained it.
-    """
-    trials = [t for t in completed_feasible(study) if "reused_from" not in t.user_attrs]
-    idx = non_dominated([t.values for t in trials], _directions(study))
-    return sorted((trials[i] for i in idx), key=lambda t: t.number)
 
 
 def finalized_results(study: optuna.Study) -> dict[int, dict[str, Any]]:
@@ -125,7 +96,7 @@ def finalized_front(study: optuna.Study) -> list[FrozenTrial] | None:
             "weights": r["weights"],
         }
         finalized.append(c)
-    idx = non_dominated([c.values for c in finalized], _directions(study))
+    idx = non_dominated([c.values for c in finalized], objective_directions(study))
     return sorted((finalized[i] for i in idx), key=lambda t: t.number)
 
 
@@ -187,7 +158,7 @@ def export_study(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = objective_names(study)
-    directions = _directions(study)
+    directions = objective_directions(study)
     finalized = finalized_front(study)
     front = finalized if finalized is not None else front_trials(study)
     rerun = str(study.user_attrs.get("retrain_command", ""))
@@ -248,7 +219,7 @@ def hypervolume_history(study: optuna.Study) -> list[tuple[int, float]]:
     trials = sorted(completed_feasible(study), key=lambda t: t.number)
     if not trials:
         return []
-    directions = _directions(study)
+    directions = objective_directions(study)
     cols = list(zip(*(t.values for t in trials), strict=True))
     lower = [min(c) for c in cols]
     upper = [max(c) for c in cols]

@@ -15,7 +15,6 @@ from archsearch.search.storage import describe_url
 
 if TYPE_CHECKING:
     from archsearch.results.export import ExportResult
-    from archsearch.search.sweep import SweepSettings
 
 __all__ = ["SweepReporter", "fmt_count"]
 
@@ -60,7 +59,7 @@ class SweepReporter:
 
     def trial_done(self, study: optuna.Study, trial: FrozenTrial, outcome: dict[str, Any]) -> None:
         """Print one line for a trial Optuna has just recorded (``outcome`` from the objective)."""
-        from archsearch.results.export import front_trials
+        from archsearch.results.front import front_trials
 
         number = trial.number
         state = str(outcome.get("state") or trial.state.name.lower())
@@ -87,8 +86,14 @@ class SweepReporter:
         self.console.print("  ".join(parts), highlight=False)
 
     def finish(
-        self, study: optuna.Study, exported: ExportResult, settings: SweepSettings, seconds: float
+        self, study: optuna.Study, exported: ExportResult, seconds: float, *, storage: str, tracking_uri: str
     ) -> None:
+        """The front table, where the exports went, and the commands to review and retrain.
+
+        Args:
+            storage: the study storage URL (its password is hidden when printed).
+            tracking_uri: the MLflow URI, or "" when tracking is off.
+        """
         front = exported.front
         table = Table(title=f"Pareto front of study {study.study_name} ({len(front)} trials)")
         table.add_column("trial", justify="right")
@@ -109,12 +114,12 @@ class SweepReporter:
         self.console.print(f"finished in {seconds:.1f}s; exports in [cyan]{exported.directory}[/cyan]:")
         for key, path in sorted(exported.files.items()):
             self.console.print(f"  {key:<16} {path}")
-        self.console.print(f"  {'study storage':<16} {describe_url(settings.storage)}")
-        if settings.tracking_enabled:
+        self.console.print(f"  {'study storage':<16} {describe_url(storage)}")
+        if tracking_uri:
             self.console.print(
-                f"review the runs: [bold]mlflow ui --backend-store-uri {settings.tracking_uri}[/bold]"
-                if settings.tracking_uri.startswith("sqlite:")
-                else f"review the runs at {settings.tracking_uri}"
+                f"review the runs: [bold]mlflow ui --backend-store-uri {tracking_uri}[/bold]"
+                if tracking_uri.startswith("sqlite:")
+                else f"review the runs at {tracking_uri}"
             )
         command = study.user_attrs.get("retrain_command")
         if front and command:

@@ -5,8 +5,9 @@ short by successive halving) and on the validation split. Finalizing retrains ea
 the front from scratch for ``finalize.epochs`` epochs on the full training split, scores the
 final weights once on the test split, and logs each as an MLflow run under the study's parent
 run (tagged with the trial number and spec hash). The results are kept in the study's user
-attrs ``finalized:<trial>`` (finished trials cannot be changed), and :func:`archsearch.results.export.export_study`
-then exports the front on finalized validation accuracy, with test accuracy beside it.
+attrs ``finalized:<trial>`` (finished trials cannot be changed), and
+:func:`archsearch.results.export.export_study` then exports the front on finalized validation
+accuracy, with test accuracy beside it.
 
 From the command line::
 
@@ -28,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from omegaconf import DictConfig, OmegaConf
 
 from archsearch.errors import ArchsearchError, ConfigError
 from archsearch.net.spec import NetSpec
@@ -37,9 +37,11 @@ from archsearch.results.export import (
     ExportResult,
     export_study,
     finalized_results,
-    front_trials,
 )
-from archsearch.results.tracking import ROLE_TAG, STUDY_TAG, Tracker, resolve_tracking_uri
+from archsearch.results.front import front_trials
+from archsearch.results.tracking import ROLE_TAG, STUDY_TAG, Tracker
+from archsearch.search.settings import ExportSettings, TrackingSettings
+from archsearch.train.settings import TrainerSettings
 
 __all__ = ["FinalizeResult", "FinalizeSettings", "FinalizedMember", "finalize_study"]
 
@@ -57,21 +59,24 @@ class FinalizeSettings:
     epochs: int = 30
     force: bool = False
 
+    def __post_init__(self) -> None:
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ConfigError(f"finalize.epochs must be an integer >= 1, got {self.epochs!r}.")
+        if not isinstance(self.force, bool):
+            raise ConfigError(f"finalize.force must be true or false, got {self.force!r}.")
+
     @classmethod
-    def from_config(cls, cfg: DictConfig | Mapping[str, Any]) -> FinalizeSettings:
-        raw = cfg.get("finalize") or {}
+    def from_mapping(cls, raw: Any) -> FinalizeSettings:
+        """Read the ``finalize`` block (a plain mapping, or None for the defaults)."""
+        raw = raw or {}
+        if not isinstance(raw, Mapping):
+            raise ConfigError("finalize must be a mapping with keys epochs, force.")
         unknown = set(raw) - {"epochs", "force"}
         if unknown:
             raise ConfigError(
                 f"finalize has unknown key(s) {', '.join(sorted(map(str, unknown)))}; allowed: epochs, force."
             )
-        epochs = raw.get("epochs", cls.epochs)
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ConfigError(f"finalize.epochs must be an integer >= 1, got {epochs!r}.")
-        force = raw.get("force", False)
-        if not isinstance(force, bool):
-            raise ConfigError(f"finalize.force must be true or false, got {force!r}.")
-        return cls(epochs, force)
+        return cls(**{str(k): v for k, v in raw.items()})
 
 
 @dataclass(frozen=True)
@@ -118,109 +123,88 @@ class FinalizeResult:
         return self.export.front
 
 
-def _plain(node: Any) -> dict[str, Any]:
-    value = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-    return {str(k): v for k, v in value.items()} if isinstance(value, Mapping) else {}
-
-
 def finalize_study(
     study: optuna.Study,
-    cfg: DictConfig | Mapping[str, Any],
+    data: Any,
     *,
-    data: Any = None,
+    settings: FinalizeSettings | None = None,
+    trainer: TrainerSettings | None = None,
+    tracking: TrackingSettings | None = None,
+    export: ExportSettings | None = None,
+    seed: int = 0,
     fit_fn: Callable[..., Any] | None = None,
     console: Any = None,
+    config_yaml: str = "",
 ) -> FinalizeResult:
     """Retrain every member of the study's front at full fidelity, score it on test, re-export.
 
     Args:
-        study: a study written by a sweep (its storage is all that is needed).
-        cfg: a composed config: ``finalize``, ``trainer``, ``data`` (its ``subset`` is ignored:
-            members train on the full training split), ``seed``, ``tracking``, ``export``.
-        data: the loaded dataset; loaded from ``cfg.data`` (without a subset) when None.
-        fit_fn: replaces ``archsearch.train.fit.fit`` (same signature), for tests.
-        console: a ``rich.console.Console`` for progress; a quiet one is made if None.
+        study: a study written by a search (its storage is all that is needed).
+        data: the dataset the search used, without a subset: members train on all of it.
+        settings, trainer, tracking, export: finalize epochs and force; the trainer (its
+            epochs become ``settings.epochs``); where runs are logged; where the export goes.
+        seed, fit_fn, console, config_yaml: as for :func:`archsearch.search.sweep.run_search`.
 
-    Returns:
-        The finalized members and the export written from them.
-
-    Raises:
-        ConfigError: a bad ``finalize`` key, or data that does not fit the study's networks.
+    Returns the finalized members and the export written from them; data that does not fit
+    the study's networks is a ConfigError.
     """
+    import dataclasses
+
     from rich.console import Console
 
-    from archsearch.data.datasets import load_dataset
     from archsearch.train.fit import fit as default_fit
 
     fit = fit_fn or default_fit
     console = console or Console(quiet=True)
-    settings = FinalizeSettings.from_config(cfg)
-    seed = int(cfg.get("seed", 0))
-    data_cfg = {**_plain(cfg.get("data")), "subset": None}
-    if data is None:
-        data = load_dataset(data_cfg, seed=seed)
-    trainer_cfg = {**_plain(cfg.get("trainer")), "epochs": settings.epochs}
-    dsd = bool((trainer_cfg.get("dsd") or {}).get("enabled", False))
+    settings = settings or FinalizeSettings()
+    trainer = dataclasses.replace(trainer or TrainerSettings(), epochs=settings.epochs)
+    tracking = tracking or TrackingSettings()
+    export = export or ExportSettings()
+    dsd = trainer.dsd.enabled
     members = front_trials(study)
-    specs = {t.number: NetSpec.from_dict(t.user_attrs["spec"]) for t in members}
-    for number, spec in specs.items():
-        if tuple(spec.input) != tuple(data.shape) or spec.num_classes != data.num_classes:
-            raise ConfigError(
-                f"data={data.name} ({_shape(data.shape, data.num_classes)}) does not fit trial {number}'s "
-                f"network ({_shape(spec.input, spec.num_classes)}); pass the data= the sweep used."
-            )
-    fingerprint = hashlib.sha256(
-        json.dumps(
-            {"data": data_cfg, "trainer": trainer_cfg, "seed": seed}, sort_keys=True, default=str
-        ).encode()
-    ).hexdigest()[:12]
-
-    tracking = _plain(cfg.get("tracking"))
-    tracking_dir = Path(str(tracking.get("dir", "mlruns")))
-    enabled = bool(tracking.get("enabled", True))
+    specs = _member_specs(members, data)
     tracker = Tracker(
-        resolve_tracking_uri(tracking.get("uri"), tracking_dir) if enabled else "",
+        tracking.resolved_uri,
         experiment=f"archsearch/{study.study_name}",
-        artifact_dir=tracking_dir / "artifacts",
-        enabled=enabled,
+        artifact_dir=tracking.dir / "artifacts",
+        enabled=tracking.enabled,
     )
-    export = _plain(cfg.get("export"))
-    export_dir = Path(str(export.get("dir") or f"results/{study.study_name}"))
-    log_weights = str(tracking.get("log_weights", "pareto")) != "none"
     parent = tracker.start_study(
-        study.study_name,
-        {"finalize": {"epochs": settings.epochs, "dsd": dsd}},
-        OmegaConf.to_yaml(OmegaConf.create(_plain(cfg)), resolve=True),
+        study.study_name, {"finalize": {"epochs": settings.epochs, "dsd": dsd}}, config_yaml
     )
     context = _Context(
-        study.study_name, data, trainer_cfg, seed, fit, tracker, export_dir, log_weights, fingerprint
+        study.study_name,
+        data,
+        trainer,
+        seed,
+        fit,
+        tracker,
+        export.dir if export.dir is not None else Path("results") / study.study_name,
+        tracking.log_weights != "none",
+        _fingerprint(data, trainer, seed),
     )
     started = time.perf_counter()
-    stored = finalized_results(study)
-    done: list[FinalizedMember] = []
     console.print(
         f"[bold]finalizing[/bold] {len(members)} front members of study [cyan]{study.study_name}[/cyan]: "
         f"{settings.epochs} epochs on all {len(data.train_y)} training images{', DSD' if dsd else ''}"
     )
     try:
-        for t in members:
-            previous = stored.get(t.number)
-            if previous is not None and previous.get("settings") == fingerprint and not settings.force:
-                done.append(FinalizedMember(**previous, trained=False))
-                continue
-            member = _finalize_member(context, t, specs[t.number])
-            # Stored after every member, so an interrupted finalize keeps what it finished.
-            study.set_user_attr(f"{FINALIZED_PREFIX}{t.number}", member.stored())
-            done.append(member)
-            console.print(
-                f"  trial {t.number:>4}  val_acc {member.search_val_acc:.4f} -> {member.val_acc:.4f}  "
-                f"test_acc {member.test_acc:.4f}  {member.train_seconds:.1f}s"
-                + (f"  [red]failed: {member.failed}[/red]" if member.failed else "")
-            )
+        done = _retrain(study, members, specs, context, settings.force, console)
     except BaseException as exc:
         tracker.end_study("KILLED" if isinstance(exc, KeyboardInterrupt) else "FINISHED")
         raise
-    exported = export_study(study, export_dir, plots=bool(export.get("plots", True)))
+    exported = export_study(study, context.export_dir, plots=export.plots)
+    _publish(tracker, parent, done, exported)
+    seconds = time.perf_counter() - started
+    console.print(
+        f"finalized front: {len(exported.front)} of {len(members)} members non-dominated on finalized "
+        f"results; export rewritten in [cyan]{exported.directory}[/cyan] ({seconds:.1f}s)"
+    )
+    return FinalizeResult(done, exported, parent, seconds)
+
+
+def _publish(tracker: Tracker, parent: str, done: list[FinalizedMember], exported: ExportResult) -> None:
+    """Tag each member's run on or off the finalized front and put the export on the parent run."""
     on_front = {t.number for t in exported.front}
     for member in done:
         tracker.set_tags(member.mlflow_run_id, {"archsearch.pareto": str(member.trial in on_front).lower()})
@@ -228,12 +212,54 @@ def finalize_study(
         tracker.log_artifact(parent, path, "pareto")
     tracker.log_metrics(parent, {"finalized_front_size": float(len(exported.front))})
     tracker.end_study("FINISHED")
-    seconds = time.perf_counter() - started
-    console.print(
-        f"finalized front: {len(exported.front)} of {len(members)} members non-dominated on finalized "
-        f"results; export rewritten in [cyan]{exported.directory}[/cyan] ({seconds:.1f}s)"
+
+
+def _member_specs(members: list[optuna.trial.FrozenTrial], data: Any) -> dict[int, NetSpec]:
+    """Each member's network; one that ``data`` cannot feed is a ConfigError before any training."""
+    specs = {t.number: NetSpec.from_dict(t.user_attrs["spec"]) for t in members}
+    for number, spec in specs.items():
+        if tuple(spec.input) != tuple(data.shape) or spec.num_classes != data.num_classes:
+            raise ConfigError(
+                f"data={data.name} ({_shape(data.shape, data.num_classes)}) does not fit trial {number}'s "
+                f"network ({_shape(spec.input, spec.num_classes)}); pass the data= the sweep used."
+            )
+    return specs
+
+
+def _fingerprint(data: Any, trainer: TrainerSettings, seed: int) -> str:
+    """What makes two finalize runs of a member the same (a member is not retrained for nothing)."""
+    described = {"name": data.name, "train": len(data.train_y), "val": len(data.val_y)}
+    text = json.dumps(
+        {"data": described, "trainer": trainer.to_mapping(), "seed": seed}, sort_keys=True, default=str
     )
-    return FinalizeResult(done, exported, parent, seconds)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _retrain(
+    study: optuna.Study,
+    members: list[optuna.trial.FrozenTrial],
+    specs: Mapping[int, NetSpec],
+    ctx: _Context,
+    force: bool,
+    console: Any,
+) -> list[FinalizedMember]:
+    stored = finalized_results(study)
+    done: list[FinalizedMember] = []
+    for t in members:
+        previous = stored.get(t.number)
+        if previous is not None and previous.get("settings") == ctx.fingerprint and not force:
+            done.append(FinalizedMember(**previous, trained=False))
+            continue
+        member = _finalize_member(ctx, t, specs[t.number])
+        # Stored after every member, so an interrupted finalize keeps what it finished.
+        study.set_user_attr(f"{FINALIZED_PREFIX}{t.number}", member.stored())
+        done.append(member)
+        console.print(
+            f"  trial {t.number:>4}  val_acc {member.search_val_acc:.4f} -> {member.val_acc:.4f}  "
+            f"test_acc {member.test_acc:.4f}  {member.train_seconds:.1f}s"
+            + (f"  [red]failed: {member.failed}[/red]" if member.failed else "")
+        )
+    return done
 
 
 def _shape(input_shape: Any, num_classes: int) -> str:
@@ -246,7 +272,7 @@ class _Context:
 
     study_name: str
     data: Any
-    trainer_cfg: Mapping[str, Any]
+    trainer: TrainerSettings
     seed: int
     fit: Callable[..., Any]
     tracker: Tracker
@@ -265,7 +291,7 @@ def _finalize_member(ctx: _Context, trial: optuna.trial.FrozenTrial, spec: NetSp
 
     from archsearch.net.model import build
 
-    dsd = bool((ctx.trainer_cfg.get("dsd") or {}).get("enabled", False))
+    dsd = ctx.trainer.dsd.enabled
     run_id = ctx.tracker.start_trial(
         trial.number,
         trial.params,
@@ -278,7 +304,7 @@ def _finalize_member(ctx: _Context, trial: optuna.trial.FrozenTrial, spec: NetSp
     )
     ctx.tracker.set_tags(run_id, {"mlflow.runName": f"finalize-{trial.number}"})
     ctx.tracker.log_params(
-        run_id, {"finalize": {"epochs": ctx.trainer_cfg["epochs"], "dsd": dsd, "data": ctx.data.name}}
+        run_id, {"finalize": {"epochs": ctx.trainer.epochs, "dsd": dsd, "data": ctx.data.name}}
     )
     ctx.tracker.log_text(run_id, spec.to_yaml(), "net.yaml")
     nan = float("nan")
@@ -296,7 +322,7 @@ def _finalize_member(ctx: _Context, trial: optuna.trial.FrozenTrial, spec: NetSp
         result = ctx.fit(
             model,
             ctx.data,
-            ctx.trainer_cfg,
+            ctx.trainer,
             seed=ctx.seed,
             on_epoch_end=lambda epoch, m: ctx.tracker.log_metrics(
                 run_id, {k: v for k, v in m.items() if isinstance(v, int | float)}, step=epoch
@@ -320,13 +346,6 @@ def _finalize_member(ctx: _Context, trial: optuna.trial.FrozenTrial, spec: NetSp
             weights="",
             failed=reason,
         )
-    weights = ""
-    if ctx.log_weights:
-        path = ctx.export_dir / "weights" / f"final_trial_{trial.number:04d}.pt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), path)
-        weights = str(path.resolve())
-        ctx.tracker.log_artifact(run_id, path, "weights")
     member = FinalizedMember(
         **common,
         val_acc=float(result.val_acc_last),
@@ -334,18 +353,23 @@ def _finalize_member(ctx: _Context, trial: optuna.trial.FrozenTrial, spec: NetSp
         test_acc=float(result.test_acc),
         epochs=int(result.epochs_done),
         train_seconds=float(result.seconds),
-        weights=weights,
+        weights=_save_weights(ctx, run_id, trial.number, model),
     )
-    ctx.tracker.log_metrics(
-        run_id,
-        {
-            "val_acc": member.val_acc,
-            "val_acc_best": member.val_acc_best,
-            "test_acc": member.test_acc,
-            "search_val_acc": member.search_val_acc,
-            "train_seconds": member.train_seconds,
-        },
-    )
+    logged = ("val_acc", "val_acc_best", "test_acc", "search_val_acc", "train_seconds")
+    ctx.tracker.log_metrics(run_id, {k: getattr(member, k) for k in logged})
     ctx.tracker.set_tags(run_id, {"archsearch.state": "finalized"})
     ctx.tracker.end_trial(run_id, "FINISHED")
     return member
+
+
+def _save_weights(ctx: _Context, run_id: str, number: int, model: Any) -> str:
+    """The finalized weights' path ("" when weights are not kept), logged to the member's run."""
+    if not ctx.log_weights:
+        return ""
+    import torch
+
+    path = ctx.export_dir / "weights" / f"final_trial_{number:04d}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    ctx.tracker.log_artifact(run_id, path, "weights")
+    return str(path.resolve())

@@ -29,11 +29,12 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from archsearch.errors import ConfigError
+from archsearch.train.evaluate import evaluate
+from archsearch.train.result import TrainResult
 from archsearch.train.settings import DsdSettings, TrainerSettings
 
 if TYPE_CHECKING:
     from archsearch.data.datasets import Dataset
-    from archsearch.train.fit import TrainResult
 
 __all__ = ["fit_dsd", "hold_masks", "magnitude_masks", "prunable_weights"]
 
@@ -104,16 +105,17 @@ def fit_dsd(
     seed: int = 0,
     on_epoch_end: Callable[[int, dict[str, float]], bool | None] | None = None,
     evaluate_test: bool = False,
+    phase_fit: Callable[..., TrainResult],
 ) -> TrainResult:
     """Train ``model`` dense, sparse, then dense again; arguments and result as in ``fit``.
+
+    ``phase_fit`` trains one phase (``archsearch.train.fit.fit``, which dispatches here).
 
     ``on_epoch_end`` sees epochs numbered across the phases and a ``phase`` metric (0 dense,
     1 sparse, 2 re-dense); returning True or running out of ``settings.max_seconds`` ends the
     whole run. The test split is scored once, on the final weights.
     """
-    # fit dispatches here when settings.dsd.enabled, so it is imported late to avoid a cycle.
-    from archsearch.train.fit import evaluate, fit
-
+    fit = phase_fit
     dsd = settings.dsd
     lr = settings.optimizer.lr
     if lr is None:
@@ -184,8 +186,6 @@ def _combined(
     seconds: float,
 ) -> TrainResult:
     """One result for the whole run from its phases' results and the renumbered ``history``."""
-    from archsearch.train.fit import TrainResult
-
     images = sum(r.steps_done for r in results) * images_per_step
     train_time = sum(r.steps_done * images_per_step / r.images_per_s for r in results if r.images_per_s > 0)
     last = results[-1]

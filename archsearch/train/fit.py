@@ -16,7 +16,6 @@ training (see archsearch/train/dsd.py).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -26,23 +25,19 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from archsearch.errors import ConfigError
 from archsearch.hardware.runtime import resolve_memory_format, torch_threads
 from archsearch.train.augment import augment_batch
-from archsearch.train.settings import DEVICE_NAMES, TrainerSettings
+from archsearch.train.device import autocast, resolve_device, resolve_precision
+from archsearch.train.dsd import fit_dsd
+from archsearch.train.evaluate import evaluate
+from archsearch.train.result import TrainResult
+from archsearch.train.settings import TrainerSettings
 
 if TYPE_CHECKING:
     # Only for annotations: the dataset module reads configs, which the trainer never does.
     from archsearch.data.datasets import Augment, Dataset
 
-__all__ = [
-    "TrainResult",
-    "TrainingDiverged",
-    "evaluate",
-    "fit",
-    "resolve_device",
-    "resolve_memory_format",
-]
+__all__ = ["TrainingDiverged", "fit"]
 
 #: One-cycle starts at lr / 25 and ends at lr / 25 / 1e4, torch's OneCycleLR defaults.
 ONECYCLE_START = 1 / 25
@@ -59,81 +54,6 @@ class TrainingDiverged(RuntimeError):
         self.epoch = epoch
         self.step = step
         self.loss = loss
-
-
-@dataclass
-class TrainResult:
-    """What a training run achieved and how fast.
-
-    Attributes:
-        val_acc_best: best validation accuracy over the evaluated epochs.
-        val_acc_last: validation accuracy of the final weights.
-        test_acc: test accuracy of the final weights, or None unless ``evaluate_test=True``.
-        history: one dict per evaluated epoch: epoch, steps, train_loss, val_acc, lr, seconds
-            (since the start of ``fit``); a budget stop mid-epoch adds a last, partial entry.
-        images_per_s: training images per second of training-step time (evaluation excluded).
-        epochs_done: fully completed epochs.
-        steps_done: optimizer steps taken (out of ``steps_total`` planned).
-        steps_total: optimizer steps the schedule was planned for.
-        budget_exhausted: training stopped because ``max_seconds`` ran out.
-        stopped_early: ``on_epoch_end`` returned True.
-        seconds: wall time of the whole call, evaluation included.
-        device, precision, memory_format: what was actually used.
-    """
-
-    val_acc_best: float
-    val_acc_last: float
-    test_acc: float | None
-    history: list[dict[str, float]]
-    images_per_s: float
-    epochs_done: int
-    steps_done: int
-    steps_total: int
-    budget_exhausted: bool
-    stopped_early: bool
-    seconds: float
-    device: str = "cpu"
-    precision: str = "fp32"
-    memory_format: str = "contiguous"
-
-
-# --------------------------------------------------------------------------- device and format
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` = the first CUDA device if there is one, else the CPU; otherwise a torch device name."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"trainer.device is {name!r}; allowed: {DEVICE_NAMES}.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.device is {name!r} but torch sees no CUDA device; use auto or cpu.")
-    return device
-
-
-def _resolve_precision(choice: str, device: torch.device) -> str:
-    if choice == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
-    return choice
-
-
-_AUTOCAST_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=_AUTOCAST_DTYPE[precision])
-
-
-def _model_memory_format(model: nn.Module) -> torch.memory_format:
-    """Channels-last if any 4-D weight is stored so (a 1x1 or single-input-channel kernel fits both)."""
-    for p in model.parameters():
-        if p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last):
-            return torch.channels_last
-    return torch.contiguous_format
 
 
 # --------------------------------------------------------------------------- optimiser and schedule
@@ -163,40 +83,6 @@ def _scheduler(name: str, warmup: float, optimizer: torch.optim.Optimizer, total
         return (1 + math.cos(math.pi * (step - warm) / max(1.0, total - warm))) / 2
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, onecycle if name == "onecycle" else warmed)
-
-
-# --------------------------------------------------------------------------- evaluation
-
-
-def evaluate(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    batch_size: int,
-    device: torch.device | str,
-    *,
-    precision: str = "fp32",
-) -> float:
-    """Accuracy of ``model`` on ``(x, y)``, in eval mode, without gradients.
-
-    Inputs follow the model's memory format; the model's train/eval mode is restored after.
-    """
-    if len(y) == 0:
-        return float("nan")
-    device = torch.device(device)
-    fmt = _model_memory_format(model)
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    try:
-        with torch.inference_mode(), _autocast(device, precision):
-            for start in range(0, len(y), batch_size):
-                xb = x[start : start + batch_size].to(device, non_blocking=True).contiguous(memory_format=fmt)
-                yb = y[start : start + batch_size].to(device, non_blocking=True)
-                correct += (model(xb).argmax(dim=1) == yb).sum()
-    finally:
-        model.train(was_training)
-    return correct.item() / len(y)
 
 
 # --------------------------------------------------------------------------- training
@@ -303,18 +189,20 @@ def fit(
         ConfigError: the device or precision is not available on this machine.
     """
     if settings.dsd.enabled:
-        # Imported here because DSD is built on this function: each phase comes back with dsd off.
-        from archsearch.train.dsd import fit_dsd
-
+        # DSD is built on this function: each phase comes back here with dsd off.
         return fit_dsd(
-            model, data, settings, seed=seed, on_epoch_end=on_epoch_end, evaluate_test=evaluate_test
+            model,
+            data,
+            settings,
+            seed=seed,
+            on_epoch_end=on_epoch_end,
+            evaluate_test=evaluate_test,
+            phase_fit=fit,
         )
     progress = _Progress(started=time.perf_counter())
     with torch_threads(settings.threads):
         device = resolve_device(settings.device)
-        precision = _resolve_precision(settings.precision, device)
-        if precision == "fp16" and device.type != "cuda":
-            raise ConfigError("trainer.precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU.")
+        precision = resolve_precision(settings.precision, device)
         fmt = resolve_memory_format(settings.memory_format, model)
         torch.manual_seed(seed)
         generator = torch.Generator(device=device).manual_seed(seed)
@@ -403,7 +291,7 @@ def _train_epoch(
         if loop.augment is not None:
             xb = augment_batch(xb, loop.augment, loop.generator)
         xb = xb.contiguous(memory_format=loop.memory_format)
-        with _autocast(loop.device, loop.precision):
+        with autocast(loop.device, loop.precision):
             loss = loop.loss_fn(loop.model(xb), yb)
         loop.optimizer.zero_grad(set_to_none=True)
         loop.scaler.scale(loss).backward()

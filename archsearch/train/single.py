@@ -1,14 +1,14 @@
-"""Train the one network a config declares (``model=``) on one dataset (``data=``) and report it.
+"""Train one declared network on one dataset and report it (``python -m archsearch`` without a sweep).
 
-This is what ``python -m archsearch`` does when no sweep is given; from a notebook::
+From a notebook::
 
-    from hydra import compose, initialize_config_dir
-    from archsearch.resources import CONF_DIR
+    from archsearch.data.datasets import load_dataset
+    from archsearch.net.spec import load_spec
+    from archsearch.train.settings import TrainerSettings
     from archsearch.train.single import train_single
 
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", ["model=fire_mnist", "data=fashion_mnist", "data.subset=10000"])
-    summary = train_single(cfg)
+    data = load_dataset({"name": "digits"})
+    summary = train_single(load_spec("net.yaml"), data, TrainerSettings(epochs=5))
 """
 
 from __future__ import annotations
@@ -16,31 +16,46 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from archsearch.data.datasets import load_dataset
-from archsearch.net.cost import HardwareProfile, analyze
+from archsearch.hardware.profile import HardwareProfile
+from archsearch.net.cost import analyze
 from archsearch.net.model import build, count_params
 from archsearch.net.spec import NetSpec
 from archsearch.train.fit import fit
+from archsearch.train.settings import TrainerSettings
 
 __all__ = ["train_single"]
 
 
 def train_single(
-    cfg: DictConfig, *, console: Console | None = None, evaluate_test: bool = True
+    declared: NetSpec,
+    data: Any,
+    trainer: TrainerSettings | None = None,
+    *,
+    seed: int = 0,
+    hardware: HardwareProfile | None = None,
+    cost_batch_size: int = 1,
+    bytes_per_element: int = 4,
+    console: Console | None = None,
+    evaluate_test: bool = True,
 ) -> dict[str, Any]:
-    """Build ``cfg.model`` for ``cfg.data``'s shape and classes, train it with ``cfg.trainer``, print it.
+    """Build ``declared`` for ``data``'s shape and classes, train it, print and return a summary.
 
     The declared network is retargeted to the dataset (input shape and class count), so any
     model under conf/model/ runs on any dataset. A single run is not a search, so the test
     split is scored too unless ``evaluate_test=False``.
 
     Args:
-        cfg: the composed root config (keys model, data, trainer, hardware, seed, cost).
-        console: where the progress and summary go (a fresh rich Console by default).
+        declared: the network (:func:`archsearch.net.spec.load_spec`).
+        data: the dataset (:func:`archsearch.data.datasets.load_dataset`).
+        trainer: the trainer settings (defaults when None).
+        seed: seeds weight initialisation, shuffling and augmentation.
+        hardware: the profile for ``latency_est_ms`` (left out when None).
+        cost_batch_size: batch size at which bytes and the latency estimate are counted.
+        bytes_per_element: element width for bytes (4 = fp32).
+        console: where the progress and summary go (a quiet rich Console by default).
         evaluate_test: score the trained network on the test split.
 
     Returns:
@@ -49,22 +64,12 @@ def train_single(
         device, precision, memory_format.
 
     Raises:
-        SpecError, ConfigError, DataError: a bad model, key or dataset (one sentence each).
-        TrainingDiverged: the loss became NaN or infinite.
+        SpecError, ConfigError, TrainingDiverged: a bad network or setting, or a diverged loss.
     """
-    console = console or Console()
-    seed = int(cfg.get("seed", 0))
-    data = load_dataset(cfg.data, seed=seed)
-    declared = NetSpec.from_dict(_plain(cfg.model), source=f"model {cfg.model.get('name', '')}")
+    console = console or Console(quiet=True)
+    trainer = trainer or TrainerSettings()
     spec = declared.retarget(input=data.shape, num_classes=data.num_classes)
-    hardware = HardwareProfile.from_dict(_plain(cfg.hardware)) if cfg.get("hardware") else None
-    cost_cfg = cfg.get("cost") or {}
-    cost = analyze(
-        spec,
-        hardware=hardware,
-        batch_size=int(cost_cfg.get("batch_size", 1)),
-        bytes_per_element=int(cost_cfg.get("bytes_per_element", 4)),
-    )
+    cost = analyze(spec, hardware=hardware, batch_size=cost_batch_size, bytes_per_element=bytes_per_element)
 
     torch.manual_seed(seed)
     model = build(spec)
@@ -77,7 +82,7 @@ def train_single(
             soft_wrap=True,
         )
 
-    result = fit(model, data, cfg.trainer, seed=seed, on_epoch_end=progress, evaluate_test=evaluate_test)
+    result = fit(model, data, trainer, seed=seed, on_epoch_end=progress, evaluate_test=evaluate_test)
     summary: dict[str, Any] = {
         "model": spec.name,
         "spec_hash": spec.hash,
@@ -104,11 +109,6 @@ def train_single(
             f"{result.steps_total} steps ({result.epochs_done} full epochs).[/]"
         )
     return summary
-
-
-def _plain(node: Any) -> dict[str, Any]:
-    value = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}
 
 
 def _table(summary: dict[str, Any], hardware: str) -> Table:

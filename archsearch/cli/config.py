@@ -1,0 +1,145 @@
+"""The edge: a composed Hydra config becomes typed, frozen settings and real objects, once.
+
+Everything below the CLI takes these objects; nothing below it imports hydra or omegaconf.
+Every key is checked here, before anything is written (storage, MLflow, export directory).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import optuna
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from archsearch.errors import ConfigError
+from archsearch.hardware.profile import HardwareProfile
+from archsearch.search.settings import SearchSettings
+from archsearch.search.space import SearchSpace, load_space
+from archsearch.search.sweep import SamplerFactory
+from archsearch.train.settings import TrainerSettings
+
+__all__ = ["SweepPlan", "plain", "sampler_factory", "sweep_plan"]
+
+
+def plain(node: Any) -> dict[str, Any]:
+    """A config node as a plain, resolved dict ({} for None)."""
+    if node is None:
+        return {}
+    value = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): v for k, v in value.items()}
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """A validated ``+sweep=`` run: the arguments of :func:`archsearch.search.sweep.run_search`."""
+
+    settings: SearchSettings
+    space: SearchSpace
+    data: Mapping[str, Any]
+    hardware: HardwareProfile
+    sampler: SamplerFactory
+    fit_fn: Callable[..., Any] | None
+    config_yaml: str
+    finalize: Any  # FinalizeSettings, or None unless sweep.finalize is true
+    finalize_trainer: TrainerSettings | None  # the trainer at finalize.epochs (DSD phases split those)
+
+
+def sweep_plan(cfg: DictConfig) -> SweepPlan:
+    """Check every key of a sweep config and build what the search takes; write nothing.
+
+    Raises:
+        ConfigError / SpecError: one sentence naming the key (or file and node) that is wrong.
+    """
+    from archsearch.search.finalize import FinalizeSettings
+
+    raw = plain(cfg)
+    settings = SearchSettings.from_mapping(raw)
+    sweep = raw.get("sweep") or {}
+    space = load_space(str(sweep.get("space", "fire")))
+    hardware = HardwareProfile.from_dict(raw.get("hardware") or {}, source="hardware")
+    sampler = sampler_factory(cfg.get("sampler"), space)
+    sampler(settings.seed)  # a bad sampler config is refused before any write
+    finalize = sweep.get("finalize", False)
+    if not isinstance(finalize, bool):
+        raise ConfigError(f"sweep.finalize must be true or false, got {finalize!r}.")
+    final = FinalizeSettings.from_mapping(raw.get("finalize")) if finalize else None
+    final_trainer = (
+        TrainerSettings.from_mapping({**(raw.get("trainer") or {}), "epochs": final.epochs})
+        if final
+        else None
+    )
+    return SweepPlan(
+        settings=settings,
+        space=space,
+        data=raw.get("data") or {},
+        hardware=hardware,
+        sampler=sampler,
+        fit_fn=_configured_fit(sweep.get("fit")),
+        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+        finalize=final,
+        finalize_trainer=final_trainer,
+    )
+
+
+def sampler_factory(node: Any, space: SearchSpace) -> SamplerFactory:
+    """The ``sampler`` group (a ``_target_``) as a function of the worker's seed.
+
+    ``seed: null`` takes the worker's seed; a grid sampler gets the space's grid and the
+    variant several workers can share.
+    """
+    cfg = plain(node)
+    target = str(cfg.get("_target_", ""))
+    if not target:
+        raise ConfigError(
+            "sampler must name an Optuna sampler with _target_, e.g. optuna.samplers.TPESampler."
+        )
+    grid = target.endswith("GridSampler")
+    if grid:
+        cfg["_target_"] = "archsearch.search.workers.WorkerGridSampler"
+
+    def make(seed: int) -> optuna.samplers.BaseSampler:
+        node = dict(cfg)
+        if "seed" in node and node["seed"] is None:
+            node["seed"] = seed
+        kwargs: dict[str, Any] = {"search_space": space.grid()} if grid else {}
+        try:
+            with warnings.catch_warnings():
+                # Our progress lines report what matters; TPE's `group` is flagged experimental.
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                sampler = instantiate(node, **kwargs)
+        except Exception as exc:
+            raise ConfigError(
+                f"sampler config could not be instantiated ({target}): {exc}".splitlines()[0]
+            ) from None
+        if not isinstance(sampler, optuna.samplers.BaseSampler):
+            raise ConfigError(f"sampler._target_ {target!r} is not an Optuna sampler.")
+        return cast(optuna.samplers.BaseSampler, sampler)
+
+    return make
+
+
+def _configured_fit(node: Any) -> Callable[..., Any] | None:
+    """``sweep.fit``: a ``_target_`` that replaces the trainer, e.g. ``archsearch.testing.FixedCostFit``.
+
+    A hook for benchmarks and command-line tests, which cannot pass ``fit_fn``; absent normally.
+    """
+    if node is None:
+        return None
+    try:
+        fit = instantiate(node)
+    except Exception as exc:
+        raise ConfigError(f"sweep.fit could not be instantiated: {str(exc).splitlines()[0]}") from None
+    if not callable(fit):
+        raise ConfigError(f"sweep.fit must make a callable like archsearch.train.fit.fit, got {fit!r}.")
+    return cast(Callable[..., Any], fit)
+
+
+def trainer_settings(cfg: DictConfig) -> TrainerSettings:
+    """``trainer`` as typed settings."""
+    return TrainerSettings.from_mapping(plain(cfg.get("trainer")))

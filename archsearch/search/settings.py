@@ -1,0 +1,389 @@
+"""Typed, frozen settings of a search: what it optimises and bounds, where it stores and logs.
+
+Each block is a frozen dataclass whose defaults are the project's defaults (the CLI's YAML
+only sets what a sweep changes). Constructing one checks it: a notebook user gets the same
+one-sentence :class:`~archsearch.errors.ConfigError` as the CLI, naming the config key.
+``from_mapping`` reads the plain mapping a composed config becomes, refusing unknown keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from archsearch.errors import ConfigError
+from archsearch.net.cost import COST_METRICS
+from archsearch.search.fidelity import FidelitySettings
+from archsearch.train.settings import TrainerSettings
+
+__all__ = [
+    "ALL_METRICS",
+    "RESULT_METRICS",
+    "TRAINED_METRICS",
+    "Constraint",
+    "CostSettings",
+    "ExportSettings",
+    "LatencySettings",
+    "SearchSettings",
+    "StudySettings",
+    "TrackingSettings",
+]
+
+#: Metrics known only after training, with their natural direction.
+TRAINED_METRICS = {"val_acc": "maximize"}
+#: What training records per trial (user attrs, copied when an architecture is seen again).
+RESULT_METRICS = ("val_acc", "val_acc_best", "epochs_done", "train_seconds", "train_images_per_s")
+#: Measured inference latency (built model, no training needed).
+MEASURED_METRICS = {"latency_ms": "minimize"}
+ALL_METRICS: dict[str, str] = {
+    **TRAINED_METRICS,
+    **{m: "minimize" for m in COST_METRICS},
+    **MEASURED_METRICS,
+}
+DIRECTIONS = ("minimize", "maximize")
+LOG_WEIGHTS = ("pareto", "all", "none")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _int(key: str, value: Any, minimum: int, why: str = "") -> None:
+    if not _is_int(value) or value < minimum:
+        raise ConfigError(f"{key} must be an integer >= {minimum}{why}, got {value!r}.")
+
+
+def _flag(key: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}.")
+
+
+def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} is {value!r}; allowed: {', '.join(allowed)}.")
+
+
+def _known(raw: Any, key: str, cls: type) -> dict[str, Any]:
+    """``raw`` as a dict of ``cls``'s fields; anything else is one sentence naming ``key``."""
+    if raw is None:
+        return {}
+    names = [f.name for f in dataclasses.fields(cls)]
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{key} must be a mapping with keys {', '.join(names)}.")
+    unknown = sorted(str(k) for k in raw if k not in names)
+    if unknown:
+        raise ConfigError(f"{key} has unknown key(s) {', '.join(unknown)}; allowed: {', '.join(names)}.")
+    return {str(k): v for k, v in raw.items()}
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A bound on one metric; infeasible trials are not trained and the sampler learns the bound."""
+
+    metric: str
+    max: float | None = None
+    min: float | None = None
+
+    def __post_init__(self) -> None:
+        key = f"constraints.{self.metric}"
+        if self.metric not in ALL_METRICS:
+            raise ConfigError(f"{key} is not a known metric; allowed: {', '.join(ALL_METRICS)}.")
+        for name, v in (("min", self.min), ("max", self.max)):
+            if v is not None and not _is_number(v):
+                raise ConfigError(f"{key}.{name} must be a number or null, got {v!r}.")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ConfigError(f"{key} has min {self.min} > max {self.max}.")
+        for name in ("min", "max"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, float(getattr(self, name)))
+
+    def violation(self, value: float) -> float:
+        """<= 0 when satisfied; otherwise the relative amount by which the bound is missed."""
+        worst = -1.0
+        if self.max is not None:
+            worst = max(worst, (value - self.max) / (abs(self.max) or 1.0))
+        if self.min is not None:
+            worst = max(worst, (self.min - value) / (abs(self.min) or 1.0))
+        return worst
+
+    @property
+    def name(self) -> str:
+        return self.metric
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """The Optuna study: its name, storage and budget, and how dead workers are detected."""
+
+    name: str = "archsearch"  # the study (and MLflow experiment archsearch/NAME)
+    storage: str | None = (
+        None  # None = sqlite:///<tracking.dir>/optuna.db; or sqlite:///x.db, postgresql://...
+    )
+    n_trials: int = 30  # total, across resumes and workers
+    timeout: float | None = None  # seconds for this invocation; None = no limit
+    heartbeat_interval: int = 10  # seconds between a running trial's heartbeats in the storage
+    grace_period: int = 30  # seconds without heartbeat after which a trial is failed (its worker died)
+    retries: int = 1  # reruns of an architecture whose worker died or was interrupted
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigError("study.name must be a non-empty string.")
+        if self.storage is not None and not isinstance(self.storage, str):
+            raise ConfigError(f"study.storage must be a database URL or null, got {self.storage!r}.")
+        if not _is_int(self.n_trials) or self.n_trials <= 0:
+            raise ConfigError(f"study.n_trials must be a positive integer, got {self.n_trials!r}.")
+        if self.timeout is not None and (not _is_number(self.timeout) or self.timeout <= 0):
+            raise ConfigError(
+                f"study.timeout must be a positive number of seconds or null, got {self.timeout!r}."
+            )
+        _int("study.heartbeat_interval", self.heartbeat_interval, 1)
+        more = " (more than study.heartbeat_interval)"
+        _int("study.grace_period", self.grace_period, self.heartbeat_interval + 1, more)
+        _int("study.retries", self.retries, 0)
+
+    @classmethod
+    def from_mapping(cls, raw: Any) -> StudySettings:
+        values = _known(raw, "study", cls)
+        if values.get("storage") == "":
+            values["storage"] = None
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """MLflow: on or off, which backend, and which weights go to it."""
+
+    enabled: bool = True  # log every trial as an MLflow run
+    uri: str | None = None  # None = SQLite under `dir`; or any MLflow URI, e.g. http://127.0.0.1:5000
+    dir: Path = Path("mlruns")  # local backend store, artifacts and (by default) the Optuna storage
+    log_weights: str = "pareto"  # pareto = weights of front members; all = every trained trial; none
+
+    def __post_init__(self) -> None:
+        _flag("tracking.enabled", self.enabled)
+        _choice("tracking.log_weights", self.log_weights, LOG_WEIGHTS)
+        object.__setattr__(self, "dir", Path(self.dir))
+
+    @classmethod
+    def from_mapping(cls, raw: Any) -> TrackingSettings:
+        values = _known(raw, "tracking", cls)
+        if values.get("uri") == "":
+            values["uri"] = None
+        return cls(**values)
+
+    @property
+    def resolved_uri(self) -> str:
+        """The MLflow URI in use ("" when tracking is off); nothing is created by asking."""
+        from archsearch.results.tracking import resolve_tracking_uri
+
+        return resolve_tracking_uri(self.uri, self.dir) if self.enabled else ""
+
+
+@dataclass(frozen=True)
+class CostSettings:
+    """At what batch size and element width bytes and estimated latency are counted."""
+
+    batch_size: int = 1  # batch size at which bytes and latency_est_ms are computed
+    bytes_per_element: int = 4  # 4 = fp32, 2 = fp16/bf16, 1 = int8
+
+    def __post_init__(self) -> None:
+        _int("cost.batch_size", self.batch_size, 1)
+        _int("cost.bytes_per_element", self.bytes_per_element, 1)
+
+    @classmethod
+    def from_mapping(cls, raw: Any) -> CostSettings:
+        return cls(**_known(raw, "cost", cls))
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """How ``latency_ms`` is measured on the built model (only when an objective or bound uses it)."""
+
+    batch_size: int = 1
+    threads: int | None = 1  # like trainer.threads: one core per worker; None = torch's default
+    warmup: int = 5  # untimed calls before timing
+    repeats: int = 20  # timed calls; the median is the figure
+    memory_format: str = "auto"  # auto = channels_last for conv nets, as the trainer runs them
+    clock: str = "wall"  # wall, or cpu (needs threads 1) on a machine shared with other jobs
+
+    def __post_init__(self) -> None:
+        from archsearch.hardware.latency import CLOCKS
+        from archsearch.hardware.runtime import MEMORY_FORMATS
+
+        _int("latency.batch_size", self.batch_size, 1)
+        if self.threads is not None:
+            _int("latency.threads", self.threads, 1)
+        _int("latency.warmup", self.warmup, 0)
+        _int("latency.repeats", self.repeats, 1)
+        _choice("latency.memory_format", self.memory_format, MEMORY_FORMATS)
+        _choice("latency.clock", self.clock, CLOCKS)
+        if self.clock == "cpu" and self.threads != 1:
+            raise ConfigError(f"latency.clock cpu needs latency.threads 1, got {self.threads!r}.")
+
+    @classmethod
+    def from_mapping(cls, raw: Any) -> LatencySettings:
+        return cls(**_known(raw, "latency", cls))
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """Where the front goes (pareto.csv/json, nets/, plots, weights)."""
+
+    dir: Path | None = None  # None = results/<study.name>
+    plots: bool = True  # PNG and interactive HTML plots of the front
+
+    def __post_init__(self) -> None:
+        _flag("export.plots", self.plots)
+        if self.dir is not None:
+            object.__setattr__(self, "dir", Path(self.dir))
+
+    @classmethod
+    def from_mapping(cls, raw: Any) -> ExportSettings:
+        values = _known(raw, "export", cls)
+        if values.get("dir") == "":
+            values["dir"] = None
+        return cls(**values)
+
+
+DEFAULT_OBJECTIVES = (("val_acc", "maximize"), ("params", "minimize"), ("macs", "minimize"))
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Everything a search needs besides its space, data and sampler; checked on construction."""
+
+    objectives: tuple[tuple[str, str], ...] = DEFAULT_OBJECTIVES  # (metric, direction), in study order
+    constraints: tuple[Constraint, ...] = ()  # checked before training (val_acc after)
+    study: StudySettings = field(default_factory=StudySettings)
+    trainer: TrainerSettings = field(default_factory=TrainerSettings)
+    fidelity: FidelitySettings = field(default_factory=FidelitySettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    export: ExportSettings = field(default_factory=ExportSettings)
+    cost: CostSettings = field(default_factory=CostSettings)
+    latency: LatencySettings = field(default_factory=LatencySettings)
+    seed: int = 0  # seeds the data split, weight init and the sampler
+
+    def __post_init__(self) -> None:
+        objectives = tuple((str(m), str(d)) for m, d in dict(self.objectives).items())
+        if not objectives:
+            raise ConfigError(
+                "key 'objectives' is empty; keep at least one objective, e.g. val_acc: maximize."
+            )
+        for metric, direction in objectives:
+            if metric not in ALL_METRICS:
+                raise ConfigError(
+                    f"objectives.{metric} is not a known metric; allowed: {', '.join(ALL_METRICS)}."
+                )
+            if direction not in DIRECTIONS:
+                raise ConfigError(
+                    f"objectives.{metric} has direction {direction!r}; allowed: minimize, maximize."
+                )
+        object.__setattr__(self, "objectives", objectives)
+        object.__setattr__(self, "constraints", tuple(self.constraints))
+        _int("seed", self.seed, 0)
+        self.fidelity.rungs_for(self.trainer.epochs)  # rungs beyond trainer.epochs are refused here
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping[str, Any]) -> SearchSettings:
+        """Read a composed sweep config (plain mapping); one ConfigError sentence per bad key."""
+        objectives_cfg = cfg.get("objectives")
+        if not isinstance(objectives_cfg, Mapping) or not objectives_cfg:
+            raise ConfigError(
+                "key 'objectives' must map metric names to minimize/maximize, e.g. {val_acc: maximize}."
+            )
+        # `objectives.macs=null` drops an inherited objective.
+        objectives = tuple((str(m), d) for m, d in objectives_cfg.items() if d is not None)
+        if not objectives:
+            raise ConfigError("key 'objectives' sets every metric to null; keep at least one objective.")
+        trainer = TrainerSettings.from_mapping(cfg.get("trainer") or {})
+        sweep = cfg.get("sweep") or {}
+        return cls(
+            objectives=objectives,
+            constraints=_constraints(cfg.get("constraints")),
+            study=StudySettings.from_mapping(cfg.get("study")),
+            trainer=trainer,
+            fidelity=FidelitySettings.from_mapping(
+                sweep.get("fidelity") if isinstance(sweep, Mapping) else None
+            ),
+            tracking=TrackingSettings.from_mapping(cfg.get("tracking")),
+            export=ExportSettings.from_mapping(cfg.get("export")),
+            cost=CostSettings.from_mapping(cfg.get("cost")),
+            latency=LatencySettings.from_mapping(cfg.get("latency")),
+            seed=cfg.get("seed", 0),
+        )
+
+    @property
+    def metric_names(self) -> list[str]:
+        return [m for m, _ in self.objectives]
+
+    @property
+    def directions(self) -> list[str]:
+        return [d for _, d in self.objectives]
+
+    @property
+    def needs_training(self) -> bool:
+        return any(m in TRAINED_METRICS for m in self.metric_names) or any(
+            c.metric in TRAINED_METRICS for c in self.constraints
+        )
+
+    @property
+    def needs_latency(self) -> bool:
+        return "latency_ms" in self.metric_names or any(c.metric == "latency_ms" for c in self.constraints)
+
+    @property
+    def storage_url(self) -> str:
+        """The study storage URL: ``study.storage``, else SQLite beside the MLflow store."""
+        if self.study.storage:
+            return self.study.storage
+        return f"sqlite:///{(self.tracking.dir / 'optuna.db').resolve()}"
+
+    @property
+    def export_dir(self) -> Path:
+        return self.export.dir if self.export.dir is not None else Path("results") / self.study.name
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The settings in the config's layout (plain values), as logged with the study."""
+        return {
+            "objectives": dict(self.objectives),
+            "constraints": {c.metric: {"max": c.max, "min": c.min} for c in self.constraints},
+            "study": _plain(self.study),
+            "trainer": self.trainer.to_mapping(),
+            "sweep": {"fidelity": _plain(self.fidelity)},
+            "tracking": _plain(self.tracking),
+            "export": _plain(self.export),
+            "cost": _plain(self.cost),
+            "latency": _plain(self.latency),
+            "seed": self.seed,
+        }
+
+
+def _plain(settings: Any) -> dict[str, Any]:
+    out = dataclasses.asdict(settings)
+    return {
+        k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v for k, v in out.items()
+    }
+
+
+def _constraints(raw: Any) -> tuple[Constraint, ...]:
+    out = []
+    for metric, bound in (raw or {}).items():
+        metric = str(metric)
+        if bound is None:
+            continue
+        if not isinstance(bound, Mapping) or set(bound) - {"max", "min"}:
+            raise ConfigError(f"constraints.{metric} must be a mapping with 'max' and/or 'min'.")
+        lo, hi = bound.get("min"), bound.get("max")
+        if lo is None and hi is None:
+            if metric not in ALL_METRICS:
+                raise ConfigError(
+                    f"constraints.{metric} is not a known metric; allowed: {', '.join(ALL_METRICS)}."
+                )
+            continue
+        out.append(Constraint(metric, hi, lo))
+    return tuple(out)

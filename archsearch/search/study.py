@@ -1,0 +1,94 @@
+"""The study a search runs in: backends checked before any write, then created, resumed or joined."""
+
+from __future__ import annotations
+
+import optuna
+
+from archsearch.errors import ArchsearchError, ConfigError
+from archsearch.results.tracking import check_tracking_uri
+from archsearch.search.settings import SearchSettings
+from archsearch.search.storage import StorageLock, check_database_url, describe_url
+from archsearch.search.workers import budget, open_storage
+
+__all__ = ["check_backends", "finished_trials", "open_study", "quiet_libraries"]
+
+
+def check_backends(settings: SearchSettings) -> None:
+    """The study storage and the MLflow backend both answer; checked before either is written to.
+
+    Raises:
+        ConfigError: one sentence naming ``study.storage`` or ``tracking.uri`` and why.
+    """
+    check_database_url(settings.storage_url, "study.storage")
+    StorageLock(settings.storage_url)  # a backend workers cannot lock is refused here too
+    if settings.tracking.enabled:
+        check_tracking_uri(settings.tracking.resolved_uri)
+
+
+def open_study(
+    settings: SearchSettings,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    storage: optuna.storages.RDBStorage | None = None,
+) -> optuna.Study:
+    """Create or resume the study; an unreachable storage or other objectives are a ConfigError.
+
+    Args:
+        settings: the validated sweep settings.
+        sampler: the study's sampler (Optuna's default if None).
+        storage: an opened storage (:func:`archsearch.search.workers.open_storage`); by default
+            one is opened on ``settings.storage`` with the settings' heartbeats.
+    """
+    try:
+        if storage is None:
+            storage = open_storage(
+                settings.storage_url, settings.study.heartbeat_interval, settings.study.grace_period, None
+            )
+        study = optuna.create_study(
+            study_name=settings.study.name,
+            storage=storage,
+            sampler=sampler,
+            directions=settings.directions,  # type: ignore[arg-type]
+            load_if_exists=True,
+        )
+    except ValueError as exc:
+        raise ConfigError(
+            f"study {settings.study.name!r} in {describe_url(settings.storage_url)} exists with other "
+            f"objectives: {str(exc).splitlines()[0]}"
+        ) from None
+    except ArchsearchError:
+        raise
+    except Exception as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
+        raise ConfigError(
+            f"study.storage {describe_url(settings.storage_url)!r} cannot be opened ({reason[0]}); "
+            "check the URL, that the server runs and the database exists."
+        ) from None
+    stored = study.user_attrs.get("objectives")
+    if stored is not None and list(stored) != settings.metric_names:
+        raise ConfigError(
+            f"study {settings.study.name!r} was created with objectives {list(stored)}, not "
+            f"{settings.metric_names}; use another study.name."
+        )
+    return study
+
+
+def finished_trials(study: optuna.Study) -> int:
+    """Finished slots of ``study.n_trials``: complete, pruned or failed trials, a retried one once.
+
+    A trial whose worker died and that was retried counts once, through its retry (see
+    :mod:`archsearch.search.workers` for the budget rule).
+    """
+    return budget(study.get_trials(deepcopy=False), 0).finished
+
+
+def quiet_libraries() -> None:
+    """Our progress lines replace Optuna's per-trial logging and MLflow's schema messages."""
+    import logging
+    import warnings
+
+    import mlflow  # noqa: F401  (mlflow sets its loggers to INFO on import: import first, then quieten)
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    for name in ("mlflow", "alembic", "matplotlib"):
+        logging.getLogger(name).setLevel(logging.WARNING)

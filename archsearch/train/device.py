@@ -1,0 +1,64 @@
+"""Where and how the trainer's arithmetic runs: the device, the precision and the memory format.
+
+Both the fit loop and :func:`archsearch.train.evaluate.evaluate` resolve these the same way, so
+they live apart from either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+from torch import nn
+
+from archsearch.errors import ConfigError
+from archsearch.train.settings import DEVICE_NAMES
+
+__all__ = ["autocast", "model_memory_format", "resolve_device", "resolve_precision"]
+
+_AUTOCAST_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` = the first CUDA device if there is one, else the CPU; otherwise a torch device name.
+
+    Raises:
+        ConfigError: the name is not a device, or names CUDA on a machine without it.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"trainer.device is {name!r}; allowed: {DEVICE_NAMES}.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device is {name!r} but torch sees no CUDA device; use auto or cpu.")
+    return device
+
+
+def resolve_precision(choice: str, device: torch.device) -> str:
+    """``auto`` = fp16 on CUDA, fp32 elsewhere; otherwise ``choice`` (fp32, bf16 or fp16).
+
+    Raises:
+        ConfigError: fp16 on a device other than CUDA.
+    """
+    precision = ("fp16" if device.type == "cuda" else "fp32") if choice == "auto" else choice
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("trainer.precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU.")
+    return precision
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """A context that runs the forward pass in ``precision`` (a no-op for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=_AUTOCAST_DTYPE[precision])
+
+
+def model_memory_format(model: nn.Module) -> torch.memory_format:
+    """Channels-last if any 4-D weight is stored so (a 1x1 or single-input-channel kernel fits both)."""
+    for p in model.parameters():
+        if p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last):
+            return torch.channels_last
+    return torch.contiguous_format

@@ -1,0 +1,139 @@
+"""The public Python API: search, export and finalize from a notebook, with no Hydra anywhere."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import archsearch as A
+from archsearch.errors import ConfigError
+from archsearch.resources import ROOT
+
+#: Runs in a fresh interpreter, so nothing a test imported earlier can hide a hydra import.
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+
+    import numpy as np
+    import optuna
+
+    import archsearch as A
+    from archsearch.testing import FixedCostFit
+
+    tmp = Path(sys.argv[1])
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 1, 8, 8)).astype("float32")
+    y = (np.arange(240) % 4).astype("int64")
+    data = A.dataset_from_arrays("mine", x, y, test_x=x[:40], test_y=y[:40])
+    space = A.load_space("fire")
+    settings = A.SearchSettings(
+        study=A.StudySettings(name="api", n_trials=4),
+        trainer=A.TrainerSettings(epochs=2, batch_size=32, threads=1),
+        tracking=A.TrackingSettings(dir=tmp / "mlruns"),
+        export=A.ExportSettings(dir=tmp / "results", plots=False),
+        constraints=(A.Constraint("params", max=1e6),),
+    )
+    fit = FixedCostFit(seconds=0.0, epochs=2)
+    result = A.run_search(
+        space, data, settings, sampler=optuna.samplers.RandomSampler(seed=1),
+        storage=f"sqlite:///{tmp / 'own.db'}", fit_fn=fit,
+    )
+    again = A.export_study(result.study, tmp / "again", plots=False)
+    final = A.finalize_study(
+        result.study, data, settings=A.FinalizeSettings(epochs=3), trainer=settings.trainer,
+        tracking=settings.tracking, export=settings.export, fit_fn=fit,
+    )
+    print(json.dumps({
+        "hydra": sorted(m for m in sys.modules if m.split(".")[0] in ("hydra", "omegaconf")),
+        "trials": len(result.study.trials),
+        "members": result.members,
+        "files": sorted(result.files),
+        "again": sorted(again.files),
+        "final": [m.test_acc for m in final.members],
+        "stored": (tmp / "own.db").is_file(),
+    }, default=str))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def outcome(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("api")
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_search_export_and_finalize_run_without_hydra(outcome: dict) -> None:
+    assert outcome["hydra"] == []
+    assert outcome["trials"] == 4 and outcome["stored"]
+    assert {"csv", "json"} <= set(outcome["files"]) and outcome["again"] == outcome["files"]
+    assert len(outcome["final"]) == len(outcome["members"]) >= 1
+
+
+def test_front_members_carry_spec_values_costs_weights_and_run(outcome: dict) -> None:
+    for member in outcome["members"]:
+        assert A.NetSpec.from_dict(member["spec"]).hash == member["spec_hash"]
+        assert set(member["values"]) == {"val_acc", "params", "macs"}
+        assert member["costs"]["params"] == member["values"]["params"]
+        assert member["mlflow_run_id"]
+        assert Path(member["weights"]).is_file()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: A.StudySettings(n_trials=0), "study.n_trials must be a positive integer, got 0"),
+        (lambda: A.CostSettings(batch_size=0), "cost.batch_size must be an integer >= 1, got 0"),
+        (lambda: A.LatencySettings(repeats=0), "latency.repeats must be an integer >= 1, got 0"),
+        (lambda: A.SearchSettings(objectives=(("speed", "maximize"),)), "objectives.speed is not a known"),
+        (lambda: A.Constraint("params", max=1, min=2), "constraints.params has min 2 > max 1"),
+        (lambda: A.TrackingSettings(log_weights="some"), "tracking.log_weights is 'some'"),
+        (
+            lambda: A.SearchSettings(
+                trainer=A.TrainerSettings(epochs=4), fidelity=A.FidelitySettings(enabled=True, rungs=(2, 5))
+            ),
+            r"sweep.fidelity.rungs must be null or increasing epochs in \[1, 4\)",
+        ),
+    ],
+)
+def test_settings_refuse_bad_values_on_construction(make: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make()  # type: ignore[operator]
+
+
+def test_settings_read_back_their_own_mapping() -> None:
+    settings = A.SearchSettings(
+        study=A.StudySettings(name="x", n_trials=7),
+        constraints=(A.Constraint("macs", max=1e6),),
+        fidelity=A.FidelitySettings(enabled=True, eta=2),
+    )
+    assert A.SearchSettings.from_mapping(settings.to_mapping()) == settings
+
+
+def test_unknown_keys_are_refused_with_the_allowed_ones() -> None:
+    with pytest.raises(ConfigError, match=r"latency has unknown key\(s\) repeat; allowed: batch_size"):
+        A.LatencySettings.from_mapping({"repeat": 3})
+
+
+def test_arrays_with_bad_labels_are_one_sentence() -> None:
+    import numpy as np
+
+    x = np.zeros((10, 8, 8), dtype="float32")
+    with pytest.raises(A.DataError, match=r"y must lie in 0\.\.2"):
+        A.dataset_from_arrays("bad", x, np.array([0, 1, 2, 3, 0, 1, 2, 0, 1, 2]), num_classes=3)
+    with pytest.raises(A.DataError, match="NaN or infinite"):
+        A.dataset_from_arrays("nan", np.full((10, 8, 8), np.nan), np.arange(10) % 2)
