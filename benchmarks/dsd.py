@@ -93,7 +93,7 @@ def main() -> None:
     started = time.perf_counter()
     gains: list[float] = []
     for seed in range(args.seeds):
-        data = load_dataset(cfg.data, seed=seed)
+        data = load_dataset(OmegaConf.to_container(cfg.data, resolve=True), seed=seed)  # type: ignore[arg-type]
         for name, params in NETS.items():
             spec = space.sample(optuna.trial.FixedTrial(params), data.shape, data.num_classes)
             accs = {}

@@ -23,6 +23,7 @@ import optuna
 from hydra import compose, initialize_config_dir
 
 import archsearch.results.export
+from archsearch.cli.config import plain
 from archsearch.cli.main import run_sweep
 from archsearch.data.datasets import load_dataset
 from archsearch.resources import CONF_DIR
@@ -103,7 +104,7 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 40
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        data_cfg = compose("config").data
+        data_cfg = plain(compose("config").data)
     data = load_dataset(data_cfg)
     shape, classes = tuple(data.shape), int(data.num_classes)
     bare, full, export, bare_cpu, full_cpu = [], [], [], [], []
