@@ -24,6 +24,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+import archsearch.cli  # noqa: F401  (registers the typed settings' defaults with Hydra)
 from archsearch.data.datasets import load_dataset
 from archsearch.net.model import build, count_params
 from archsearch.resources import CONF_DIR

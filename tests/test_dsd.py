@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
 from torch import nn
 
 from archsearch.data.datasets import load_dataset
@@ -144,6 +143,11 @@ def test_bad_dsd_settings_are_one_sentence(dsd: dict[str, Any], epochs: int, mes
 
 
 def test_dsd_block_of_the_default_config_is_the_default_and_absent_means_off() -> None:
-    raw = yaml.safe_load((CONF_DIR / "trainer" / "default.yaml").read_text())
+    from hydra import compose, initialize_config_dir
+
+    from archsearch.cli.config import plain
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        raw = plain(compose("config").trainer)
     assert DsdSettings.from_mapping(raw["dsd"]) == DsdSettings()
     assert DsdSettings.from_mapping(None) == DsdSettings() and not DsdSettings().enabled

@@ -46,9 +46,13 @@ def digits_net(seed: int = 0, num_classes: int = 4) -> nn.Module:
 
 
 def trainer_yaml(name: str = "default") -> dict[str, Any]:
-    raw = yaml.safe_load((CONF_DIR / "trainer" / f"{name}.yaml").read_text())
-    assert isinstance(raw, dict)
-    return raw
+    """The ``trainer=NAME`` block as the command line composes it (defaults included)."""
+    from hydra import compose, initialize_config_dir
+
+    from archsearch.cli.config import plain
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return plain(compose("config", overrides=[f"trainer={name}"]).trainer)
 
 
 def raw_trainer(**overrides: Any) -> dict[str, Any]:
@@ -435,7 +439,9 @@ def test_fire_mnist_reaches_80_percent_on_10k_fashion_mnist_images_in_two_epochs
     assert result.val_acc_last >= 0.80
 
 
-def test_settings_defaults_are_those_of_the_default_trainer_config() -> None:
+def test_the_composed_default_trainer_is_the_settings_defaults() -> None:
+    # conf/trainer/default.yaml holds no values: Hydra gets them from TrainerSettings itself.
+    assert "epochs" not in yaml.safe_load((CONF_DIR / "trainer" / "default.yaml").read_text())
     assert TrainerSettings.from_mapping(trainer_yaml()) == TrainerSettings()
 
 
@@ -443,7 +449,6 @@ def test_the_other_shipped_trainer_configs_parse() -> None:
     adamw = TrainerSettings.from_mapping(trainer_yaml("adamw"))
     assert adamw.optimizer.target == "torch.optim.AdamW"
     # long.yaml is a Hydra defaults list on top of default.yaml; its own keys lie over the defaults.
-    long = {k: v for k, v in trainer_yaml("long").items() if k != "defaults"}
-    assert TrainerSettings.from_mapping({**trainer_yaml(), **long}) == dataclasses.replace(
+    assert TrainerSettings.from_mapping(trainer_yaml("long")) == dataclasses.replace(
         TrainerSettings(), epochs=30, augment=True
     )
