@@ -7,7 +7,9 @@ Run at the end of every sweep, and on demand with
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -18,8 +20,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from archsearch.pareto import hypervolume, non_dominated
-from archsearch.results.front import completed_feasible, front_trials, objective_directions
+from archsearch.pareto import REFERENCE, hypervolume, non_dominated
+from archsearch.results.front import accuracy_axis, completed_feasible, front_trials, objective_directions
+from archsearch.search.commands import fill_config
 
 __all__ = [
     "FINALIZED_PREFIX",
@@ -27,12 +30,15 @@ __all__ = [
     "export_study",
     "finalized_front",
     "finalized_results",
+    "net_path",
 ]
 
 ACCURACY_KEYS = ("val_acc", "test_acc")
 #: archsearch.search.finalize keeps trial N's retrained results in the study user attr ``finalized:N``
 #: (one key per member, so workers finalizing at the same time never overwrite each other).
 FINALIZED_PREFIX = "finalized:"
+#: hypervolume.csv's value column, naming its scaling (``k``: the number of objectives).
+HYPERVOLUME_COLUMN = f"hypervolume (log10 costs; divided by {REFERENCE:g}^{{k}} so 1 = max)"
 
 
 @dataclass
@@ -100,15 +106,34 @@ def finalized_front(study: optuna.Study) -> list[FrozenTrial] | None:
     return sorted((finalized[i] for i in idx), key=lambda t: t.number)
 
 
+def _umask() -> int:
+    # The umask can only be read by setting it; it is put back at once.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a renamed temporary file, with the mode ``open`` would give.
+
+    ``mkstemp`` creates its file 0600 whatever the umask; without the chmod every export file
+    would be private while the plots beside it, written directly, follow the umask.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
+    with os.fdopen(fd, "w", newline="") as fh:
         fh.write(text)
+    os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
 
 
-def _row(t: FrozenTrial, names: list[str], net_path: Path | None, rerun: str) -> dict[str, Any]:
+def net_path(directory: str | Path, trial: FrozenTrial) -> Path:
+    """Where the export in ``directory`` puts ``trial``'s net YAML (absolute)."""
+    name = f"trial_{trial.number:04d}_{trial.user_attrs.get('spec_hash', '')}.yaml"
+    return Path(directory).resolve() / "nets" / name
+
+
+def _row(t: FrozenTrial, names: list[str], net_file: Path | None, rerun: str) -> dict[str, Any]:
     row: dict[str, Any] = {"trial": t.number}
     values = t.values or []
     for name, value in zip(names, values, strict=False):
@@ -130,8 +155,8 @@ def _row(t: FrozenTrial, names: list[str], net_path: Path | None, rerun: str) ->
     for key, value in (t.user_attrs.get("costs") or {}).items():
         row.setdefault(key, value)
     row["spec_hash"] = t.user_attrs.get("spec_hash", "")
-    row["config"] = str(net_path) if net_path is not None else ""
-    row["retrain"] = rerun.format(config=net_path) if net_path is not None and rerun else ""
+    row["config"] = str(net_file) if net_file is not None else ""
+    row["retrain"] = fill_config(rerun, net_file) if net_file is not None and rerun else ""
     row["mlflow_run_id"] = t.user_attrs.get("mlflow_run_id", "")
     return row
 
@@ -164,18 +189,17 @@ def export_study(
     rerun = str(study.user_attrs.get("retrain_command", ""))
     files: dict[str, Path] = {}
 
-    nets = out.resolve() / "nets"
     rows = []
     for t in front:
         spec = t.user_attrs.get("spec")
-        net_path = None
+        net_file = None
         if isinstance(spec, dict):
-            net_path = nets / f"trial_{t.number:04d}_{t.user_attrs.get('spec_hash', '')}.yaml"
+            net_file = net_path(out, t)
             header = f"# archsearch study {study.study_name!r}, trial {t.number}\n"
             if rerun:
-                header += f"# retrain: {rerun.format(config=net_path)}\n"
-            _atomic_write(net_path, header + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None))
-        rows.append(_row(t, names, net_path, rerun))
+                header += f"# retrain: {fill_config(rerun, net_file)}\n"
+            _atomic_write(net_file, header + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None))
+        rows.append(_row(t, names, net_file, rerun))
 
     columns: list[str] = []
     for r in rows:
@@ -183,17 +207,18 @@ def export_study(
     if not columns:
         columns = ["trial", *names, "spec_hash", "config"]
     csv_path = out / "pareto.csv"
-    with tempfile.NamedTemporaryFile("w", dir=out, delete=False, newline="", suffix=".tmp") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(fh.name, csv_path)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    _atomic_write(csv_path, table.getvalue())
     files["csv"] = csv_path
     json_path = out / "pareto.json"
     payload = {
         "study": study.study_name,
         "objectives": [{"metric": n, "direction": d} for n, d in zip(names, directions, strict=True)],
         "finalized": finalized is not None,
+        "finalize_command": study.user_attrs.get("finalize_command", ""),
         "front": rows,
     }
     _atomic_write(json_path, json.dumps(payload, indent=2, default=str))
@@ -203,24 +228,35 @@ def export_study(
     hv_path = out / "hypervolume.csv"
     _atomic_write(
         hv_path,
-        "trial,hypervolume\n" + "".join(f"{n},{hv:.6g}\n" for n, hv in history),
+        f"trial,{HYPERVOLUME_COLUMN.format(k=len(names))}\n"
+        + "".join(f"{n},{hv:.6g}\n" for n, hv in history),
     )
     files["hypervolume_csv"] = hv_path
     if plots:
         from archsearch.results import plots as P
 
-        files.update(P.plot_front(study, front, names, directions, out))
-        files.update(P.plot_hypervolume(history, out))
+        commands = {r["trial"]: r["retrain"] for r in rows}
+        files.update(P.plot_front(study, front, names, directions, out, commands=commands))
+        files.update(P.plot_hypervolume(history, out, len(names)))
     return ExportResult(directory=out, front=front, files=files)
 
 
 def hypervolume_history(study: optuna.Study) -> list[tuple[int, float]]:
-    """(trial number, hypervolume of the feasible front so far), normalised over the whole study."""
+    """(trial number, hypervolume of the feasible front so far) as a fraction of its maximum.
+
+    Measured on the front plot's axes: accuracy linear, every cost objective as log10 (when all
+    its values are positive), each min-max normalised over the whole study. The reference point
+    is :data:`~archsearch.pareto.REFERENCE` per axis, so the raw value reaches
+    ``REFERENCE ** k`` for ``k`` objectives; it is divided by that, so 1 is the whole box.
+    """
     trials = sorted(completed_feasible(study), key=lambda t: t.number)
     if not trials:
         return []
     directions = objective_directions(study)
-    cols = list(zip(*(t.values for t in trials), strict=True))
+    names = objective_names(study)
+    cost = [n != accuracy_axis(names) and all(t.values[i] > 0 for t in trials) for i, n in enumerate(names)]
+    points = [[math.log10(v) if c else v for v, c in zip(t.values, cost, strict=True)] for t in trials]
+    cols = list(zip(*points, strict=True))
     lower = [min(c) for c in cols]
     upper = [max(c) for c in cols]
     for i, d in enumerate(directions):
@@ -229,10 +265,11 @@ def hypervolume_history(study: optuna.Study) -> list[tuple[int, float]]:
             lower[i], upper[i] = 0.0, 1.0
     history = []
     front: list[Sequence[float]] = []
-    for t in trials:
-        candidates = [*front, t.values]
+    scale = REFERENCE ** len(directions)
+    for t, p in zip(trials, points, strict=True):
+        candidates = [*front, p]
         front = [candidates[i] for i in non_dominated(candidates, directions)]
-        history.append((t.number, hypervolume(front, directions, lower, upper)))
+        history.append((t.number, hypervolume(front, directions, lower, upper) / scale))
     return history
 
 

@@ -7,13 +7,19 @@ neither has to import the other for it.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.pareto import non_dominated
 
-__all__ = ["completed_feasible", "front_trials", "objective_directions"]
+__all__ = ["accuracy_axis", "completed_feasible", "front_trials", "objective_directions"]
+
+
+def accuracy_axis(names: Sequence[str]) -> str:
+    """The accuracy-like objective plotted on a linear y axis; every other one is a cost on a log axis."""
+    return "val_acc" if "val_acc" in names else names[0]
 
 
 def objective_directions(study: optuna.Study) -> list[str]:

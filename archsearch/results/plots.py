@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial
 
-from archsearch.results.front import completed_feasible
+from archsearch.pareto import REFERENCE
+from archsearch.results.front import accuracy_axis, completed_feasible
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -21,7 +22,7 @@ _COST_AXES = ("params", "macs")
 
 def _axes(names: Sequence[str]) -> tuple[str, list[str]]:
     """The accuracy-like objective for y, and the cost metrics for x (params and MACs always)."""
-    y = "val_acc" if "val_acc" in names else names[0]
+    y = accuracy_axis(names)
     xs = list(_COST_AXES) + [n for n in names if n != y and n not in _COST_AXES]
     return y, xs
 
@@ -75,8 +76,14 @@ def plot_front(
     names: Sequence[str],
     directions: Sequence[str],
     out: Path,
+    *,
+    commands: Mapping[int, str] | None = None,
 ) -> dict[str, Path]:
-    """Write pareto.png and pareto.html: front members highlighted, dominated trials grey."""
+    """Write pareto.png and pareto.html: front members highlighted, dominated trials grey.
+
+    Hovering over a point of the HTML shows every objective, the spec hash and, for a front
+    member, the command that retrains it (``commands``: trial number -> command).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,8 +95,9 @@ def plot_front(
     on_front = {t.number for t in front}
     fig, axes = plt.subplots(1, len(xs), figsize=(5.5 * len(xs), 4.2), squeeze=False)
     pfig = make_subplots(rows=1, cols=len(xs), subplot_titles=[f"{y} vs {x}" for x in xs])
+    hover = {t.number: _hover(t, names, (commands or {}).get(t.number, "")) for t in trials}
     for col, x in enumerate(xs):
-        _draw_points(axes[0][col], pfig, col, trials, on_front, names, x, y)
+        _draw_points(axes[0][col], pfig, col, trials, on_front, hover, (names, x, y))
         _draw_staircase(axes[0][col], pfig, col, trials, names, x, y)
         _label_panel(axes[0][col], pfig, col, x, y)
     axes[0][0].legend()
@@ -108,19 +116,32 @@ def plot_front(
     return {"png": png, "html": html}
 
 
+def _hover(t: FrozenTrial, names: Sequence[str], command: str) -> str:
+    """A point's hover text: trial, every objective, the spec hash and its retrain command."""
+    import html
+
+    lines = [f"<b>trial {t.number}</b>"]
+    for name, value in zip(names, t.values or [], strict=False):
+        lines.append(f"{name} = {value:.4f}" if name.endswith("acc") else f"{name} = {value:,.6g}")
+    lines.append(f"spec hash {t.user_attrs.get('spec_hash', '')}")
+    if command:
+        lines.append(f"retrain: {html.escape(command)}")
+    return "<br>".join(lines)
+
+
 def _draw_points(
     ax: Axes,
     pfig: Any,
     col: int,
     trials: Sequence[FrozenTrial],
     on_front: set[int],
-    names: Sequence[str],
-    x: str,
-    y: str,
+    hover: Mapping[int, str],
+    axes: tuple[Sequence[str], str, str],
 ) -> None:
     """Scatter the trials' (x, y) on one panel of both figures: front members red, the rest grey."""
     import plotly.graph_objects as go
 
+    names, x, y = axes
     for member, colour, label in ((False, "#b0b0b0", "dominated"), (True, "#d62728", "Pareto front")):
         pts = [
             (vx, vy, t.number)
@@ -142,8 +163,8 @@ def _draw_points(
                 legendgroup=label,
                 showlegend=col == 0,
                 marker={"color": colour, "size": 9 if member else 6},
-                text=[f"trial {n}" for n in pn],
-                hovertemplate=f"%{{text}}<br>{x}=%{{x:,.0f}}<br>{y}=%{{y:.4f}}<extra></extra>",
+                text=[hover[n] for n in pn],
+                hovertemplate="%{text}<extra></extra>",
             ),
             row=1,
             col=col + 1,
@@ -191,8 +212,12 @@ def _label_panel(ax: Axes, pfig: Any, col: int, x: str, y: str) -> None:
     pfig.update_yaxes(title_text=y, row=1, col=col + 1)
 
 
-def plot_hypervolume(history: Sequence[tuple[int, float]], out: Path) -> dict[str, Path]:
-    """Write hypervolume.png: the normalised hypervolume of the front after each trial."""
+def plot_hypervolume(history: Sequence[tuple[int, float]], out: Path, k: int) -> dict[str, Path]:
+    """Write hypervolume.png: the hypervolume of the front after each trial, 1 at most.
+
+    ``history`` is :func:`archsearch.results.export.hypervolume_history` of a study with ``k``
+    objectives: already divided by the reference box's volume, 1.1^k.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -203,7 +228,8 @@ def plot_hypervolume(history: Sequence[tuple[int, float]], out: Path) -> dict[st
         n, hv = zip(*history, strict=True)
         ax.step(n, hv, where="post")
     ax.set_xlabel("trial")
-    ax.set_ylabel("hypervolume (normalised)")
+    ax.set_ylabel(f"hypervolume / {REFERENCE:g}^{k} (1 = max)")
+    ax.set_ylim(0.0, 1.0)
     ax.grid(alpha=0.3)
     fig.subplots_adjust(left=0.15, right=0.97, bottom=0.14, top=0.95)
     path = out / "hypervolume.png"

@@ -1,0 +1,88 @@
+"""Bring a front's weights back from MLflow into an export directory.
+
+A sweep keeps each front member's weights in ``<export dir>/weights/`` and logs them as the
+``weights/`` artifact of the member's MLflow run (the finalize run's for a finalized member).
+``python -m archsearch.export`` rebuilds tables, nets and plots from the study storage alone;
+this restores the weights too, from the tracking backend, when it can be reached.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from optuna.trial import FrozenTrial
+
+__all__ = ["RestoredWeights", "restore_weights"]
+
+
+@dataclass
+class RestoredWeights:
+    """What :func:`restore_weights` did: files written, and one reason per member it could not."""
+
+    restored: dict[int, Path] = field(default_factory=dict)
+    missing: dict[int, str] = field(default_factory=dict)
+
+
+def restore_weights(front: Sequence[FrozenTrial], out_dir: str | Path, tracking_uri: str) -> RestoredWeights:
+    """Download each front member's weights artifact into ``out_dir/weights/``.
+
+    Args:
+        front: the exported front (its trials' ``weights`` path names the file; the run is
+            ``finalize_run_id`` for a finalized member, else ``mlflow_run_id``).
+        out_dir: the export directory.
+        tracking_uri: the MLflow tracking URI ("" when tracking is off).
+
+    Returns:
+        The files restored and, per member left out, why.
+    """
+    result = RestoredWeights()
+    unreachable = _unreachable(tracking_uri)
+    target = Path(out_dir) / "weights"
+    for t in front:
+        name = Path(str(t.user_attrs.get("weights") or "")).name
+        run_id = str(t.user_attrs.get("finalize_run_id") or t.user_attrs.get("mlflow_run_id") or "")
+        if not name:
+            result.missing[t.number] = "its weights were not kept (tracking.log_weights=none)"
+        elif not run_id:
+            result.missing[t.number] = "it has no MLflow run"
+        elif unreachable:
+            result.missing[t.number] = unreachable
+        else:
+            reason = _download(tracking_uri, run_id, name, target)
+            if reason:
+                result.missing[t.number] = reason
+            else:
+                result.restored[t.number] = target / name
+    return result
+
+
+def _unreachable(tracking_uri: str) -> str:
+    """Why the backend cannot be asked ("" when it may be)."""
+    if not tracking_uri:
+        return "tracking is off, so there is no MLflow run to restore it from"
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///") :]).is_file():
+        return f"the MLflow store {tracking_uri} does not exist (set tracking.dir or tracking.uri)"
+    return ""
+
+
+def _download(tracking_uri: str, run_id: str, name: str, target: Path) -> str:
+    """Fetch ``weights/<name>`` of ``run_id`` into ``target``; "" on success, else why not."""
+    import mlflow
+
+    target.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Downloaded beside the target and renamed, so a reader never sees half a file.
+    with tempfile.TemporaryDirectory(dir=target, prefix=".restore.") as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=f"weights/{name}", dst_path=tmp, tracking_uri=tracking_uri
+            )
+        except Exception as exc:  # MLflow raises many kinds; each is reported, not fatal
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            return f"run {run_id} has no weights/{name} artifact ({first})"
+        os.replace(local, target / name)
+    return ""

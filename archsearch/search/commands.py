@@ -1,0 +1,188 @@
+"""The commands a sweep prints to retrain its networks as they were trained.
+
+A trial is shaped by its network, the data split (dataset, its keys, the seed that draws the
+validation split and the subset), every trainer setting and the seed of weight initialisation
+and shuffling. The commands carry each of these that differs from what the CLI would compose by
+default, so the same seed gives the same per-epoch curve. They name the interpreter the sweep
+ran with and absolute paths, every word shell-quoted, so a command pasted into a shell works
+from any directory: a relative ``model_file`` would resolve against the new working directory.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from archsearch.errors import ConfigError
+from archsearch.search.settings import SearchSettings
+from archsearch.search.storage import describe_url
+from archsearch.train.settings import TrainerSettings
+
+__all__ = ["CONFIG", "fill_config", "finalize_command", "retrain_command"]
+
+#: Stands for a member's net YAML in a stored retrain command (see :func:`fill_config`).
+CONFIG = "{config}"
+
+# A string Hydra reads back as that same string without quotes (not a number, flag or null).
+_BARE = re.compile(r"[A-Za-z_~/][\w./~:+-]*")
+_KEYWORDS = {"null", "true", "false", "inf", "nan"}
+
+
+def fill_config(command: str, config: str | Path) -> str:
+    """``command`` with its ``model_file={config}`` word naming the net YAML ``config``.
+
+    The path is quoted for Hydra and then for the shell, so spaces and quotes in it survive.
+    """
+    word = f"model_file={CONFIG}"
+    return command.replace(word, shlex.quote(_override("model_file", str(config))))
+
+
+def retrain_command(
+    settings: SearchSettings, data_config: Mapping[str, Any] | None, data_name: str = ""
+) -> str:
+    """The command that retrains one exported net exactly as its trial was trained.
+
+    Args:
+        settings: the search's settings (trainer, seed).
+        data_config: the ``data`` mapping the dataset was loaded from with ``seed``
+            (:func:`archsearch.data.datasets.load_dataset`); None when it is not known.
+        data_name: the ``data=`` config to start from (``data_config["name"]`` when empty).
+
+    Returns:
+        The command with ``{config}`` standing for the net YAML, or "" when the data cannot
+        be named on the command line (no config, e.g. a dataset built from arrays).
+    """
+    data = _data_overrides(data_config, data_name)
+    if data is None:
+        return ""
+    trainer = _trainer_overrides(settings.trainer, TrainerSettings())
+    words = [sys.executable, "-m", "archsearch"]
+    return _join(words) + f" model_file={CONFIG} " + _join([*data, *trainer, f"seed={settings.seed}"])
+
+
+def finalize_command(
+    settings: SearchSettings, data_config: Mapping[str, Any] | None, data_name: str = ""
+) -> str:
+    """The command that retrains the whole front at full fidelity and scores it on test.
+
+    ``python -m archsearch.finalize`` with the study's storage (password masked), tracking,
+    export directory, data (its ``subset`` dropped: finalizing trains on the full split), the
+    trainer keys of the search except ``epochs`` (``finalize.epochs`` sets those) and the seed.
+    "" when the data cannot be named on the command line.
+    """
+    if data_config is None:
+        return ""
+    data = _data_overrides({k: v for k, v in data_config.items() if k != "subset"}, data_name)
+    if data is None:
+        return ""
+    tracking = settings.tracking
+    trainer = [
+        w
+        for w in _trainer_overrides(settings.trainer, TrainerSettings())
+        if not w.startswith(("trainer.epochs=", "trainer.threads="))
+    ]
+    words = [
+        sys.executable,
+        "-m",
+        "archsearch.finalize",
+        _override("study.name", settings.study.name),
+        _override("study.storage", describe_url(settings.storage_url)),
+        _override("tracking.dir", str(tracking.dir.resolve())),
+        *([_override("tracking.uri", tracking.uri)] if tracking.uri else []),
+        *([] if tracking.enabled else ["tracking.enabled=false"]),
+        _override("export.dir", str(settings.export_dir.resolve())),
+        *data,
+        # conf/finalize.yaml sets its own thread count, so the search's is always stated.
+        _override("trainer.threads", settings.trainer.threads),
+        *trainer,
+        f"seed={settings.seed}",
+    ]
+    return _join(words)
+
+
+def _join(words: list[str]) -> str:
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _data_overrides(data_config: Mapping[str, Any] | None, data_name: str) -> list[str] | None:
+    """``data=NAME`` and every key that differs from that config file, or None if unnameable."""
+    from archsearch.resources import find_config
+
+    if data_config is None:
+        return None
+    name = data_name or str(data_config.get("name", ""))
+    try:
+        default = _load_yaml(find_config("data", name)) if name else None
+    except ConfigError:
+        default = None
+    if default is None:
+        return None
+    given, base = dict(_flat(dict(data_config))), dict(_flat(default))
+    for flat in (given, base):
+        if isinstance(flat.get("dir"), str):
+            # Resolved now: the command may be run from another directory.
+            flat["dir"] = str(Path(flat["dir"]).expanduser().resolve())
+    # A key the config file lacks must be added (``+``): Hydra refuses to override a missing key.
+    changed = [
+        _override(f"{'' if k in base else '+'}data.{k}", v)
+        for k, v in given.items()
+        if base.get(k, given) != v
+    ]
+    return [f"data={name}", *changed]
+
+
+def _trainer_overrides(trainer: TrainerSettings, default: TrainerSettings) -> list[str]:
+    """``trainer.KEY=VALUE`` for every trainer setting that differs from ``default``."""
+    ours, base = trainer.to_mapping(), default.to_mapping()
+    words = []
+    opt, base_opt = ours.pop("optimizer"), base.pop("optimizer")
+    if opt["_target_"] != base_opt["_target_"] or set(opt) != set(base_opt):
+        # Another optimizer takes other arguments: the default's block is dropped, not merged into.
+        words += ["~trainer.optimizer", _override("+trainer.optimizer", opt)]
+    else:
+        ours["optimizer"] = opt
+        base["optimizer"] = base_opt
+    base_flat = dict(_flat(base))
+    words += [_override(f"trainer.{k}", v) for k, v in _flat(ours) if base_flat.get(k, object()) != v]
+    return words
+
+
+def _flat(mapping: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in mapping.items():
+        if isinstance(value, Mapping) and value:
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _override(key: str, value: Any) -> str:
+    return f"{key}={_hydra_value(value)}"
+
+
+def _hydra_value(value: Any) -> str:
+    """``value`` in Hydra's override grammar, read back as the same value and type."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{k}:{_hydra_value(v)}" for k, v in value.items()) + "}"
+    text = str(value)
+    if _BARE.fullmatch(text) and text.lower() not in _KEYWORDS:
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    loaded = yaml.safe_load(path.read_text()) or {}
+    return {k: v for k, v in loaded.items() if k != "defaults"} if isinstance(loaded, dict) else {}
