@@ -15,7 +15,7 @@ from typing import Any
 
 from archsearch.errors import ConfigError
 
-__all__ = ["STUDY_TAG", "Tracker", "check_tracking_uri", "resolve_tracking_uri"]
+__all__ = ["STUDY_TAG", "Tracker", "check_tracking_uri", "resolve_tracking_uri", "runs_view_url"]
 
 STUDY_TAG = "archsearch.study"
 ROLE_TAG = "archsearch.role"
@@ -24,6 +24,11 @@ TRIAL_TAG = "archsearch.trial"
 HEALTH_TIMEOUT_S = 10
 #: MLflow backends that are a database MLflow opens itself (artifacts then go to ``artifact_dir``).
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+#: Where ``mlflow ui`` serves when given no ``--host``/``--port``.
+LOCAL_UI = "http://127.0.0.1:5000"
+#: MLflow 3's UI opens an experiment on its GenAI traces page unless the experiment says it
+#: holds model training; with this tag it opens on the runs table.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def resolve_tracking_uri(uri: str | None, directory: str | Path = "mlruns") -> str:
@@ -37,6 +42,16 @@ def resolve_tracking_uri(uri: str | None, directory: str | Path = "mlruns") -> s
     if "://" not in text and not text.startswith("sqlite:"):
         return f"sqlite:///{Path(text).resolve()}"
     return text
+
+
+def runs_view_url(tracking_uri: str, experiment_id: str) -> str:
+    """The MLflow UI page of an experiment's runs table (its ``/runs`` tab).
+
+    A tracking server serves the UI itself; a database backend is read by ``mlflow ui``,
+    which serves on :data:`LOCAL_UI` by default.
+    """
+    base = tracking_uri.rstrip("/") if _scheme(tracking_uri) in ("http", "https") else LOCAL_UI
+    return f"{base}/#/experiments/{experiment_id}/runs"
 
 
 def _scheme(uri: str) -> str:
@@ -119,7 +134,7 @@ class Tracker:
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
-        from archsearch.search.storage import engine_url, sqlite_sync_normal, use_wal
+        from archsearch.search.storage import sqlite_sync_normal, use_wal
 
         sqlite_sync_normal()
 
@@ -133,7 +148,7 @@ class Tracker:
         # Our own progress lines say where runs are; MLflow would print two URLs per trial
         # (and fetch the run again to build them).
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-        self._client = MlflowClient(tracking_uri=engine_url(uri))
+        self._client = MlflowClient(tracking_uri=uri)
         try:
             found = self._client.get_experiment_by_name(experiment)
             if found is None:
@@ -142,7 +157,7 @@ class Tracker:
                     location = Path(artifact_dir).resolve().as_uri()
                 try:
                     self.experiment_id = self._client.create_experiment(
-                        experiment, artifact_location=location
+                        experiment, artifact_location=location, tags=EXPERIMENT_KIND
                     )
                 except MlflowException:
                     # Another worker created it between our lookup and create.
@@ -152,6 +167,9 @@ class Tracker:
                     self.experiment_id = again.experiment_id
             else:
                 self.experiment_id = found.experiment_id
+                if not set(EXPERIMENT_KIND) <= set(found.tags):  # made before archsearch tagged it
+                    for key, value in EXPERIMENT_KIND.items():
+                        self._client.set_experiment_tag(self.experiment_id, key, value)
         except MlflowException as exc:
             raise ConfigError(
                 f"tracking.uri {uri!r} is not a usable MLflow backend: {str(exc).splitlines()[0]}"
@@ -304,10 +322,16 @@ class Tracker:
         *,
         metrics: Mapping[str, float] | None = None,
         tags: Mapping[str, str] | None = None,
+        step: int = 0,
     ) -> None:
-        """Log the last metrics and tags, then close a child run: FINISHED, FAILED or KILLED."""
+        """Log the last metrics and tags, then close a child run: FINISHED, FAILED or KILLED.
+
+        Args:
+            step: the metric step of ``metrics``; a metric also logged per epoch must not be
+                logged again here at another step, or its chart gains a point no epoch made.
+        """
         if self.enabled and run_id:
-            self.log(run_id, metrics=metrics, tags=tags)
+            self.log(run_id, metrics=metrics, tags=tags, step=step)
             self._client.set_terminated(run_id, status=status)
 
     def trial_runs(self, study_name: str) -> dict[int, str]:

@@ -202,21 +202,27 @@ class Objective:
         results: Mapping[str, Any],
         outcome: dict[str, Any],
     ) -> list[float]:
-        """Record a trained (or reused) trial: its results and state in one storage write."""
+        """Record a trained (or reused) trial: its results and state in one storage write.
+
+        The final values go to MLflow at the step of the trial's last epoch. A trained trial's
+        ``val_acc`` is not logged again: every epoch logged it, and the last epoch's value is the
+        final one. A reused trial trained no epoch here, so it logs the copied value once.
+        """
         for c in self.settings.constraints:
             if c.metric in TRAINED_METRICS and c.metric in metrics:
                 trial.set_constraint(c.name, c.violation(metrics[c.metric]))
         values = [float(metrics[m]) for m in self.settings.metric_names]
         set_user_attrs(trial, {**results, "state": "complete"})
         outcome.update(state="complete", **metrics)
+        final = {f"objective.{m}": v for m, v in zip(self.settings.metric_names, values, strict=True)}
+        if "reused_from" in results:
+            final.update({k: v for k, v in metrics.items() if k in TRAINED_METRICS})
         self.tracker.end_trial(
             run_id,
             "FINISHED",
-            metrics={
-                **{k: v for k, v in metrics.items() if k in TRAINED_METRICS},
-                **{f"objective.{m}": v for m, v in zip(self.settings.metric_names, values, strict=True)},
-            },
+            metrics=final,
             tags={"archsearch.state": "complete"},
+            step=int(results.get("epochs_done", 0)),
         )
         return values
 

@@ -67,26 +67,14 @@ def is_database_url(url: str) -> bool:
 
 
 def engine_url(url: str) -> str:
-    """``url`` with a database driver that is installed.
+    """``url`` unchanged: archsearch opens a database URL exactly as plain Optuna and MLflow do.
 
-    SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3; where only psycopg2 is
-    installed (this project's dependency), the URL is pointed at it instead.
+    A bare ``postgresql://`` URL means psycopg 3 to SQLAlchemy 2.1 (psycopg2 to 2.0); both
+    drivers are dependencies, so the URL a sweep accepts also opens the study in
+    ``optuna.load_study``, optuna-dashboard and an MLflow server. Rewriting it to whichever
+    driver happened to be installed made archsearch accept URLs those tools then refused.
+    Kept for callers that still pass URLs through it.
     """
-    import importlib.util
-
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
-        return url
-    if (
-        parsed.drivername == "postgresql"
-        and importlib.util.find_spec("psycopg") is None
-        and importlib.util.find_spec("psycopg2") is not None
-    ):
-        return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
     return url
 
 
@@ -135,7 +123,7 @@ def check_database_url(url: str, key: str) -> None:
     if backend in SERVER_BACKENDS:
         connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
     try:
-        engine = create_engine(engine_url(url), poolclass=NullPool, connect_args=connect_args)
+        engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
     except ModuleNotFoundError as exc:
         raise ConfigError(
             f"{key} {shown!r} needs the Python database driver {exc.name!r}, which is not installed."
@@ -327,7 +315,7 @@ class StorageLock:
         if self._engine is None:
             # Its own small pool: the lock's session must not be one Optuna is using.
             self._engine = create_engine(
-                engine_url(self.url),
+                self.url,
                 pool_size=1,
                 max_overflow=0,
                 pool_pre_ping=True,
