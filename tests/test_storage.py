@@ -49,3 +49,28 @@ def test_other_storages_get_the_public_calls() -> None:
     set_user_attrs(trial, ATTRS)
     set_user_attrs(trial, {})
     assert study.trials[0].user_attrs == ATTRS
+
+
+@pytest.mark.postgres
+def test_plain_optuna_opens_a_postgres_study_by_the_url_the_sweep_took(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The plain ``postgresql://`` URL a sweep accepts needs no driver suffix in Optuna's own tools."""
+    import uuid
+
+    from archsearch.cli.compose import compose_sweep
+    from archsearch.cli.main import run_sweep
+    from archsearch.testing import FixedCostFit
+
+    name = f"plain_{uuid.uuid4().hex[:8]}"
+    cfg = compose_sweep(
+        tmp_path,
+        f"study.storage={postgres_url}",
+        f"study.name={name}",
+        "study.n_trials=2",
+        "tracking.enabled=false",
+    )
+    run_sweep(cfg, fit_fn=FixedCostFit(seconds=0.0, epochs=1))
+    study = optuna.load_study(study_name=name, storage=postgres_url)
+    assert len(study.trials) == 2
+    assert study.metric_names == ["val_acc", "params", "macs"]

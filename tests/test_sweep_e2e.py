@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -63,14 +64,18 @@ def test_cli_sweep_writes_storage_mlflow_and_front(tmp_path: Path) -> None:
     for row in rows:
         spec = load_spec(row["config"])
         assert spec.hash == row["spec_hash"]
-        assert row["retrain"].startswith("python -m archsearch model_file=")
+        assert shlex.split(row["retrain"])[:4] == [
+            sys.executable,
+            "-m",
+            "archsearch",
+            f"model_file={row['config']}",
+        ]
 
     study = optuna.load_study(study_name="fire", storage=f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}")
     assert len(study.trials) == 4
 
-    # An exported member retrains with the documented one-line command.
-    retrain = rows[0]["retrain"].split()[3:]
-    again = cli(*retrain, "data.train_size=256", "data.test_size=64", cwd=tmp_path)
+    # An exported member retrains with its one-line command, which carries the data keys too.
+    again = cli(*shlex.split(rows[0]["retrain"])[3:], cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "val" in again.stdout.lower()
 

@@ -3,7 +3,7 @@
 The typed settings (``TrainerSettings``, ``TrackingSettings``, ``SearchSettings``' blocks,
 ``FinalizeSettings``) are the one source of defaults. Their values are stored in Hydra's
 ConfigStore under names the YAML files pull in through their defaults lists
-(``trainer/base``, ``tracking/base``, ``finalize/base``, ``archsearch_base`` and
+(``trainer/base``, ``tracking/base``, ``finalize/base``, ``sampler/tpe_base``, ``archsearch_base`` and
 ``archsearch_sweep_base``), so ``--cfg job`` shows every key and ``key=value`` overrides work
 without a ``+``.
 """
@@ -25,6 +25,7 @@ from archsearch.search.settings import (
     StudySettings,
     TrackingSettings,
 )
+from archsearch.search.sweep import DEFAULT_TPE
 from archsearch.train.settings import TrainerSettings
 
 __all__ = ["register_defaults"]
@@ -48,6 +49,11 @@ def register_defaults() -> None:
     store.store(group="trainer", name="base", node=TrainerSettings().to_mapping())
     store.store(group="tracking", name="base", node=_plain(TrackingSettings()))
     store.store(group="finalize", name="base", node=_plain(FinalizeSettings()))
+    store.store(
+        group="sampler",
+        name="tpe_base",
+        node={"_target_": "optuna.samplers.TPESampler", "seed": None, **DEFAULT_TPE},
+    )
     store.store(name="archsearch_base", node={"seed": 0, "cost": _plain(CostSettings())})
     store.store(
         name="archsearch_sweep_base",

@@ -44,8 +44,8 @@ def dispatch(cfg: DictConfig) -> Any:
         with open_dict(cfg):
             cfg.model = OmegaConf.create(spec.to_dict())
     if cfg.get("sweep") is not None:
-        return run_sweep(cfg)
-    return train(cfg)
+        return run_sweep(cfg, console=_console())
+    return train(cfg, console=_console())
 
 
 def _console() -> Any:
@@ -60,9 +60,11 @@ def run_sweep(cfg: DictConfig, *, console: Any = None, fit_fn: Callable[..., Any
 
     Args:
         cfg: the composed config (root config plus a ``sweep/`` config).
-        console: a ``rich.console.Console`` for progress (a wide one for pipes if None).
+        console: a ``rich.console.Console`` for progress (quiet if None; the command passes its own).
         fit_fn: replaces the trainer (tests); else ``sweep.fit`` or the real one.
     """
+    from rich.console import Console
+
     from archsearch.cli.config import sweep_plan
     from archsearch.data.datasets import load_dataset
     from archsearch.search.sweep import run_search
@@ -70,7 +72,7 @@ def run_sweep(cfg: DictConfig, *, console: Any = None, fit_fn: Callable[..., Any
     plan = sweep_plan(cfg)
     settings = plan.settings
     data = load_dataset(plan.data, seed=settings.seed)
-    console = console or _console()
+    console = console or Console(quiet=True)
     fit_fn = fit_fn or plan.fit_fn
     result = run_search(
         plan.space,
@@ -81,6 +83,7 @@ def run_sweep(cfg: DictConfig, *, console: Any = None, fit_fn: Callable[..., Any
         fit_fn=fit_fn,
         console=console,
         config_yaml=plan.config_yaml,
+        data_config=plan.data,
     )
     if plan.finalize is None:
         return result
@@ -106,6 +109,8 @@ def run_sweep(cfg: DictConfig, *, console: Any = None, fit_fn: Callable[..., Any
 
 def train(cfg: DictConfig, *, console: Any = None) -> Any:
     """No sweep: train ``model`` (or ``model_file``) on ``data`` with ``trainer`` and print it."""
+    from rich.console import Console
+
     from archsearch.cli.config import plain, trainer_settings
     from archsearch.data.datasets import load_dataset
     from archsearch.hardware.profile import HardwareProfile
@@ -129,7 +134,7 @@ def train(cfg: DictConfig, *, console: Any = None) -> Any:
         hardware=hardware,
         cost_batch_size=cost.batch_size,
         bytes_per_element=cost.bytes_per_element,
-        console=console or _console(),
+        console=console or Console(quiet=True),
     )
 
 

@@ -116,11 +116,43 @@ class SweepReporter:
             self.console.print(f"  {key:<16} {path}")
         self.console.print(f"  {'study storage':<16} {describe_url(storage)}")
         if tracking_uri:
+            from archsearch.results.tracking import runs_view_url
+
+            experiment = str(study.user_attrs.get("mlflow_experiment_id", ""))
+            # The experiment's runs table, not the GenAI traces page MLflow 3 may open first.
+            runs_url = runs_view_url(tracking_uri, experiment) if experiment else ""
+            if tracking_uri.startswith(("http://", "https://")):
+                self.console.print(f"review the runs at {runs_url or tracking_uri}", soft_wrap=True)
+            else:  # a database, which `mlflow ui` reads and serves
+                command = f"mlflow ui --backend-store-uri {describe_url(tracking_uri)}"
+                self.console.print(f"review the runs: [bold]{command}[/bold]", soft_wrap=True)
+                if runs_url:
+                    self.console.print(f"  then open the runs table at {runs_url}", soft_wrap=True)
+        if front:
+            self._print_retrain(study, exported)
+
+    def _print_retrain(self, study: optuna.Study, exported: ExportResult) -> None:
+        """The command retraining the first member as its trial was, and the full-fidelity one."""
+        from archsearch.results.export import net_path
+        from archsearch.search.commands import fill_config
+
+        command = str(study.user_attrs.get("retrain_command") or "")
+        member = exported.front[0]
+        if command:
+            # A real member's file, so the line can be pasted as it is; pareto.csv has them all.
+            path = net_path(exported.directory, member)
             self.console.print(
-                f"review the runs: [bold]mlflow ui --backend-store-uri {tracking_uri}[/bold]"
-                if tracking_uri.startswith("sqlite:")
-                else f"review the runs at {tracking_uri}"
+                f"retrain trial {member.number} as searched (pareto.csv's retrain column has them all):",
+                highlight=False,
             )
-        command = study.user_attrs.get("retrain_command")
-        if front and command:
-            self.console.print("retrain a member: " + str(command).format(config="<one of nets/*.yaml>"))
+            line = f"  {fill_config(command, path)}"
+            self.console.print(line, highlight=False, markup=False, soft_wrap=True)
+        else:
+            self.console.print(
+                "no retrain command: the search was given a dataset without the data config it was "
+                "loaded from (run_search(data_config=...)), so no command line can rebuild its split."
+            )
+        final = str(study.user_attrs.get("finalize_command") or "")
+        if final:
+            self.console.print("retrain the front at full fidelity and score test:", highlight=False)
+            self.console.print(f"  {final}", highlight=False, markup=False, soft_wrap=True)

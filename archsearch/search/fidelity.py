@@ -266,7 +266,9 @@ class SuccessiveHalving:
             "train_seconds": float(metrics.get("seconds", 0.0)),
         }
         set_user_attrs(trial, {**decision, **partial, "state": "pruned", "pruned_at_epoch": epoch})
-        tracker.log_metrics(run_id, {**partial, "pruned_at_epoch": float(epoch)})
+        # val_acc and val_acc_best are already in the run's history at this epoch's step.
+        done = {"epochs_done": float(epoch), "train_seconds": partial["train_seconds"]}
+        tracker.log_metrics(run_id, {**done, "pruned_at_epoch": float(epoch)}, step=epoch)
         tracker.set_tags(
             run_id,
             {

@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from archsearch.errors import ConfigError
 from archsearch.hardware.profile import HardwareProfile
 from archsearch.results.tracking import Tracker
+from archsearch.search.commands import finalize_command, retrain_command
 from archsearch.search.fidelity import RungInformedSampler, SuccessiveHalving
 from archsearch.search.objective import Objective, TrialFailed
 from archsearch.search.settings import SearchSettings
@@ -75,26 +76,27 @@ class SearchResult:
         ]
 
 
+#: archsearch's default sampler, TPE: the API's default and the CLI's ``sampler=tpe``.
+DEFAULT_TPE: dict[str, Any] = {
+    "n_startup_trials": 10,  # random trials before the model kicks in
+    "multivariate": True,
+    "group": True,  # conditional (depth-dependent) parameters are modelled per group
+    "constant_liar": True,  # parallel workers avoid proposing the same point
+}
+
+
 def default_sampler(seed: int) -> optuna.samplers.BaseSampler:
-    """Multivariate, constraint-aware TPE: archsearch's default (conf/sampler/tpe.yaml)."""
-    return optuna.samplers.TPESampler(
-        seed=seed, n_startup_trials=10, multivariate=True, group=True, constant_liar=True
-    )
+    """Multivariate, constraint-aware TPE (:data:`DEFAULT_TPE`), seeded."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, **DEFAULT_TPE)
 
 
 def grid_sampler(space: SearchSpace) -> SamplerFactory:
     """A grid over ``space`` that several workers share (each point is run once)."""
     return lambda seed: WorkerGridSampler(space.grid(), seed=seed)
-
-
-def retrain_command(settings: SearchSettings, data_name: str) -> str:
-    """The command that retrains one exported net as its trial was trained (``{config}`` = its file)."""
-    parts = ["python -m archsearch", "model_file={config}"]
-    if data_name:
-        parts.append(f"data={data_name}")
-    parts.append(f"trainer.epochs={settings.trainer.epochs}")
-    parts.append(f"seed={settings.seed}")
-    return " ".join(parts)
 
 
 def run_search(
@@ -109,6 +111,7 @@ def run_search(
     console: Any = None,
     config_yaml: str | None = None,
     data_name: str | None = None,
+    data_config: Mapping[str, Any] | None = None,
 ) -> SearchResult:
     """Run (or resume, or join) a search and export its front.
 
@@ -128,7 +131,9 @@ def run_search(
         console: a ``rich.console.Console`` for progress; a quiet one if None.
         config_yaml: the text logged as the study's config (the CLI's composed config); the
             settings as YAML when None.
-        data_name: the ``data=`` name put in the printed retrain command (``data.name`` if None).
+        data_name: the ``data=`` config the retrain commands start from (``data_config["name"]``).
+        data_config: the ``data`` mapping ``data`` was loaded from with ``settings.seed``; without
+            it (a dataset built from arrays, say) no retrain command is printed: none could work.
 
     Returns:
         The study, its front and the exported files.
@@ -156,7 +161,7 @@ def run_search(
         import yaml
 
         config_yaml = yaml.safe_dump(settings.to_mapping(), sort_keys=False)
-    name = data_name if data_name is not None else str(getattr(data, "name", ""))
+    name = data_name or str((data_config or {}).get("name", "")) or str(getattr(data, "name", ""))
     return _Run(
         settings=settings,
         space=space,
@@ -167,7 +172,8 @@ def run_search(
         config_yaml=config_yaml,
         fidelity=fidelity,
         storage=storage if isinstance(storage, optuna.storages.RDBStorage) else None,
-        retrain=retrain_command(settings, name),
+        retrain=retrain_command(settings, data_config, data_name or ""),
+        finalize=finalize_command(settings, data_config, data_name or ""),
         data_name=name,
     ).run(sampler)
 
@@ -205,6 +211,7 @@ class _Run:
     fidelity: SuccessiveHalving | None
     storage: optuna.storages.RDBStorage | None
     retrain: str
+    finalize: str
     data_name: str
     tracker: Tracker | None = None
 
@@ -221,6 +228,8 @@ class _Run:
             )
             study = open_study(settings, storage=storage)
             worker = self._register(study)
+            if "finalize_command" not in study.user_attrs:
+                study.set_user_attr("finalize_command", self.finalize)
             tracker = self.tracker = Tracker(
                 settings.tracking.resolved_uri,
                 experiment=f"archsearch/{settings.study.name}",
@@ -279,6 +288,9 @@ class _Run:
             study.set_user_attr("objectives", self.settings.metric_names)
             study.set_user_attr("space", self.space.name)
             study.set_user_attr("retrain_command", self.retrain)
+        # Names the objectives in Optuna's own tools (optuna-dashboard, plots) instead of "Objective 0".
+        if study.metric_names is None:
+            study.set_metric_names(list(self.settings.metric_names))
         worker = int(study.user_attrs.get(WORKERS_STARTED, 0))
         study.set_user_attr(WORKERS_STARTED, worker + 1)
         return worker
@@ -373,22 +385,32 @@ def _log_front(
     files: Mapping[str, Path],
     settings: SearchSettings,
 ) -> None:
-    """Tag Pareto members' runs, log their weights, and put the exports on the parent run."""
+    """Tag every completed trial's run ``archsearch.pareto`` true or false, log members' weights, put
+    the exports on the parent run, and keep the experiment id for the printed runs URL."""
     if not tracker.enabled:
         return
     on_front = {t.number for t in front}
-    # Only runs whose membership may have changed since the last export are touched.
     before = set(study.user_attrs.get("pareto_members", []))
+    # A tagged run keeps its tag until its membership changes (older studies tagged members only).
+    tagged = set(study.user_attrs.get("pareto_tagged", before))
+    changed = on_front ^ before
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         run_id = t.user_attrs.get("mlflow_run_id")
-        if not run_id or t.number not in on_front | before:
+        if not run_id or (t.number in tagged and t.number not in changed):
             continue
         member = t.number in on_front
         tracker.set_tags(run_id, {"archsearch.pareto": "true" if member else "false"})
+        tagged.add(t.number)
         weights = t.user_attrs.get("weights")
         if member and settings.tracking.log_weights == "pareto" and weights and Path(weights).is_file():
             tracker.log_artifact(run_id, weights, "weights")
-    study.set_user_attr("pareto_members", sorted(on_front))
+    for key, value in (
+        ("pareto_members", sorted(on_front)),
+        ("pareto_tagged", sorted(tagged)),
+        ("mlflow_experiment_id", tracker.experiment_id),
+    ):
+        if study.user_attrs.get(key) != value:
+            study.set_user_attr(key, value)
     for path in files.values():
         tracker.log_artifact(parent, path, "pareto")
     tracker.log_metrics(parent, {"front_size": float(len(front)), "trials": float(finished_trials(study))})
