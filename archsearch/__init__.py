@@ -40,6 +40,7 @@ _HOMES = {
     "Dataset": "archsearch.data.datasets",
     "load_dataset": "archsearch.data.datasets",
     "dataset_from_arrays": "archsearch.data.arrays",
+    "dataset_from_folder": "archsearch.data.image_folder",
     "TrainerSettings": "archsearch.train.settings",
     "OptimizerSettings": "archsearch.train.settings",
     "ScheduleSettings": "archsearch.train.settings",

@@ -1,32 +1,68 @@
-"""A dataset from the caller's own arrays or tensors, split and normalised like the built-in ones."""
+"""A dataset from the caller's own arrays or tensors, split and normalised like the built-in ones.
+
+Images may be N x H x W, N x C x H x W or N x H x W x C (channels last is recognised when the
+last axis has 1, 3 or 4 entries and the second does not), uint8 or float; labels are integers.
+``data=arrays`` reads them from a ``.npz`` file (keys ``x``, ``y``, optional ``test_x`` and
+``test_y``) or from ``.npy`` files (``data.path`` and ``data.labels``, optional
+``data.test_path`` and ``data.test_labels``).
+"""
 
 from __future__ import annotations
 
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from archsearch.data.datasets import Augment, Dataset, RawImages, prepare
-from archsearch.errors import DataError
+from archsearch.data.base import Augment, Dataset, RawImages, parse_augment, prepare
+from archsearch.errors import ConfigError, DataError
 
-__all__ = ["dataset_from_arrays"]
+__all__ = ["dataset_from_arrays", "load_arrays"]
+
+#: Channel counts an image axis may have (grey, RGB, RGBA).
+CHANNEL_COUNTS = (1, 3, 4)
 
 
-def _images(x: Any, key: str) -> np.ndarray:
-    array = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
+def _as_numpy(value: Any) -> np.ndarray:
+    return np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
+
+
+def _images(x: Any, key: str, channels: int | None = None) -> np.ndarray:
+    array = _as_numpy(x)
     if array.ndim == 3:
         array = array[:, None]
     if array.ndim != 4:
-        raise DataError(f"{key} must be N x H x W or N x C x H x W images, got shape {array.shape}.")
-    if not np.issubdtype(array.dtype, np.number):
-        raise DataError(f"{key} must hold numbers, got dtype {array.dtype}.")
+        raise DataError(
+            f"{key} must be N x H x W, N x C x H x W or N x H x W x C images, got shape {array.shape}."
+        )
+    if array.shape[3] in CHANNEL_COUNTS and array.shape[1] not in CHANNEL_COUNTS:
+        array = array.transpose(0, 3, 1, 2)
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise DataError(f"{key} must hold real numbers, got dtype {array.dtype}.")
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         raise DataError(f"{key} holds NaN or infinite values.")
-    return array
+    return _convert_channels(array, key, channels)
+
+
+def _convert_channels(array: np.ndarray, key: str, channels: int | None) -> np.ndarray:
+    """Grey to RGB by repetition, RGB(A) to grey by ITU-R 601 luma, RGBA to RGB by dropping alpha."""
+    have = array.shape[1]
+    if channels is None or channels == have:
+        return array
+    if channels == 3 and have == 1:
+        return np.repeat(array, 3, axis=1)
+    if channels == 3 and have == 4:
+        return array[:, :3]
+    if channels == 1 and have in (3, 4):
+        luma = np.tensordot(np.array([0.299, 0.587, 0.114]), array[:, :3], axes=([0], [1]))
+        return luma[:, None].astype(np.float32)
+    raise DataError(f"{key} has {have} channel(s), which cannot be converted to {channels}.")
 
 
 def _labels(y: Any, key: str, n: int, classes: int) -> np.ndarray:
-    labels = np.asarray(y.detach().cpu().numpy() if hasattr(y, "detach") else y)
+    labels = _as_numpy(y)
     if labels.ndim != 1 or len(labels) != n:
         raise DataError(f"{key} must be one integer label per image ({n}), got shape {labels.shape}.")
     if not np.issubdtype(labels.dtype, np.integer):
@@ -48,24 +84,31 @@ def dataset_from_arrays(
     subset: int | float | None = None,
     seed: int = 0,
     augment: Augment | None = None,
+    channels: int | None = None,
 ) -> Dataset:
-    """A :class:`Dataset` from images (N x H x W or N x C x H x W, numpy or torch) and labels.
+    """A :class:`Dataset` from images and labels (numpy or torch; layouts in the module docstring).
 
     The validation split is drawn from ``x`` with ``seed``; normalisation statistics come from
     the training images. Without ``test_x``, the test split is empty (accuracy on it is NaN).
+    ``channels`` (1 or 3) converts the images; None keeps their channel count.
 
     Raises:
         DataError: shapes, labels or values that do not make a dataset (one sentence each).
     """
-    train_x = _images(x, "x")
-    classes = int(num_classes) if num_classes is not None else int(np.asarray(y).max()) + 1
+    train_x = _images(x, "x", channels)
+    labels = _as_numpy(y)
+    if labels.ndim != 1 or len(labels) != len(train_x):
+        raise DataError(f"x holds {len(train_x)} images but y has shape {labels.shape}; give one label each.")
+    if not np.issubdtype(labels.dtype, np.integer) or not labels.size:
+        raise DataError(f"y must be integer class labels, got dtype {labels.dtype}.")
+    classes = int(num_classes) if num_classes is not None else int(labels.max()) + 1
     if classes < 2:
         raise DataError(f"dataset {name!r} needs at least two classes, got {classes}.")
     train_y = _labels(y, "y", len(train_x), classes)
     if test_x is None:
         tx, ty = train_x[:0], train_y[:0]
     else:
-        tx = _images(test_x, "test_x")
+        tx = _images(test_x, "test_x", channels)
         ty = _labels(test_y, "test_y", len(tx), classes)
         if tx.shape[1:] != train_x.shape[1:]:
             raise DataError(f"test_x images are {tx.shape[1:]}, training images {train_x.shape[1:]}.")
@@ -77,3 +120,60 @@ def dataset_from_arrays(
 
         data = dataclasses.replace(data, augment=augment)
     return data
+
+
+def load_arrays(cfg: Mapping[str, Any], seed: int) -> Dataset:
+    """``data=arrays``: the arrays in ``data.path`` (``.npz``, or ``.npy`` with ``data.labels``).
+
+    Raises:
+        DataError: a file is missing, unreadable or lacks a key; the arrays do not make a dataset.
+        ConfigError: ``data.path`` is unset or has another suffix.
+    """
+    if not cfg.get("path"):
+        raise ConfigError("data.path must name a .npz file (keys x, y[, test_x, test_y]) or an .npy file.")
+    path = Path(str(cfg["path"])).expanduser()
+    if path.suffix == ".npz":
+        with _load(path) as archive:
+            missing = [key for key in ("x", "y") if key not in archive.files]
+            if missing:
+                held = ", ".join(sorted(archive.files)) or "nothing"
+                raise DataError(f"{path} has no array {missing[0]!r}; it holds {held}.")
+            try:
+                arrays = {k: archive[k] for k in ("x", "y", "test_x", "test_y") if k in archive.files}
+            except (OSError, ValueError, zipfile.BadZipFile) as exc:
+                raise DataError(f"array file {path} cannot be read as numpy data ({exc}).") from None
+    elif path.suffix == ".npy":
+        if not cfg.get("labels"):
+            raise ConfigError(f"data.labels must name the .npy file of labels for data.path={path}.")
+        files = {"x": "path", "y": "labels", "test_x": "test_path", "test_y": "test_labels"}
+        arrays = {k: _load(Path(str(cfg[key])).expanduser()) for k, key in files.items() if cfg.get(key)}
+    else:
+        raise ConfigError(f"data.path must end in .npz or .npy, got {path}.")
+    channels = cfg.get("channels")
+    if channels not in (None, 1, 3) or isinstance(channels, bool):
+        raise ConfigError(f"data.channels must be null (as stored), 1 or 3, got {channels!r}.")
+    if ("test_x" in arrays) != ("test_y" in arrays):
+        raise DataError(f"{path}: test_x and test_y come together; one of them is missing.")
+    return dataset_from_arrays(
+        path.stem,
+        arrays["x"],
+        arrays["y"],
+        test_x=arrays.get("test_x"),
+        test_y=arrays.get("test_y"),
+        num_classes=cfg.get("num_classes"),
+        val_fraction=cfg.get("val_fraction", 0.1),
+        subset=cfg.get("subset"),
+        seed=seed,
+        augment=parse_augment(cfg.get("augment") or {}),
+        channels=channels,
+    )
+
+
+def _load(path: Path) -> Any:
+    """``np.load`` without pickles; a missing or unreadable file is a DataError naming it."""
+    if not path.is_file():
+        raise DataError(f"array file {path} does not exist.")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise DataError(f"array file {path} cannot be read as numpy data ({exc}).") from None

@@ -1,7 +1,7 @@
-"""Datasets as in-memory tensors: a seeded train/validation split, a separate test set, normalised.
+"""The dataset registry: ``load_dataset(cfg, seed)`` for every source of the Hydra group ``data``.
 
-Each dataset of the Hydra group ``data`` is read once per process (the file-reading part is
-cached, since a search loads the same data every trial) and then split and normalised:
+Built-in datasets are read once per process (the file-reading part is cached, since a search
+loads the same data every trial) and then split and normalised in memory:
 
 - ``digits``: scikit-learn's bundled 8x8 digits (1,797 images, no files needed). It has no
   official test split, so a fixed 20% (``test_fraction``) is carved out with seed 0 whatever
@@ -10,6 +10,11 @@ cached, since a search loads the same data every trial) and then split and norma
   ``dataset-fashion-mnist`` installs them under /usr/share/datasets/fashion-mnist.
 - ``cifar10``: the CIFAR-10 python batches (``data_batch_1`` .. ``data_batch_5``, ``test_batch``).
 - ``synthetic``: class-dependent patterns plus noise, of any shape and class count (for tests).
+
+The user's own data: ``image_folder`` (archsearch/data/image_folder.py, decoded once into a
+memory-mapped cache), ``arrays`` (.npz/.npy files, archsearch/data/arrays.py) and
+``torchvision`` (any torchvision dataset class, chosen by ``source: torchvision`` with the class
+as ``name``; archsearch/data/torchvision_data.py).
 
 The validation split is drawn from the official training images with the run's seed and does
 not depend on ``subset``, which then thins the remaining training images only; so runs with
@@ -24,18 +29,18 @@ import gzip
 import math
 import pickle
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from archsearch.data.base import Augment, Dataset, RawImages, fraction, prepare
 from archsearch.errors import ConfigError, DataError
 
 __all__ = ["DATASETS", "Augment", "Dataset", "load_dataset"]
 
-DATASETS = ("digits", "fashion_mnist", "cifar10", "synthetic")
+DATASETS = ("digits", "fashion_mnist", "cifar10", "synthetic", "image_folder", "arrays", "torchvision")
 
 FASHION_MNIST_HINT = (
     "install it with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or set data.dir "
@@ -49,68 +54,13 @@ CIFAR10_HINT = (
 CIFAR10_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
 
 
-@dataclass(frozen=True)
-class Augment:
-    """Batch augmentation a dataset allows (applied by the trainer to training batches only).
-
-    Args:
-        crop_padding: pad by this many pixels and crop back at a random offset (0 = off).
-        flip: mirror left-right with probability 1/2 (off for digits and text).
-        erase_p: probability of erasing a random rectangle of each image (0 = off).
-    """
-
-    crop_padding: int = 0
-    flip: bool = False
-    erase_p: float = 0.0
-
-    @property
-    def active(self) -> bool:
-        return self.crop_padding > 0 or self.flip or self.erase_p > 0
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """A dataset held as normalised float32 tensors (N, C, H, W) and int64 labels."""
-
-    name: str
-    shape: tuple[int, int, int]
-    num_classes: int
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    augment: Augment
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def summary(self) -> str:
-        """One line: name, shape, classes and split sizes."""
-        c, h, w = self.shape
-        return (
-            f"{self.name} {c}x{h}x{w}, {self.num_classes} classes: {len(self.train_y)} train / "
-            f"{len(self.val_y)} val / {len(self.test_y)} test"
-        )
-
-
-@dataclass(frozen=True)
-class RawImages:
-    """Images as read from disk (uint8 or float, N x C x H x W) with the official test split."""
-
-    train_x: np.ndarray
-    train_y: np.ndarray
-    test_x: np.ndarray
-    test_y: np.ndarray
-    num_classes: int
-
-
 def load_dataset(data_cfg: Mapping[str, Any], seed: int = 0) -> Dataset:
     """Load, split and normalise the dataset a ``data`` config names.
 
     Args:
         data_cfg: a ``conf/data/*.yaml`` mapping (plain dict): ``name``, ``dir`` where
-            files are read, ``subset``, ``val_fraction``, ``augment`` and per-dataset keys.
+            files are read, ``subset``, ``val_fraction``, ``augment`` and per-dataset keys;
+            ``source`` picks the reader where ``name`` is not one (``torchvision``).
         seed: seeds the train/validation split and the subset (not the test set).
 
     Returns:
@@ -121,8 +71,21 @@ def load_dataset(data_cfg: Mapping[str, Any], seed: int = 0) -> Dataset:
         ConfigError: a key has a value outside what is allowed.
     """
     name = str(data_cfg.get("name", ""))
+    source = str(data_cfg.get("source") or name)
+    if source == "image_folder":
+        from archsearch.data.image_folder import load_image_folder
+
+        return load_image_folder(data_cfg, seed)
+    if source == "arrays":
+        from archsearch.data.arrays import load_arrays
+
+        return load_arrays(data_cfg, seed)
+    if source == "torchvision":
+        from archsearch.data.torchvision_data import load_torchvision
+
+        return load_torchvision(data_cfg, seed)
     if name == "digits":
-        raw = _digits(_fraction(data_cfg, "test_fraction", 0.2))
+        raw = _digits(fraction(data_cfg, "test_fraction", 0.2))
     elif name == "fashion_mnist":
         raw = _read_fashion_mnist(str(_directory(data_cfg)))
     elif name == "cifar10":
@@ -132,91 +95,6 @@ def load_dataset(data_cfg: Mapping[str, Any], seed: int = 0) -> Dataset:
     else:
         raise ConfigError(f"data.name is {name!r}; allowed: {', '.join(DATASETS)}.")
     return prepare(name, raw, data_cfg, seed)
-
-
-def prepare(name: str, raw: RawImages, cfg: Mapping[str, Any], seed: int) -> Dataset:
-    n = len(raw.train_y)
-    val_fraction = _fraction(cfg, "val_fraction", 0.1)
-    n_val = round(n * val_fraction)
-    if n_val < 1 or n - n_val < 1:
-        raise ConfigError(
-            f"data.val_fraction={val_fraction} leaves no validation or no training image out of {n}."
-        )
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
-    val_idx, pool = order[:n_val], order[n_val:]
-    # The subset comes from the images left after the validation split, so it never changes it.
-    train_idx = np.sort(pool[: _subset_size(cfg.get("subset"), len(pool))])
-    val_idx = np.sort(val_idx)
-
-    train_x = torch.from_numpy(raw.train_x[train_idx]).float()
-    mean = train_x.mean(dim=(0, 2, 3))
-    std = train_x.std(dim=(0, 2, 3)).clamp_min(1e-6)
-
-    def norm(x: np.ndarray) -> torch.Tensor:
-        t = torch.as_tensor(x).float()
-        return ((t - mean[:, None, None]) / std[:, None, None]).contiguous()
-
-    c, h, w = raw.train_x.shape[1:]
-    return Dataset(
-        name=name,
-        shape=(int(c), int(h), int(w)),
-        num_classes=raw.num_classes,
-        train_x=((train_x - mean[:, None, None]) / std[:, None, None]).contiguous(),
-        train_y=torch.from_numpy(raw.train_y[train_idx]).long(),
-        val_x=norm(raw.train_x[val_idx]),
-        val_y=torch.from_numpy(raw.train_y[val_idx]).long(),
-        test_x=norm(raw.test_x),
-        test_y=torch.from_numpy(raw.test_y).long(),
-        augment=_augment(cfg.get("augment") or {}),
-        mean=tuple(mean.tolist()),
-        std=tuple(std.tolist()),
-    )
-
-
-def _subset_size(subset: Any, available: int) -> int:
-    """``None`` = all; a float in (0, 1] = that fraction; an int >= 1 = that many images."""
-    if subset is None:
-        return available
-    if isinstance(subset, bool) or not isinstance(subset, int | float):
-        raise ConfigError(f"data.subset must be a fraction in (0, 1] or an image count, got {subset!r}.")
-    if isinstance(subset, float):
-        if not 0.0 < subset <= 1.0:
-            raise ConfigError(f"data.subset={subset} as a fraction must lie in (0, 1].")
-        return max(1, round(available * subset))
-    if not 1 <= subset <= available:
-        raise ConfigError(
-            f"data.subset={subset} images asked for, but only {available} training images are "
-            "left after the validation split."
-        )
-    return subset
-
-
-def _fraction(cfg: Mapping[str, Any], key: str, default: float) -> float:
-    value = cfg.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value < 1.0:
-        raise ConfigError(f"data.{key} must be a number strictly between 0 and 1, got {value!r}.")
-    return float(value)
-
-
-def _augment(raw: Mapping[str, Any]) -> Augment:
-    unknown = set(raw) - {"crop_padding", "flip", "erase_p"}
-    if unknown:
-        raise ConfigError(
-            f"data.augment has unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
-            "allowed: crop_padding, flip, erase_p."
-        )
-    aug = Augment(
-        crop_padding=raw.get("crop_padding", 0),
-        flip=raw.get("flip", False),
-        erase_p=raw.get("erase_p", 0.0),
-    )
-    if isinstance(aug.crop_padding, bool) or not isinstance(aug.crop_padding, int) or aug.crop_padding < 0:
-        raise ConfigError(f"data.augment.crop_padding must be an integer >= 0, got {aug.crop_padding!r}.")
-    if not isinstance(aug.flip, bool):
-        raise ConfigError(f"data.augment.flip must be true or false, got {aug.flip!r}.")
-    if isinstance(aug.erase_p, bool) or not isinstance(aug.erase_p, int | float) or not 0 <= aug.erase_p <= 1:
-        raise ConfigError(f"data.augment.erase_p must be a probability in [0, 1], got {aug.erase_p!r}.")
-    return aug
 
 
 def _directory(cfg: Mapping[str, Any]) -> Path:

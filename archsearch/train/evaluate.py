@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from archsearch.train.device import autocast, model_memory_format
+
+if TYPE_CHECKING:
+    from archsearch.data.images import Images
 
 __all__ = ["evaluate"]
 
 
 def evaluate(
     model: nn.Module,
-    x: torch.Tensor,
+    x: Images,
     y: torch.Tensor,
     batch_size: int,
     device: torch.device | str,
@@ -20,6 +25,9 @@ def evaluate(
     precision: str = "fp32",
 ) -> float:
     """Accuracy of ``model`` on ``(x, y)``, in eval mode, without gradients.
+
+    ``x`` is a normalised tensor or an :class:`~archsearch.data.images.ImageArray` (slices of
+    either are float32 batches).
 
     Inputs follow the model's memory format; the model's train/eval mode is restored after.
 

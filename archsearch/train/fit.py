@@ -1,7 +1,7 @@
-"""Train one network on an in-memory Dataset: a plain PyTorch loop, fast on small CPUs.
+"""Train one network on a Dataset: a plain PyTorch loop, fast on small CPUs.
 
-The loop shuffles indices and slices batches straight out of the dataset tensors (no
-per-sample DataLoader), augments whole batches on the device, runs in channels-last memory
+The loop shuffles indices and slices batches straight out of the dataset tensors, or out of the
+memory-mapped cache of an image folder, normalised per batch (no per-sample DataLoader), augments whole batches on the device, runs in channels-last memory
 format where that is faster (see ``resolve_memory_format``), and uses mixed precision on CUDA.
 Augmentation (``settings.augment``) uses what the dataset allows (``data.augment``).
 It scores on the validation split after every epoch; the test split is only touched when
@@ -36,6 +36,7 @@ from archsearch.train.settings import TrainerSettings
 if TYPE_CHECKING:
     # Only for annotations: the dataset module reads configs, which the trainer never does.
     from archsearch.data.datasets import Augment, Dataset
+    from archsearch.data.images import Images
 
 __all__ = ["TrainingDiverged", "fit"]
 
@@ -239,8 +240,8 @@ def fit(
 def _run_epochs(
     loop: _Loop,
     progress: _Progress,
-    train: tuple[torch.Tensor, torch.Tensor],
-    val: tuple[torch.Tensor, torch.Tensor],
+    train: tuple[Images, torch.Tensor],
+    val: tuple[Images, torch.Tensor],
     per_epoch: int,
     on_epoch_end: EpochCallback | None,
 ) -> None:
@@ -275,7 +276,7 @@ def _run_epochs(
 
 
 def _train_epoch(
-    loop: _Loop, progress: _Progress, epoch: int, train_x: torch.Tensor, train_y: torch.Tensor
+    loop: _Loop, progress: _Progress, epoch: int, train_x: Images, train_y: torch.Tensor
 ) -> tuple[torch.Tensor, int]:
     """One pass over a fresh permutation of the training split; returns the loss sum and steps.
 

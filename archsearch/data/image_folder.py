@@ -1,0 +1,307 @@
+"""A dataset from a folder of images, decoded once into a memory-mapped cache.
+
+Layouts (torchvision's ImageFolder): one subfolder per class, or ``train/``, ``val/`` and
+``test/`` at the top with the class folders inside (``val/`` and ``test/`` optional). Without a
+``test/`` folder a fixed ``test_fraction`` of the images is carved out with seed 0, the same in
+every run; without ``val/`` the validation split is drawn with the run's seed, as for the
+built-in datasets.
+
+The first load decodes every image in parallel (:mod:`archsearch.data.decode`) into a uint8
+cache entry (:mod:`archsearch.data.cache`) keyed by the folder and the settings, and checked
+against the file list, sizes and modification times; later loads memory-map it and start in
+seconds. The Dataset holds :class:`~archsearch.data.images.ImageArray` views that normalise
+each batch with the training split's mean and std, computed from per-image sums stored in the
+cache.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from archsearch.data.base import Augment, Dataset, fraction, parse_augment, split_indices, subset_size
+from archsearch.data.cache import CacheEntry, default_cache_dir, fingerprint, settings_key
+from archsearch.data.decode import Target, decode_into, image_suffixes
+from archsearch.data.images import ImageArray
+from archsearch.errors import ConfigError, DataError
+
+__all__ = ["dataset_from_folder", "load_image_folder"]
+
+#: Row roles in the cache's ``part`` array.
+TRAIN, VAL, TEST, SKIPPED = 0, 1, 2, -1
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Every image file of a folder with its class and split (``part``), in a fixed order."""
+
+    root: Path
+    classes: tuple[str, ...]
+    files: tuple[Path, ...]
+    labels: np.ndarray
+    parts: np.ndarray
+
+
+def scan(root: Path) -> Listing:
+    """List the image files of ``root`` by class and split.
+
+    Raises:
+        DataError: the folder is missing, has fewer than two class folders, or a training
+            class folder holds no image.
+    """
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist or is not a directory.")
+    top = {p.name: p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    splits = {"train": TRAIN, "val": VAL, "test": TEST}
+    roots = {name: top[name] for name in splits if name in top} if "train" in top else {"train": root}
+    classes = tuple(sorted(_class_dirs(roots["train"])))
+    if not classes:
+        raise DataError(
+            f"image folder {roots['train']} has no class folders; put each class's images in a "
+            "subfolder named after the class."
+        )
+    if len(classes) < 2:
+        raise DataError(
+            f"image folder {roots['train']} has one class folder ({classes[0]}); a classifier "
+            "needs at least two."
+        )
+    suffixes = image_suffixes()
+    files: list[Path] = []
+    labels: list[int] = []
+    parts: list[int] = []
+    for split, folder in roots.items():
+        for name in sorted(_class_dirs(folder)):
+            if name not in classes:
+                raise DataError(f"class folder {folder / name} is not a class of {roots['train']}.")
+            found = sorted(
+                p for p in (folder / name).rglob("*") if p.suffix.lower() in suffixes and p.is_file()
+            )
+            if not found and split == "train":
+                raise DataError(
+                    f"class folder {folder / name} holds no images (looked for "
+                    f"{', '.join(sorted(s for s in suffixes if s in ('.png', '.jpg', '.jpeg')))}, ...)."
+                )
+            files += found
+            labels += [classes.index(name)] * len(found)
+            parts += [splits[split]] * len(found)
+    return Listing(root, classes, tuple(files), np.asarray(labels, np.int64), np.asarray(parts, np.int8))
+
+
+def _class_dirs(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+
+
+def _first_size(files: Sequence[Path]) -> tuple[int, int]:
+    """(height, width) of the first file Pillow can open; (1, 1) if none can (all fail later)."""
+    from PIL import Image
+
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                return image.height, image.width
+        except Exception:  # an unreadable file is reported by the decoder, with its name
+            continue
+    return 1, 1
+
+
+def _build(entry: CacheEntry, listing: Listing, target: Target, workers: int | None, skip_bad: bool) -> None:
+    """Decode every file into ``entry``: pixels, labels, parts, moments, then the manifest."""
+    n = len(listing.files)
+    entry.begin()
+    try:
+        pixels = entry.open_array("x", (n, target.channels, target.height, target.width), np.uint8)
+        moments = np.zeros((n, 2, target.channels), np.float64)
+        problems = decode_into([str(p) for p in listing.files], target, pixels, moments, workers=workers)
+        fatal = [p for p in problems if not p.unreadable or not skip_bad]
+        if fatal:
+            hint = "; set data.skip_bad=true to skip such files" if fatal[0].unreadable else ""
+            more = f" (and {len(fatal) - 1} more)" if len(fatal) > 1 else ""
+            raise DataError(f"{fatal[0].message}{more}{hint}.")
+        pixels.flush()  # type: ignore[attr-defined]  # open_memmap returns a np.memmap
+        del pixels
+        parts = listing.parts.copy()
+        parts[[p.index for p in problems]] = SKIPPED
+        if not (parts == TRAIN).any():
+            raise DataError(f"image folder {listing.root} has no readable training image.")
+        entry.save_array("y", listing.labels)
+        entry.save_array("part", parts)
+        entry.save_array("moments", moments)
+        skipped = [str(listing.files[p.index].relative_to(listing.root)) for p in problems]
+        entry.commit({"classes": list(listing.classes), "skipped": skipped})
+    finally:
+        entry.abort()
+
+
+def _rows(parts: np.ndarray, cfg: Mapping[str, Any], seed: int) -> tuple[np.ndarray, ...]:
+    """Row numbers of the train, validation and test splits."""
+    pool = np.flatnonzero(parts == TRAIN)
+    test = np.flatnonzero(parts == TEST)
+    if not len(test):
+        # No test/ folder: a fixed carve (seed 0) so the test set is the same in every run.
+        order = np.random.default_rng(0).permutation(len(pool))
+        n_test = round(len(pool) * fraction(cfg, "test_fraction", 0.2))
+        test, pool = np.sort(pool[order[:n_test]]), np.sort(pool[order[n_test:]])
+    val = np.flatnonzero(parts == VAL)
+    if len(val):
+        order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed)).numpy()
+        return np.sort(pool[order[: subset_size(cfg.get("subset"), len(pool))]]), val, test
+    train_at, val_at = split_indices(len(pool), cfg, seed)
+    return pool[train_at], pool[val_at], test
+
+
+def _statistics(
+    moments: np.ndarray, rows: np.ndarray, pixels_per_image: int
+) -> tuple[list[float], list[float]]:
+    """Per-channel mean and (unbiased) std of the training rows, from the stored sums."""
+    sums = np.asarray(moments[rows], dtype=np.float64).sum(axis=0)
+    count = len(rows) * pixels_per_image
+    mean = sums[0] / count
+    var = np.maximum(sums[1] - count * mean**2, 0.0) / max(count - 1, 1)
+    return mean.tolist(), [max(math.sqrt(v), 1e-6) for v in var]
+
+
+def dataset_from_folder(
+    directory: str | os.PathLike[str],
+    *,
+    size: Sequence[int] | None = None,
+    channels: int = 3,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    subset: int | float | None = None,
+    seed: int = 0,
+    augment: Augment | None = None,
+    workers: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    skip_bad: bool = False,
+    name: str | None = None,
+) -> Dataset:
+    """A :class:`Dataset` from a folder of images (see the module docstring for layouts).
+
+    Args:
+        directory: the folder (class subfolders, or ``train/``, ``val/``, ``test/``).
+        size: ``[height, width]`` every image is resized (shorter side) and centre-cropped to;
+            None = keep the first image's size, which every image must then have.
+        channels: 1 (grey) or 3 (RGB); images are converted as needed.
+        val_fraction: share of the training images held out for validation (without ``val/``).
+        test_fraction: share carved out, with seed 0, as the test split (without ``test/``).
+        subset: training images kept after the validation split: None, a fraction or a count.
+        seed: seeds the validation split and the subset.
+        augment: batch augmentation the trainer may apply.
+        workers: decoding processes; None = one per core.
+        cache_dir: where the decoded cache lives; None = :func:`default_cache_dir`.
+        skip_bad: skip (and count) files Pillow cannot read instead of failing.
+        name: the dataset's name; None = the folder's name.
+
+    Raises:
+        DataError: the folder, a class folder or an image is missing, empty or unreadable.
+        ConfigError: a setting is out of range.
+    """
+    cfg = {
+        "dir": str(directory),
+        "size": None if size is None else list(size),
+        "channels": channels,
+        "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
+        "subset": subset,
+        "workers": workers,
+        "cache_dir": None if cache_dir is None else str(cache_dir),
+        "skip_bad": skip_bad,
+        "augment": {} if augment is None else vars(augment),
+    }
+    return load_image_folder(cfg, seed, name=name)
+
+
+def load_image_folder(cfg: Mapping[str, Any], seed: int, *, name: str | None = None) -> Dataset:
+    """``data=image_folder``: the folder ``cfg["dir"]`` as a Dataset, through its cache."""
+    if not cfg.get("dir"):
+        raise ConfigError("data.dir must name the image folder (one subfolder per class).")
+    root = Path(str(cfg["dir"])).expanduser().resolve()
+    size, channels, workers = _settings(cfg)
+    skip_bad = cfg.get("skip_bad", False)
+    if not isinstance(skip_bad, bool):
+        raise ConfigError(f"data.skip_bad must be true or false, got {skip_bad!r}.")
+    listing = scan(root)
+    height, width = size or _first_size(listing.files)
+    target = Target(channels, height, width, resize=size is not None)
+    settings = {"dir": str(root), "size": list(size or ()), "channels": channels, "skip_bad": skip_bad}
+    cache_root = Path(str(cfg.get("cache_dir") or default_cache_dir())).expanduser()
+    entry = CacheEntry(
+        cache_root / f"folder-{root.name}-{settings_key(settings)}", settings, fingerprint(listing.files)
+    )
+    loaded = entry.load()
+    if loaded is None:
+        _build(entry, listing, target, workers, skip_bad)
+        loaded = entry.load()
+        if loaded is None:
+            raise DataError(f"the image cache in {entry.directory} could not be read back after writing it.")
+    manifest, arrays = loaded
+    if manifest["skipped"]:
+        from rich.console import Console
+
+        Console(stderr=True).print(
+            f"skipped {len(manifest['skipped'])} unreadable image(s) under {root} (data.skip_bad=true), "
+            f"e.g. {manifest['skipped'][0]}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    return _dataset(name or root.name, manifest, arrays, entry.directory, cfg, seed)
+
+
+def _settings(cfg: Mapping[str, Any]) -> tuple[tuple[int, int] | None, int, int | None]:
+    size = cfg.get("size")
+    if isinstance(size, int) and not isinstance(size, bool):
+        size = [size, size]
+    if size is not None and (
+        not isinstance(size, Sequence)
+        or len(size) != 2
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in size)
+    ):
+        raise ConfigError(f"data.size must be null or [height, width] in pixels, got {size!r}.")
+    channels = cfg.get("channels", 3)
+    if channels not in (1, 3) or isinstance(channels, bool):
+        raise ConfigError(f"data.channels must be 1 (grey) or 3 (RGB), got {channels!r}.")
+    workers = cfg.get("workers")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ConfigError(f"data.workers must be null (one per core) or an integer >= 1, got {workers!r}.")
+    return (None if size is None else (int(size[0]), int(size[1]))), int(channels), workers
+
+
+def _dataset(
+    name: str,
+    manifest: Mapping[str, Any],
+    arrays: Mapping[str, np.ndarray],
+    directory: Path,
+    cfg: Mapping[str, Any],
+    seed: int,
+) -> Dataset:
+    pixels, labels, parts = arrays["x"], arrays["y"], np.asarray(arrays["part"])
+    train, val, test = _rows(parts, cfg, seed)
+    c, h, w = (int(d) for d in pixels.shape[1:])
+    mean, std = _statistics(arrays["moments"], train, h * w)
+
+    def view(rows: np.ndarray) -> ImageArray:
+        return ImageArray(pixels, rows, mean, std, source=directory / "x.npy")
+
+    y = torch.from_numpy(np.array(labels, dtype=np.int64))
+    return Dataset(
+        name=name,
+        shape=(c, h, w),
+        num_classes=len(manifest["classes"]),
+        train_x=view(train),
+        train_y=y[train],
+        val_x=view(val),
+        val_y=y[val],
+        test_x=view(test),
+        test_y=y[test],
+        augment=parse_augment(cfg.get("augment") or {}),
+        mean=tuple(mean),
+        std=tuple(std),
+    )
