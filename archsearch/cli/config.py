@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from archsearch.errors import ConfigError
+from archsearch.hardware.auto import auto_profile_for, is_auto, resolve_profile
 from archsearch.hardware.profile import HardwareProfile
 from archsearch.search.settings import SearchSettings
 from archsearch.search.space import SearchSpace, load_space
@@ -62,7 +63,9 @@ def sweep_plan(cfg: DictConfig) -> SweepPlan:
     settings = SearchSettings.from_mapping(raw)
     sweep = raw.get("sweep") or {}
     space = load_space(str(sweep.get("space", "fire")))
-    hardware = HardwareProfile.from_dict(raw.get("hardware") or {}, source="hardware")
+    hw_raw = raw.get("hardware") or {}
+    # hardware=auto: this host calibrated for the sweep's latency setting (cached after once).
+    hardware = auto_profile_for(settings.latency) if is_auto(hw_raw) else resolve_profile(hw_raw)
     sampler = sampler_factory(cfg.get("sampler"), space)
     sampler(settings.seed)  # a bad sampler config is refused before any write
     finalize = sweep.get("finalize", False)

@@ -113,15 +113,18 @@ def train(cfg: DictConfig, *, console: Any = None) -> Any:
 
     from archsearch.cli.config import plain, trainer_settings
     from archsearch.data.datasets import load_dataset
-    from archsearch.hardware.profile import HardwareProfile
+    from archsearch.hardware.auto import auto_profile_for, is_auto, resolve_profile
     from archsearch.net.spec import NetSpec
-    from archsearch.search.settings import CostSettings
+    from archsearch.search.settings import CostSettings, LatencySettings
     from archsearch.train.single import train_single
 
     raw = plain(cfg)
     trainer = trainer_settings(cfg)
     cost = CostSettings.from_mapping(raw.get("cost"))
-    hardware = HardwareProfile.from_dict(raw["hardware"], source="hardware") if raw.get("hardware") else None
+    hw_raw = raw.get("hardware") or {}
+    # No sweep, so no latency block: hardware=auto is calibrated for latency's defaults.
+    hardware = auto_profile_for(LatencySettings()) if is_auto(hw_raw) else None
+    hardware = hardware or (resolve_profile(hw_raw) if hw_raw else None)
     model = raw.get("model") or {}
     declared = NetSpec.from_dict(model, source=f"model {model.get('name', '')}")
     seed = raw.get("seed", 0)

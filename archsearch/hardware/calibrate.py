@@ -2,8 +2,10 @@
 
 ``python -m archsearch.calibrate out=conf/hardware/mybox.yaml threads=1 clock=cpu`` times
 micro-benchmarks on the CPU and writes (and prints) a profile that ``hardware=mybox`` selects.
-Nothing else is written: no Hydra output folder, no logs. Progress goes to stderr, the YAML
-to stdout. A full run takes 20-40 s on a 2-core machine; ``quick=true`` about 2 s.
+Without ``out=`` the profile becomes ``hardware=auto``'s cached profile for its settings
+(:mod:`archsearch.hardware.auto`). Nothing else is written: no Hydra output folder, no logs.
+Progress goes to stderr, the YAML to stdout. A full run takes 15-25 s on a 2-core machine;
+``quick=true`` about 2 s.
 
 What is measured, and the term of the latency model (:mod:`archsearch.net.cost`) it sets:
 
@@ -62,7 +64,7 @@ from archsearch.hardware.probes import measure_context_overheads
 from archsearch.hardware.profile import HardwareProfile
 from archsearch.hardware.runtime import MEMORY_FORMATS, torch_threads
 
-__all__ = ["CalibrateConfig", "calibrate", "profile_yaml", "run", "write_profile"]
+__all__ = ["CalibrateConfig", "calibrate", "cpu_name", "profile_yaml", "run", "write_profile"]
 
 
 @dataclass(frozen=True)
@@ -71,14 +73,16 @@ class CalibrateConfig:
 
     Attributes:
         out: YAML file to write (``conf/hardware/NAME.yaml`` makes ``hardware=NAME``); None
-            prints the profile only.
-        name: profile name; None takes the stem of ``out`` (or ``this_machine``).
+            prints the profile and stores it as ``hardware=auto``'s cached profile for these
+            threads, memory format, clock and device (:mod:`archsearch.hardware.auto`).
+        name: profile name; None takes the stem of ``out`` (or ``auto``).
         threads: torch intra-op threads to measure with; None keeps torch's default.
         quick: a few-second run with smaller sizes and fewer shapes (for tests and smoke runs).
         seed: seeds the random Fire-module shapes.
         memory_format: tensor layout to measure in (``auto`` = channels-last, as the trainer
             and ``measure_latency`` use for conv nets; or ``contiguous``).
         clock: ``wall`` or ``cpu`` (thread CPU time; needs ``threads=1``).
+        device: ``auto`` (the GPU when there is one), ``cpu`` or ``cuda[:N]``.
     """
 
     out: str | None = None
@@ -88,6 +92,7 @@ class CalibrateConfig:
     seed: int = 0
     memory_format: str = "auto"
     clock: str = "wall"
+    device: str = "auto"
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> CalibrateConfig:
@@ -118,10 +123,13 @@ class CalibrateConfig:
         clock = raw.get("clock", "wall")
         if clock not in CLOCKS:
             raise ConfigError(f"clock is {clock!r}; allowed: {', '.join(CLOCKS)}.")
-        return cls(out, name, threads, quick, seed, memory_format, clock)
+        device = raw.get("device", "auto")
+        if not isinstance(device, str):
+            raise ConfigError(f"device must be auto, cpu or cuda[:N], got {device!r}.")
+        return cls(out, name, threads, quick, seed, memory_format, clock, device)
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -139,8 +147,9 @@ def calibrate(
     memory_format: str = "auto",
     clock: str = "wall",
     log: Callable[[str], None] | None = None,
+    device: str = "cpu",
 ) -> HardwareProfile:
-    """Measure the CPU and return a calibrated HardwareProfile (writes nothing).
+    """Measure the CPU (or a GPU) and return a calibrated HardwareProfile (writes nothing).
 
     Args:
         threads: torch intra-op threads to measure with (None: torch's current setting);
@@ -154,10 +163,17 @@ def calibrate(
         clock: ``wall`` or ``cpu`` (the thread's CPU time, with ``threads=1`` only): on a
             machine shared with other jobs the CPU clock measures the hardware, not the load.
         log: called with one line per finished step (e.g. ``print``); None is silent.
+        device: ``cpu``, ``cuda[:N]`` or ``auto`` (the GPU when torch sees one). A GPU is timed
+            with CUDA events (:func:`archsearch.hardware.cuda.calibrate_cuda`).
 
     Returns:
         The profile; ``extra["measured"]`` records the date, threads, CPU and raw figures.
     """
+    from archsearch.hardware.cuda import calibrate_cuda, select_device
+
+    dev = select_device(device)
+    if dev.type == "cuda":
+        return calibrate_cuda(dev, name, quick, log)
     fmt = _check_options(threads, memory_format, clock)
     started = time.perf_counter()
     settle_allocator()
@@ -171,7 +187,7 @@ def calibrate(
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "tool": " ".join(command),
         "host": platform.node(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "logical_cpus": os.cpu_count(),
         "threads": used,
@@ -183,7 +199,7 @@ def calibrate(
     }
     return dataclasses.replace(
         roofline,
-        description=f"calibrated on {_cpu_name()}, {used} thread(s), {clock} clock",
+        description=f"calibrated on {cpu_name()}, {used} thread(s), {clock} clock",
         peak_gflops=round(roofline.peak_gflops, 2),
         bandwidth_gbs=round(roofline.bandwidth_gbs, 2),
         overhead_us=round(statistics.median(context.overheads_us.values()), 3),
@@ -336,11 +352,15 @@ def write_profile(profile: HardwareProfile, out: str | Path) -> Path:
 def run(cfg: CalibrateConfig) -> HardwareProfile:
     """What the CLI does: calibrate, print the YAML to stdout, write it to ``cfg.out`` if given.
 
-    Progress lines go to stderr so stdout is the profile alone.
+    Progress lines go to stderr so stdout is the profile alone. Without ``cfg.out`` the profile
+    also becomes ``hardware=auto``'s cached profile for its settings, so this command is how
+    the auto profile is refreshed.
     """
+    from archsearch.hardware.auto import cache_key, store_profile
+
     if cfg.out is not None:
         _check_out(cfg.out)  # before a minute of measuring, not after
-    name = cfg.name or (Path(cfg.out).stem if cfg.out else "this_machine")
+    name = cfg.name or (Path(cfg.out).stem if cfg.out else "auto")
     profile = calibrate(
         cfg.threads,
         cfg.quick,
@@ -349,8 +369,14 @@ def run(cfg: CalibrateConfig) -> HardwareProfile:
         cfg.memory_format,
         cfg.clock,
         log=lambda line: print(line, file=sys.stderr),
+        device=cfg.device,
     )
+    if cfg.out is None:
+        key = cache_key(cfg.threads, cfg.memory_format, cfg.clock, cfg.device)
+        profile = HardwareProfile.from_dict({**profile.to_dict(), "auto_key": key}, source="calibrate")
     print(profile_yaml(profile), end="")
     if cfg.out is not None:
         print(f"wrote {write_profile(profile, cfg.out)}", file=sys.stderr)
+    else:
+        print(f"stored as the hardware=auto profile: {store_profile(profile, key)}", file=sys.stderr)
     return profile

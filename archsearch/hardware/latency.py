@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import gc
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -29,7 +30,9 @@ from archsearch.hardware.runtime import MEMORY_FORMATS, resolve_memory_format, t
 __all__ = [
     "CLOCKS",
     "MEMORY_FORMATS",
+    "RUNTIMES",
     "LatencyResult",
+    "latency_device",
     "measure_latency",
     "resolve_memory_format",
     "settle_allocator",
@@ -41,6 +44,19 @@ __all__ = [
 #: ``memory_format: auto``, which is what trained models are left in), else contiguous.
 #: ``wall``: elapsed time; ``cpu``: the calling thread's CPU time (immune to other processes).
 CLOCKS = ("wall", "cpu")
+#: ``torch``: eager PyTorch, as trained; ``onnxruntime``: the model exported to ONNX (fp32) and
+#: run by ONNX Runtime's CPU provider, as deployed (:mod:`archsearch.hardware.ort`).
+RUNTIMES = ("torch", "onnxruntime")
+
+
+def latency_device(device: str, clock: str = "wall", runtime: str = "torch") -> str:
+    """The device ``latency_ms`` runs on: ``auto`` is the GPU when torch sees one, except that a
+    CPU clock and ONNX Runtime (its CPU provider) measure the CPU."""
+    if device != "auto":
+        return device
+    if clock == "cpu" or runtime == "onnxruntime" or not torch.cuda.is_available():
+        return "cpu"
+    return "cuda"
 
 
 @dataclass(frozen=True)
@@ -115,6 +131,8 @@ def _synchronizer(device: torch.device) -> Callable[[], None]:
 
 
 def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        device = latency_device(device)
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
@@ -137,6 +155,7 @@ def measure_latency(
     device: str = "cpu",
     memory_format: str = "auto",
     clock: str = "wall",
+    runtime: str = "torch",
 ) -> LatencyResult:
     """Median latency of ``model`` on one random batch, on the current machine.
 
@@ -153,13 +172,16 @@ def measure_latency(
         threads: torch intra-op threads while timing; None keeps the current setting.
         warmup: untimed forward passes first (allocator, oneDNN primitive caches, clocks).
         repeats: timed forward passes; the median and p90 are taken over these.
-        device: torch device name to run on.
+        device: torch device name to run on (``auto``: see :func:`latency_device`). On CUDA each
+            forward is timed with CUDA events and a synchronize.
         memory_format: ``auto`` (channels-last for conv nets, as the trainer), ``channels_last``
             or ``contiguous``; weights and input are put in that format before timing.
         clock: ``wall`` (elapsed time: what a user waits, including time other processes
             take from this one) or ``cpu`` (this thread's CPU time: the latency the machine
             would have with no competing load; needs ``threads=1`` on the CPU, where torch
             runs every op on the calling thread).
+        runtime: ``torch`` (eager) or ``onnxruntime`` (the model exported to ONNX in memory and
+            run by an ONNX Runtime CPU session with ``threads`` intra-op threads; fp32).
 
     Returns:
         A LatencyResult; ``median_ms`` is the figure a sweep uses as ``latency_ms``.
@@ -169,7 +191,13 @@ def measure_latency(
             warm-up, an unknown memory format or clock, a CPU clock with more than one
             thread or on an accelerator, or a device this torch cannot use.
     """
-    dev = _check_arguments(input_shape, batch_size, threads, warmup, repeats, device, clock)
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"runtime is {runtime!r}; allowed: {', '.join(RUNTIMES)}.")
+    dev = _check_arguments(
+        input_shape, batch_size, threads, warmup, repeats, latency_device(device, clock, runtime), clock
+    )
+    if runtime == "onnxruntime":
+        return _measure_onnxruntime(model, input_shape, batch_size, threads, warmup, repeats, clock)
     fmt = resolve_memory_format(memory_format, model)
     param = next(model.parameters(), None)
     if (param is not None and param.device != dev) or not _in_format(model, fmt):
@@ -184,15 +212,46 @@ def measure_latency(
         samples = _time_forwards(
             net, x, warmup, repeats, time.thread_time if clock == "cpu" else time.perf_counter
         )
+    layout = "channels_last" if fmt == torch.channels_last else "contiguous"
+    return _result(samples, batch_size, used, str(dev), layout, clock)
+
+
+def _measure_onnxruntime(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    batch_size: int,
+    threads: int | None,
+    warmup: int,
+    repeats: int,
+    clock: str,
+) -> LatencyResult:
+    """:func:`measure_latency` on ONNX Runtime: export in memory, time a CPU session."""
+    from archsearch.hardware.ort import onnx_session, time_session, to_onnx_bytes
+
+    net = to_memory_format(copy.deepcopy(model).to("cpu"), torch.contiguous_format)
+    session = onnx_session(to_onnx_bytes(net, input_shape), threads)
+    x = torch.randn(batch_size, *input_shape).numpy()
+    settle_allocator()
+    samples = time_session(
+        session, x, warmup, repeats, time.thread_time if clock == "cpu" else time.perf_counter
+    )
+    return _result(
+        samples, batch_size, threads or (os.cpu_count() or 1), "cpu:onnxruntime", "contiguous", clock
+    )
+
+
+def _result(
+    samples: list[float], batch_size: int, threads: int, device: str, memory_format: str, clock: str
+) -> LatencyResult:
     ranked = sorted(samples)
     return LatencyResult(
         median_ms=statistics.median(samples),
         p90_ms=ranked[max(0, math.ceil(0.9 * len(ranked)) - 1)],
         samples_ms=tuple(samples),
         batch_size=batch_size,
-        threads=used,
-        device=str(dev),
-        memory_format="channels_last" if fmt == torch.channels_last else "contiguous",
+        threads=threads,
+        device=device,
+        memory_format=memory_format,
         clock=clock,
     )
 
@@ -237,6 +296,8 @@ def _time_forwards(
     Runs in eval mode under ``torch.inference_mode`` and restores every module's training flag.
     Garbage collection is paused while timing so a collection does not land inside one repeat.
     """
+    if x.device.type == "cuda":
+        return _time_cuda(net, x, warmup, repeats)
     sync = _synchronizer(x.device)
     modes = {m: m.training for m in net.modules()}
     gc_was_enabled = gc.isenabled()
@@ -259,3 +320,16 @@ def _time_forwards(
         for m, training in modes.items():
             m.training = training
     return samples
+
+
+def _time_cuda(net: nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> list[float]:
+    """:func:`_time_forwards` on a GPU: each forward bracketed by CUDA events (GPU time)."""
+    from archsearch.hardware.cuda import cuda_event_ms
+
+    training = net.training
+    net.eval()
+    try:
+        with torch.inference_mode():
+            return cuda_event_ms(lambda: net(x), repeats, warmup)
+    finally:
+        net.train(training)

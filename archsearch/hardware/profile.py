@@ -132,6 +132,20 @@ class HardwareProfile:
         out.update(extra)
         return out
 
+    @property
+    def provenance(self) -> str:
+        """Where the numbers come from, for every place an estimate is shown.
+
+        ``calibrated on <CPU or GPU>, host <name>`` for a measured profile; ``datasheet-only
+        estimate`` for one built from published peaks, which knows nothing of per-kernel costs.
+        """
+        if not self.calibrated:
+            return "datasheet-only estimate, not measured on any host"
+        m = self.extra.get("measured") or {}
+        where = [str(m.get("cpu") or m.get("device") or "")]
+        where += [f"host {m['host']}"] if m.get("host") else []
+        return "calibrated on " + ", ".join(w for w in where if w) if any(where) else "calibrated"
+
     def peak_for(self, op_class: str) -> float:
         """FLOP/s for an op class (the class peak if calibrated, else the general one)."""
         return float(self.peaks.get(op_class, self.peak_gflops)) * 1e9

@@ -16,6 +16,9 @@ Conventions (what the numbers mean):
   once and read by each expand branch, and the concatenation reads the branch outputs
   and writes the module output. A sum's 1x1 projections write and re-read their output.
   Dropout (identity at inference) and flatten (a view) move nothing.
+- ``model_bytes`` (the deployed weights, batch norm folded, plus graph overhead) and
+  ``peak_activation_bytes`` (the largest set of node outputs alive at once) are defined in
+  :mod:`archsearch.net.deploy`.
 Each op's own rules (:data:`archsearch.net.ops.OPS`) give its costs and kernels; this module
 sums them over a network.
 
@@ -39,6 +42,7 @@ from dataclasses import dataclass
 
 from archsearch.errors import ConfigError
 from archsearch.hardware.profile import HardwareProfile
+from archsearch.net.deploy import model_bytes, peak_activation_bytes
 from archsearch.net.kernels import Kernel
 from archsearch.net.nodes import Node, Shape
 from archsearch.net.ops import OPS
@@ -47,7 +51,16 @@ from archsearch.net.spec import NetSpec
 __all__ = ["COST_METRICS", "CostReport", "NodeCost", "analyze", "node_kernels"]
 
 #: Metric names a sweep may use as an objective or a constraint (all minimised).
-COST_METRICS = ("params", "macs", "flops", "bytes", "activations", "latency_est_ms")
+COST_METRICS = (
+    "params",
+    "macs",
+    "flops",
+    "bytes",
+    "activations",
+    "latency_est_ms",
+    "model_bytes",
+    "peak_activation_bytes",
+)
 
 
 @dataclass(frozen=True)
@@ -93,6 +106,10 @@ class CostReport:
     bytes_per_element: int
     hardware: str
     nodes: tuple[NodeCost, ...]
+    #: Deployed weights plus graph overhead, at ``bytes_per_element`` (:mod:`archsearch.net.deploy`).
+    model_bytes: int = 0
+    #: Largest set of node outputs alive at once, for the batch (:mod:`archsearch.net.deploy`).
+    peak_activation_bytes: int = 0
 
     @property
     def params(self) -> int:
@@ -131,6 +148,8 @@ class CostReport:
             "bytes": float(self.bytes),
             "activations": float(self.activations),
             "latency_est_ms": self.latency_est_ms,
+            "model_bytes": float(self.model_bytes),
+            "peak_activation_bytes": float(self.peak_activation_bytes),
         }
 
 
@@ -220,4 +239,6 @@ def analyze(
         bytes_per_element=bytes_per_element,
         hardware=hardware.name if hardware is not None else "",
         nodes=tuple(rows),
+        model_bytes=model_bytes(net, bytes_per_element),
+        peak_activation_bytes=peak_activation_bytes(net, batch_size, bytes_per_element),
     )

@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from archsearch.errors import ConfigError
+from archsearch.hardware.auto import resolve_profile
 from archsearch.hardware.profile import HardwareProfile
 from archsearch.net.cost import analyze
 from archsearch.net.spec import NetSpec, load_spec
@@ -242,7 +243,7 @@ def print_compare_table(
 
 def _caption(hardware: HardwareProfile) -> str:
     about = f"; {hardware.description}" if hardware.description else ""
-    return escape(f"est. ms: roofline estimate on {hardware.name}{about}")
+    return escape(f"est. ms: roofline estimate on {hardware.name} ({hardware.provenance}){about}")
 
 
 def report(cfg: Mapping[str, Any], console: Console | None = None) -> list[dict[str, Any]]:
@@ -261,7 +262,8 @@ def report(cfg: Mapping[str, Any], console: Console | None = None) -> list[dict[
     out = cfg.get("out")
     if out is not None and Path(str(out)).suffix not in TABLE_SUFFIXES:
         raise ConfigError(f"out must be null or a path ending in .csv or .md, got {str(out)!r}.")
-    hardware = HardwareProfile.from_dict(cfg["hardware"], source="hardware")
+    # hardware=auto is calibrated for latency_ms's default setting (auto_profile's defaults).
+    hardware = resolve_profile(cfg["hardware"])
     width = _positive_int(cfg, "bytes_per_element")
     compare = cfg.get("compare")
     if compare is not None:

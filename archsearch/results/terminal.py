@@ -14,6 +14,7 @@ from rich.table import Table
 from archsearch.search.storage import describe_url
 
 if TYPE_CHECKING:
+    from archsearch.hardware.profile import HardwareProfile
     from archsearch.results.export import ExportResult
 
 __all__ = ["SweepReporter", "fmt_count"]
@@ -43,8 +44,16 @@ def _fmt_metric(name: str, value: Any) -> str:
 class SweepReporter:
     """Prints a progress line per finished trial and a final Pareto table."""
 
-    def __init__(self, console: Console, objectives: Sequence[str], n_trials: int) -> None:
+    def __init__(
+        self,
+        console: Console,
+        objectives: Sequence[str],
+        n_trials: int,
+        hardware: HardwareProfile | None = None,
+    ) -> None:
         self.console = console
+        #: The profile ``latency_est_ms`` was estimated on, named under the front table.
+        self.hardware = hardware
         self.objectives = list(objectives)
         self.n_trials = n_trials
         self.started = time.perf_counter()
@@ -96,12 +105,15 @@ class SweepReporter:
         """
         front = exported.front
         table = Table(title=f"Pareto front of study {study.study_name} ({len(front)} trials)")
+        if self.hardware is not None:
+            table.caption = f"latency_est_ms: estimate on {self.hardware.name} ({self.hardware.provenance})"
         table.add_column("trial", justify="right")
-        for name in self.objectives:
-            table.add_column(name, justify="right")
+        datasheet = self.hardware is not None and not self.hardware.calibrated
         extra = [c for c in ("params", "macs", "bytes", "latency_est_ms") if c not in self.objectives]
-        for name in extra:
-            table.add_column(name, justify="right")
+        for name in [*self.objectives, *extra]:
+            # A datasheet profile's estimate is labelled as such in the header itself.
+            label = f"{name} (datasheet)" if datasheet and name == "latency_est_ms" else name
+            table.add_column(label, justify="right")
         table.add_column("spec hash")
         for t in front:
             costs = t.user_attrs.get("costs") or {}

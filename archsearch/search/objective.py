@@ -145,7 +145,7 @@ class Objective:
 
     def _start_run(self, trial: optuna.Trial, spec: NetSpec | None, costs: Mapping[str, float]) -> str:
         """Open the trial's MLflow run and record what is known before training, in one write each."""
-        tags = {STUDY_TAG: self.settings.study.name}
+        tags = {STUDY_TAG: self.settings.study.name, "archsearch.space_hash": self.space.hash}
         attrs: dict[str, Any] = {}
         texts = {"config.yaml": self.config_yaml}
         if spec is not None:
@@ -247,6 +247,8 @@ class Objective:
             repeats=lat.repeats,
             memory_format=lat.memory_format,
             clock=lat.clock,
+            device=lat.device,
+            runtime=lat.runtime,
         )
         return float(result.median_ms)
 

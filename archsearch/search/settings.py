@@ -211,9 +211,11 @@ class LatencySettings:
     repeats: int = 20  # timed calls; the median is the figure
     memory_format: str = "auto"  # auto = channels_last for conv nets, as the trainer runs them
     clock: str = "wall"  # wall, or cpu (needs threads 1) on a machine shared with other jobs
+    runtime: str = "torch"  # torch (eager), or onnxruntime: the model exported to ONNX, fp32
+    device: str = "auto"  # auto = the GPU when there is one (torch runtime), else cpu
 
     def __post_init__(self) -> None:
-        from archsearch.hardware.latency import CLOCKS
+        from archsearch.hardware.latency import CLOCKS, RUNTIMES
         from archsearch.hardware.runtime import MEMORY_FORMATS
 
         _int("latency.batch_size", self.batch_size, 1)
@@ -225,6 +227,11 @@ class LatencySettings:
         _choice("latency.clock", self.clock, CLOCKS)
         if self.clock == "cpu" and self.threads != 1:
             raise ConfigError(f"latency.clock cpu needs latency.threads 1, got {self.threads!r}.")
+        _choice("latency.runtime", self.runtime, RUNTIMES)
+        if not isinstance(self.device, str) or not (
+            self.device in ("auto", "cpu") or self.device.split(":")[0] == "cuda"
+        ):
+            raise ConfigError(f"latency.device must be auto, cpu or cuda[:N], got {self.device!r}.")
 
     @classmethod
     def from_mapping(cls, raw: Any) -> LatencySettings:
@@ -233,13 +240,19 @@ class LatencySettings:
 
 @dataclass(frozen=True)
 class ExportSettings:
-    """Where the front goes (pareto.csv/json, nets/, plots, weights)."""
+    """Where the front goes (pareto.csv/json, nets/, plots, weights, ONNX)."""
 
     dir: Path | None = None  # None = results/<study.name>
     plots: bool = True  # PNG and interactive HTML plots of the front
+    onnx: bool = False  # each member's trained weights as onnx/*.onnx, checked on ONNX Runtime
+    int8: bool = False  # also int8 (static quantization), its accuracy measured (needs onnx)
 
     def __post_init__(self) -> None:
         _flag("export.plots", self.plots)
+        _flag("export.onnx", self.onnx)
+        _flag("export.int8", self.int8)
+        if self.int8 and not self.onnx:
+            raise ConfigError("export.int8 true needs export.onnx true (int8 models are made from the ONNX).")
         if self.dir is not None:
             object.__setattr__(self, "dir", Path(self.dir))
 

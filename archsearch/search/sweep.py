@@ -124,8 +124,8 @@ def run_search(
         sampler: an Optuna sampler, or a function making one from this worker's seed; None is
             :func:`default_sampler`. With halving on, it sees pruned trials at their last rung.
         storage: a storage URL or an ``optuna.storages.RDBStorage``; overrides ``study.storage``.
-        hardware: the profile ``latency_est_ms`` is estimated on (None: the shipped
-            ``laptop_cpu`` datasheet profile).
+        hardware: the profile ``latency_est_ms`` is estimated on (None: ``hardware=auto``, this
+            host calibrated for ``settings.latency`` once and cached; see archsearch.hardware.auto).
         fit_fn: replaces :func:`archsearch.train.fit.fit` (same signature): tests and benchmarks
             pass a fake with fixed results instead of training.
         console: a ``rich.console.Console`` for progress; a quiet one if None.
@@ -143,7 +143,7 @@ def run_search(
     """
     from rich.console import Console
 
-    from archsearch.hardware.profile import load_hardware
+    from archsearch.hardware.auto import auto_profile_for
     from archsearch.train.fit import fit
 
     settings = settings or SearchSettings()
@@ -152,7 +152,7 @@ def run_search(
         url = storage if isinstance(storage, str) else str(storage.url)
         settings = _with_storage(settings, url)
     check_backends(settings)
-    hardware = hardware or load_hardware("laptop_cpu")
+    hardware = hardware or auto_profile_for(settings.latency)
     fidelity = SuccessiveHalving.from_settings(
         settings.fidelity, settings.trainer.epochs, settings.objectives
     )
@@ -244,7 +244,7 @@ class _Run:
             and not isinstance(study.sampler, optuna.samplers.GridSampler)
         ):
             study.sampler = RungInformedSampler(study.sampler)
-        reporter = SweepReporter(self.console, settings.metric_names, settings.study.n_trials)
+        reporter = SweepReporter(self.console, settings.metric_names, settings.study.n_trials, self.hardware)
         objective = Objective(
             settings,
             self.space,
@@ -287,6 +287,7 @@ class _Run:
         if "objectives" not in study.user_attrs:
             study.set_user_attr("objectives", self.settings.metric_names)
             study.set_user_attr("space", self.space.name)
+            study.set_user_attr("space_hash", self.space.hash)
             study.set_user_attr("retrain_command", self.retrain)
         # Names the objectives in Optuna's own tools (optuna-dashboard, plots) instead of "Objective 0".
         if study.metric_names is None:
@@ -344,11 +345,14 @@ class _Run:
     def _export(self, study: optuna.Study, parent: str, lock: StorageLock, status: str) -> Any:
         """Export the front; every worker rewrites it, so one writes at a time and Ctrl-C waits."""
         from archsearch.results.export import export_study
+        from archsearch.results.onnx_export import add_onnx
 
         assert self.tracker is not None
         try:
             with sigint_ignored(), lock:
                 exported = export_study(study, self.settings.export_dir, plots=self.settings.export.plots)
+                if self.settings.export.onnx:  # trained members as ONNX (+ int8), checked on real inputs
+                    add_onnx(exported, self.data, self.settings.export.int8)
                 _log_front(self.tracker, parent, study, exported.front, exported.files, self.settings)
                 self.tracker.end_study(status)
         finally:
