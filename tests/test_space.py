@@ -17,7 +17,7 @@ from archsearch.net.spec import NetSpec
 from archsearch.resources import SEARCH_SPACES_DIR
 from archsearch.search.space import (
     InfeasibleArchitecture,
-    SearchSpace,
+    TemplateSpace,
     expand_widths,
     fire_channels,
     load_space,
@@ -104,7 +104,7 @@ def test_even_pools_sit_where_squeezenet_1_0_puts_them_and_early_where_1_1_does(
     assert pool_slots(2, 5, "even") == [0, 4]
     assert pool_slots(1, 5, "even") == [0]
     assert pool_slots(0, 5, "even") == []
-    squeezenet = SearchSpace.from_dict({"depth": 8, "pools": 3}).sample(FixedTrial({}), (3, 224, 224), 10)
+    squeezenet = TemplateSpace.from_dict({"depth": 8, "pools": 3}).sample(FixedTrial({}), (3, 224, 224), 10)
     names = [n.name for n in squeezenet.nodes if isinstance(n, MaxPoolNode)]
     assert names == ["pool1", "pool4", "pool8"]
 
@@ -242,7 +242,7 @@ def test_random_trials_are_valid_networks_or_infeasible(name: str, shape: tuple[
 
 
 def test_overlapping_kernel_shares_make_some_samples_infeasible_and_nothing_else() -> None:
-    space = SearchSpace.from_dict(
+    space = TemplateSpace.from_dict(
         {"pct3x3": {"float": [0.5, 1.0], "step": 0.25}, "pct5x5": {"categorical": [0.0, 0.5]}}
     )
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
@@ -308,14 +308,14 @@ def test_grid_refuses_continuous_floats_naming_the_key() -> None:
 
 def test_grid_expands_per_module_parameters_when_depth_is_fixed() -> None:
     raw = {"depth": 3, "dropout": 0.1, "per_module": {"sr": {"categorical": [0.25, 0.5]}}}
-    grid = SearchSpace.from_dict(raw).grid()
+    grid = TemplateSpace.from_dict(raw).grid()
     assert grid == {"fire2.sr": [0.25, 0.5], "fire3.sr": [0.25, 0.5], "fire4.sr": [0.25, 0.5]}
-    ints = SearchSpace.from_dict({"base_e": {"int": [16, 48], "step": 16}, "pools": {"int": [1, 3]}}).grid()
+    ints = TemplateSpace.from_dict({"base_e": {"int": [16, 48], "step": 16}, "pools": {"int": [1, 3]}}).grid()
     assert ints == {"base_e": [16, 32, 48], "pools": [1, 2, 3]}
-    stepped = SearchSpace.from_dict({"dropout": {"float": [0.0, 0.3], "step": 0.1}}).grid()
+    stepped = TemplateSpace.from_dict({"dropout": {"float": [0.0, 0.3], "step": 0.1}}).grid()
     assert stepped == {"dropout": [0.0, 0.1, 0.2, 0.3]}
     with pytest.raises(ConfigError, match=r"key 'per_module\.sr' names one parameter per Fire module"):
-        SearchSpace.from_dict({**raw, "depth": {"int": [2, 4]}}).grid()
+        TemplateSpace.from_dict({**raw, "depth": {"int": [2, 4]}}).grid()
 
 
 def test_load_space_by_name_or_path(tmp_path: Path) -> None:
@@ -331,9 +331,9 @@ def test_load_space_by_name_or_path(tmp_path: Path) -> None:
 def test_to_dict_round_trips_with_defaults_filled_in() -> None:
     for name in ("fire", "fire_per_module", "sr_grid"):
         space = load_space(name)
-        again = SearchSpace.from_dict(yaml.safe_load(yaml.safe_dump(space.to_dict())), name=name)
+        again = TemplateSpace.from_dict(yaml.safe_load(yaml.safe_dump(space.to_dict())), name=name)
         assert again.to_dict() == space.to_dict()
-        assert again.distributions == space.distributions
+        assert again.distributions() == space.distributions()
     sr_grid = load_space("sr_grid").to_dict()
     assert (sr_grid["stem_stride"], sr_grid["min_spatial"], sr_grid["pct5x5"]) == (1, 2, 0.0)
     assert "sr" not in load_space("fire_per_module").to_dict()
@@ -351,7 +351,7 @@ def test_distribution_syntax_maps_to_optuna_distributions(tmp_path: Path) -> Non
         "bn: {categorical: [true, false]}\n"
         "depth: 3\n"
     )
-    d = load_space(path).distributions
+    d = load_space(path).distributions()
     assert d == {
         "stem_width": IntDistribution(16, 64, step=16),
         "base_e": IntDistribution(8, 128, log=True),
@@ -425,3 +425,11 @@ def test_unknown_space_name_lists_the_shipped_spaces() -> None:
         ConfigError, match=r"search_spaces 'firee' not found in .*; available: fire, fire_per_module"
     ):
         load_space("firee")
+
+
+def test_template_hash_follows_content_not_name_or_description() -> None:
+    fire = load_space("fire")
+    raw = fire.to_dict()
+    same = TemplateSpace.from_dict({**raw, "description": "other words"}, name="other")
+    assert same.hash == fire.hash and len(fire.hash) == 12
+    assert TemplateSpace.from_dict({**raw, "depth": 3}).hash != fire.hash

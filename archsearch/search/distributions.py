@@ -46,6 +46,7 @@ __all__ = [
     "grid_values",
     "in_domain",
     "parse_space",
+    "parse_value",
     "suggest",
 ]
 
@@ -165,9 +166,9 @@ def parse_space(raw: Any, source: str) -> ParsedSpace:
             raise ConfigError(
                 f"{source} sets {key!r} both at the top level and under 'per_module'; keep one."
             )
-        per_module[key] = _parse_value(source, f"per_module.{key}", KEYS[key], spec)
+        per_module[key] = parse_value(f"{source} key 'per_module.{key}'", KEYS[key], spec)
     values = {
-        key: _parse_value(source, key, k, raw[key]) if key in raw else k.default
+        key: parse_value(f"{source} key {key!r}", k, raw[key]) if key in raw else k.default
         for key, k in KEYS.items()
         if key not in per_module
     }
@@ -189,6 +190,8 @@ def _is_number(v: Any) -> bool:
 
 
 def _type_ok(k: Key, v: Any) -> bool:
+    if k.kind is object:
+        return True
     if k.kind is bool:
         return isinstance(v, bool)
     if k.kind is int:
@@ -203,8 +206,17 @@ def in_domain(k: Key, value: Any) -> bool:
     return _type_ok(k, value) and k.ok(value)
 
 
-def _parse_value(source: str, key: str, k: Key, spec: Any) -> Value:
-    where = f"{source} key {key!r}"
+def parse_value(where: str, k: Key, spec: Any) -> Value:
+    """A constant or a distribution in the file syntax, checked against ``k``'s type and domain.
+
+    Args:
+        where: the start of every error sentence, naming the file and the key (or node and field).
+        k: the key's type and domain; every bound and choice must lie in it.
+        spec: the value as written.
+
+    Raises:
+        ConfigError: one sentence starting with ``where``.
+    """
     if not isinstance(spec, Mapping):
         if not in_domain(k, spec):
             raise ConfigError(f"{where} is {spec!r}; allowed: {k.domain}, or a distribution.")

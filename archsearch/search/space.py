@@ -1,6 +1,11 @@
-"""Search spaces: YAML files that declare SqueezeNet's metaparameters as distributions.
+"""Search spaces: :func:`load_space` reads either kind; this module holds the Fire template kind.
 
-A search-space file is plain YAML (no Hydra needed). Each top-level key is one metaparameter
+A search space is anything with the :class:`SearchSpace` interface (``sample``, ``grid``,
+``distributions``, ``to_dict``, ``name``, ``path``, ``hash``). Two kinds ship: template spaces
+(below) and graph spaces (:mod:`archsearch.search.graph_space`: a net YAML whose fields may be
+distributions), told apart by a graph space's ``nodes:`` key.
+
+A template search-space file is plain YAML (no Hydra needed). Each top-level key is one metaparameter
 of the Fire template below and holds a constant or a distribution; ``per_module:`` draws some
 keys once for every Fire module. :mod:`archsearch.search.distributions` has the syntax, the
 keys and their domains.
@@ -19,19 +24,16 @@ with the same names pins one network exactly.
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 from optuna.distributions import BaseDistribution
 
 from archsearch.errors import ConfigError, SpecError
 from archsearch.net.nodes import NUM_CLASSES
-from archsearch.net.spec import NetSpec, _yaml_problem
+from archsearch.net.spec import NetSpec
 from archsearch.resources import find_config
 from archsearch.search.distributions import (
     KEYS,
@@ -44,50 +46,35 @@ from archsearch.search.distributions import (
     parse_space,
     suggest,
 )
+from archsearch.search.graph_space import GraphSpace
+from archsearch.search.space_core import (
+    InfeasibleArchitecture,
+    SearchSpace,
+    content_hash,
+    fire_channels,
+    read_space_file,
+)
 
 __all__ = [
+    "GraphSpace",
     "InfeasibleArchitecture",
     "SearchSpace",
+    "TemplateSpace",
     "expand_widths",
     "fire_channels",
     "load_space",
     "max_pools",
     "pool_slots",
+    "space_from_dict",
 ]
 
 
-class InfeasibleArchitecture(Exception):
-    """Sampled parameters that make no valid network (a search outcome, not a user error).
-
-    Args:
-        reason: one sentence saying which parameters clash and why.
-    """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
 def load_space(name_or_path: str | Path) -> SearchSpace:
-    """Read and validate a search-space file.
+    """Read and validate a search-space file of either kind.
+
+    A file with a ``nodes:`` key is a graph space (:class:`GraphSpace`, a net YAML with
+    distributions); any other is a template space (:class:`TemplateSpace`). Both satisfy
+    :class:`SearchSpace`, which is all the search uses.
 
     Args:
         name_or_path: a space's name (``"fire"`` reads the first ``search_spaces/fire.yaml`` of
@@ -95,21 +82,24 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
             the path of a YAML file.
 
     Raises:
-        ConfigError: one sentence naming the file, the key and what is allowed.
+        ConfigError: one sentence naming the file, the key (or node and field) and what is allowed.
     """
     path = find_config("search_spaces", name_or_path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read search space {path}: {exc.strerror}.") from None
-    try:
-        raw = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(exc)}.") from None
-    return SearchSpace.from_dict(raw, name=path.stem, path=path)
+    return space_from_dict(read_space_file(path), name=path.stem, path=path)
 
 
-class SearchSpace:
+def space_from_dict(raw: Any, name: str = "space", path: Path | None = None) -> SearchSpace:
+    """A space of the kind ``raw`` declares: a graph space if it has ``nodes:``, else a template space.
+
+    Raises:
+        ConfigError: naming the source, the key and what is allowed.
+    """
+    if isinstance(raw, Mapping) and "nodes" in raw:
+        return GraphSpace.from_dict(raw, name=name, path=path)
+    return TemplateSpace.from_dict(raw, name=name, path=path)
+
+
+class TemplateSpace:
     """A validated search space over the Fire template; sample it with an Optuna trial.
 
     Build one with :func:`load_space` or :meth:`from_dict`.
@@ -130,7 +120,7 @@ class SearchSpace:
         self._per_module = per_module
 
     @classmethod
-    def from_dict(cls, raw: Any, name: str = "space", path: Path | None = None) -> SearchSpace:
+    def from_dict(cls, raw: Any, name: str = "space", path: Path | None = None) -> TemplateSpace:
         """Validate a plain mapping (parsed YAML, or an OmegaConf container turned into a dict).
 
         Keys left out take the template defaults (see :data:`archsearch.search.distributions.KEYS`).
@@ -143,6 +133,10 @@ class SearchSpace:
         return cls(name, path, parsed.values, parsed.per_module, parsed.description)
 
     @property
+    def hash(self) -> str:
+        """12 hex digits of the space's keys and values, defaults filled in (not its description)."""
+        return content_hash(self.to_dict())
+
     def distributions(self) -> dict[str, BaseDistribution]:
         """Optuna distributions of the top-level free parameters (per-module ones are conditional)."""
         return {k: v for k, v in self._values.items() if isinstance(v, BaseDistribution)}
@@ -166,7 +160,7 @@ class SearchSpace:
                 ``step``), or per-module parameters whose names depend on a free ``depth``.
         """
         source = str(self.path) if self.path is not None else f"search space {self.name!r}"
-        out = {key: grid_values(source, key, v) for key, v in self.distributions.items()}
+        out = {key: grid_values(source, key, v) for key, v in self.distributions().items()}
         free_per_module = [k for k, v in self._per_module.items() if isinstance(v, BaseDistribution)]
         if free_per_module and "depth" in out:
             raise ConfigError(
@@ -211,7 +205,7 @@ class SearchSpace:
         return dataclasses.replace(spec, name=f"{self.name}-{spec.hash}")
 
     def __repr__(self) -> str:
-        return f"SearchSpace(name={self.name!r}, free={sorted(self.distributions)})"
+        return f"TemplateSpace(name={self.name!r}, free={sorted(self.distributions())})"
 
 
 def _check_domain(name: str, value: Any, k: Key | None = None) -> None:
@@ -221,35 +215,9 @@ def _check_domain(name: str, value: Any, k: Key | None = None) -> None:
         raise InfeasibleArchitecture(f"parameter {name!r} = {value!r} is outside its domain: {k.domain}.")
 
 
-def _half_up(x: float) -> int:
-    # Python's round() rounds halves to even; a width of 2.5 channels should become 3, like 1.5 -> 2.
-    return math.floor(x + 0.5)
-
-
 def expand_widths(depth: int, base_e: int, incr_e: int, freq: int) -> list[int]:
     """The paper's expand widths: ``e_i = base_e + incr_e * floor(i / freq)`` for ``i < depth``."""
     return [base_e + incr_e * (i // freq) for i in range(depth)]
-
-
-def fire_channels(e: int, sr: float, pct3x3: float, pct5x5: float) -> tuple[int, dict[int, int]]:
-    """Squeeze width and kernel mix of a Fire module with ``e`` expand channels.
-
-    ``s = round(sr * e)`` clamped to ``[1, e - 1]`` (squeeze < expand; ``sr = 1.0`` gives
-    ``e - 1``); ``round(pct3x3 * e)`` 3x3 and ``round(pct5x5 * e)`` 5x5 filters, the rest 1x1;
-    kernels with no channels are left out of the mix.
-
-    Raises:
-        InfeasibleArchitecture: ``pct3x3 + pct5x5 > 1``.
-    """
-    if pct3x3 + pct5x5 > 1.0 + 1e-9:
-        raise InfeasibleArchitecture(
-            f"pct3x3 ({pct3x3}) + pct5x5 ({pct5x5}) exceeds 1, leaving no room for the 1x1 share."
-        )
-    e5 = _half_up(pct5x5 * e)
-    e3 = min(_half_up(pct3x3 * e), e - e5)
-    mix = {k: c for k, c in ((1, e - e3 - e5), (3, e3), (5, e5)) if c > 0}
-    squeeze = min(max(1, _half_up(sr * e)), e - 1)
-    return squeeze, mix
 
 
 def pool_slots(pools: int, depth: int, layout: str) -> list[int]:
