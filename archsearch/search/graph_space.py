@@ -14,6 +14,7 @@ one input passes that input through.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -96,7 +97,7 @@ class GraphSpace:
         self.path = path
         self.description = graph.description
         self._graph = graph
-        self._raw = dict(raw)
+        self._raw = copy.deepcopy(dict(raw))
 
     @classmethod
     def from_dict(cls, raw: Any, name: str | None = None, path: Path | None = None) -> GraphSpace:
@@ -146,7 +147,7 @@ class GraphSpace:
 
     def to_dict(self) -> dict[str, Any]:
         """The space as written (``GraphSpace.from_dict(space.to_dict())`` is the same space)."""
-        return dict(self._raw)
+        return copy.deepcopy(self._raw)
 
     def distributions(self) -> dict[str, BaseDistribution]:
         """Every parameter a trial may draw, by name, blocks at their most repeats.
