@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pytest
+from PIL import Image
 
 from archsearch.search.storage import engine_url
 
@@ -32,7 +35,34 @@ FILES = {
     "space_step.yaml": "base_e: {int: [16, 60], step: 16}\n",
     "conf/model/broken.yaml": "name: broken\nnodes: [1, 2\n",
     "fmnist_wrong/train-images-idx3-ubyte.gz": "not gzip\n",
+    "flat_images/notes.txt": "images belong in class folders\n",
+    "empty_class/b/readme.txt": "no images here\n",
+    "corrupt_images/b/bad.png": "not a png\n",
 }
+
+
+def write_binary_inputs(files: Path) -> None:
+    """Images and arrays the data cases read (FILES holds the text ones)."""
+    for folder in ("flat_images", "empty_class/a", "one_class/a", "corrupt_images/a", "corrupt_images/b"):
+        (files / folder).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (6, 6), "red").save(files / folder / "ok.png")
+    x = np.zeros((10, 8, 8), dtype=np.float32)
+    np.savez(files / "labels_range.npz", x=x, y=np.arange(10) % 3 - 1)
+    np.savez(files / "lengths.npz", x=x, y=np.arange(9) % 2)
+    np.savez(
+        files / "nan.npz", x=np.where(np.arange(640).reshape(10, 8, 8) == 5, np.nan, x), y=np.arange(10) % 2
+    )
+    np.savez(files / "two_channels.npz", x=np.zeros((10, 2, 8, 8), np.uint8), y=np.arange(10) % 2)
+
+
+FOLDER = (
+    "+sweep=fire",
+    "data=image_folder",
+    "data.size=[8,8]",
+    "data.cache_dir={d}/cache",
+    "export.plots=false",
+)
+ARRAYS = ("+sweep=fire", "data=arrays", "export.plots=false")
 
 # id -> (arguments, fragments the one-line message must contain); {d} is the files' directory.
 CASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -80,6 +110,39 @@ CASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "wrong_dataset_files": (
         ("+sweep=fire", "data=fashion_mnist", "data.dir={d}/fmnist_wrong"),
         ("fmnist_wrong/train-images-idx3-ubyte.gz cannot be read",),
+    ),
+    "image_folder_missing": (
+        (*FOLDER, "data.dir={d}/no_such_images"),
+        ("image folder", "no_such_images does not exist"),
+    ),
+    "image_folder_unset": ((*FOLDER,), ("data.dir must name the image folder",)),
+    "image_folder_no_class_folders": ((*FOLDER, "data.dir={d}/flat_images"), ("has no class folders",)),
+    "image_folder_empty_class": (
+        (*FOLDER, "data.dir={d}/empty_class"),
+        ("class folder", "empty_class/b holds no images"),
+    ),
+    "image_folder_one_class": ((*FOLDER, "data.dir={d}/one_class"), ("needs at least two",)),
+    "image_folder_corrupt_image": (
+        (*FOLDER, "data.dir={d}/corrupt_images"),
+        ("corrupt_images/b/bad.png cannot be read", "data.skip_bad=true"),
+    ),
+    "image_folder_bad_channels": (
+        (*FOLDER, "data.dir={d}/corrupt_images", "data.channels=4"),
+        ("data.channels must be 1 (grey) or 3 (RGB), got 4",),
+    ),
+    "arrays_missing_file": ((*ARRAYS, "data.path={d}/nowhere.npz"), ("nowhere.npz does not exist",)),
+    "arrays_labels_out_of_range": (
+        (*ARRAYS, "data.path={d}/labels_range.npz"),
+        ("y must lie in 0..1, got -1..1",),
+    ),
+    "arrays_lengths_differ": (
+        (*ARRAYS, "data.path={d}/lengths.npz"),
+        ("x holds 10 images but y has shape (9,)",),
+    ),
+    "arrays_nan": ((*ARRAYS, "data.path={d}/nan.npz"), ("x holds NaN or infinite values",)),
+    "arrays_channels_not_convertible": (
+        (*ARRAYS, "data.path={d}/two_channels.npz", "data.channels=3"),
+        ("x has 2 channel(s), which cannot be converted to 3",),
     ),
     "unreachable_storage": (
         (*SWEEP, "study.storage=postgresql://someone:secret@127.0.0.1:1/nowhere"),
@@ -129,6 +192,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory, archsearch_cli: Any) -> d
     for name, text in FILES.items():
         (files / name).parent.mkdir(parents=True, exist_ok=True)
         (files / name).write_text(text)
+    write_binary_inputs(files)
     runs = tmp_path_factory.mktemp("runs")
     cases = dict(CASES)
     postgres = os.environ.get("ARCHSEARCH_TEST_POSTGRES")
