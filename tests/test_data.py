@@ -235,3 +235,64 @@ def test_shipped_config_and_augment_settings_are_read() -> None:
     cfg["augment"]["shear"] = 3
     with pytest.raises(ConfigError, match=r"data\.augment has unknown key"):
         load_dataset(cfg)
+
+
+# --------------------------------------------------------------------------- data=arrays
+
+
+def test_arrays_from_npz_channels_last_uint8(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (50, 6, 7, 3), dtype=np.uint8)
+    np.savez(tmp_path / "mine.npz", x=x, y=np.arange(50) % 5, test_x=x[:8], test_y=np.arange(8) % 5)
+    data = load_dataset({"name": "arrays", "path": str(tmp_path / "mine.npz")}, seed=0)
+    assert data.name == "mine" and data.shape == (3, 6, 7) and data.num_classes == 5
+    assert (len(data.train_y) + len(data.val_y), len(data.test_y)) == (50, 8)
+    expected = (
+        torch.from_numpy(x[:8].transpose(0, 3, 1, 2)).float() - torch.tensor(data.mean)[:, None, None]
+    ) / (torch.tensor(data.std)[:, None, None])
+    assert torch.allclose(data.test_x, expected, atol=1e-5)
+    grey = load_dataset({"name": "arrays", "path": str(tmp_path / "mine.npz"), "channels": 1}, seed=0)
+    assert grey.shape == (1, 6, 7)
+
+
+def test_arrays_from_npy_pairs(tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((30, 1, 5, 5)).astype(np.float32))
+    np.save(tmp_path / "y.npy", np.arange(30) % 3)
+    cfg = {"name": "arrays", "path": str(tmp_path / "x.npy"), "labels": str(tmp_path / "y.npy")}
+    data = load_dataset(cfg, seed=0)
+    assert data.shape == (1, 5, 5) and data.num_classes == 3 and len(data.test_y) == 0
+    rgb = load_dataset({**cfg, "channels": 3}, seed=0)
+    assert rgb.shape == (3, 5, 5)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "extra", "fragment"),
+    [
+        ({"x": np.zeros((4, 5, 5)), "y": np.array([0, 1, 2, 7])}, {"num_classes": 3}, "y must lie in 0..2"),
+        ({"x": np.zeros((4, 5, 5)), "y": np.array([0, 1, 0])}, {}, "x holds 4 images but y has shape (3,)"),
+        ({"x": np.full((4, 5, 5), np.inf), "y": np.array([0, 1, 0, 1])}, {}, "NaN or infinite"),
+        ({"x": np.zeros((4, 2, 5, 5)), "y": np.array([0, 1, 0, 1])}, {"channels": 1}, "cannot be converted"),
+        ({"images": np.zeros((4, 5, 5)), "y": np.array([0, 1, 0, 1])}, {}, "has no array 'x'"),
+        (
+            {"x": np.zeros((4, 5, 5)), "y": np.array([0, 1, 0, 1]), "test_x": np.zeros((2, 5, 5))},
+            {},
+            "together",
+        ),
+    ],
+)
+def test_arrays_refuse_bad_data_in_one_sentence(
+    tmp_path: Path, arrays: dict[str, np.ndarray], extra: dict[str, object], fragment: str
+) -> None:
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(DataError) as info:
+        load_dataset({"name": "arrays", "path": str(tmp_path / "bad.npz"), **extra}, seed=0)
+    assert fragment in str(info.value) and one_sentence(str(info.value))
+
+
+def test_arrays_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"data\.path must name"):
+        load_dataset({"name": "arrays"}, seed=0)
+    with pytest.raises(ConfigError, match=r"data\.labels must name"):
+        load_dataset({"name": "arrays", "path": str(tmp_path / "x.npy")}, seed=0)
+    with pytest.raises(ConfigError, match=r"must end in \.npz or \.npy"):
+        load_dataset({"name": "arrays", "path": str(tmp_path / "x.csv")}, seed=0)
