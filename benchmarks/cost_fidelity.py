@@ -4,8 +4,9 @@ Samples random networks from a search space (default ``fire`` at 1x28x28), measu
 latency here with :func:`archsearch.hardware.latency.measure_latency` at each batch size, and prints the
 Spearman rank correlation of the measured latency with params, MACs, bytes and
 ``latency_est_ms`` (for the given hardware profile), plus the median absolute percentage error
-of ``latency_est_ms``. Targets: rho >= 0.9 for the estimate at every batch size and higher than
-params' and MACs'; median error <= 25%.
+of ``latency_est_ms``, against eager PyTorch and against ONNX Runtime (``--runtimes``). Targets:
+rho >= 0.95 and median error <= 15% at every batch size. ``--hardware auto`` (the default) uses
+this host's auto profile for ``--threads`` and ``--clock``, calibrating it first if it is missing.
 
 Networks are timed in interleaved rounds (every network once per round, in a fresh random order)
 and each latency is the median over all rounds' repeats, so a burst of load from other processes
@@ -13,7 +14,7 @@ spreads over many networks instead of ruining one. The load average is printed f
 ``--clock cpu`` (with ``--threads 1``) times the thread's CPU time, which other jobs on a shared
 machine do not inflate. Calibrate the profile with the same threads and clock.
 
-    python -m archsearch.calibrate out=conf/hardware/this_machine.yaml threads=1 clock=cpu
+    python benchmarks/cost_fidelity.py --hardware auto --threads 1
     python benchmarks/cost_fidelity.py --hardware this_machine --threads 1 --clock cpu
 """
 
@@ -33,8 +34,9 @@ import numpy as np
 import optuna
 from scipy.stats import spearmanr
 
+from archsearch.hardware.auto import auto_profile
 from archsearch.hardware.latency import measure_latency
-from archsearch.hardware.profile import load_hardware
+from archsearch.hardware.profile import HardwareProfile, load_hardware
 from archsearch.net.cost import analyze
 from archsearch.net.model import build
 from archsearch.net.spec import NetSpec
@@ -71,6 +73,7 @@ def measure_all(
     repeats: dict[int, int],
     seed: int,
     clock: str,
+    runtime: str = "torch",
 ) -> dict[int, list[float]]:
     """Median latency (ms) of every spec at every batch size, over interleaved rounds."""
     models = [build(s) for s in specs]
@@ -90,15 +93,22 @@ def measure_all(
                     warmup=2 if r else 3,
                     repeats=repeats[b],
                     clock=clock,
+                    runtime=runtime,
                 )
                 samples[(i, b)].extend(result.samples_ms)
         print(f"  round {r + 1}/{rounds}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return {b: [statistics.median(samples[(i, b)]) for i in range(len(specs))] for b in batch_sizes}
 
 
-def fidelity(specs: list[NetSpec], measured: list[float], hardware_name: str, batch: int) -> dict[str, Any]:
+def load_profile(name: str, threads: int, clock: str) -> HardwareProfile:
+    """A profile by name or path; ``auto`` is this host's cached auto profile (calibrated if missing)."""
+    if name == "auto":
+        return auto_profile(threads, "auto", clock, device="cpu")
+    return load_hardware(name)
+
+
+def fidelity(specs: list[NetSpec], measured: list[float], hw: HardwareProfile, batch: int) -> dict[str, Any]:
     """Spearman rho of each metric with the measured latency, and the estimate's error."""
-    hw = load_hardware(hardware_name)
     reports = [analyze(s, hw, batch_size=batch) for s in specs]
     values = {m: [r.metrics()[m] for r in reports] for m in METRICS}
     est = np.array(values["latency_est_ms"])
@@ -113,12 +123,49 @@ def fidelity(specs: list[NetSpec], measured: list[float], hardware_name: str, ba
     }
 
 
+def print_results(
+    runtime: str,
+    results: dict[int, dict[str, Any]],
+    batch_sizes: list[int],
+    count: int,
+    clock: str,
+    rounds: int,
+) -> None:
+    """The rank correlations and the estimate's errors against one runtime's measured latency."""
+    print(
+        f"\n[{runtime}] Spearman rho with measured latency ({count} networks, {clock} clock, "
+        f"median of {rounds} rounds):"
+    )
+    print(f"{'metric':>16} " + " ".join(f"{'batch ' + str(b):>10}" for b in batch_sizes))
+    for m in METRICS:
+        print(f"{m:>16} " + " ".join(f"{results[b]['rho'][m]:>10.3f}" for b in batch_sizes))
+    print(f"\n{'latency_est_ms':>16} " + " ".join(f"{'batch ' + str(b):>10}" for b in batch_sizes))
+    for key, label in (("median_ape", "median |error|"), ("p90_ape", "p90 |error|")):
+        print(f"{label:>16} " + " ".join(f"{100 * results[b][key]:>9.1f}%" for b in batch_sizes))
+    print(f"{'est / measured':>16} " + " ".join(f"{results[b]['median_ratio']:>10.2f}" for b in batch_sizes))
+    for b in batch_sizes:
+        r = results[b]
+        ok = r["rho"]["latency_est_ms"] >= 0.95 and r["median_ape"] <= 0.15
+        ms = r["measured_ms"]
+        print(
+            f"batch {b}: measured {ms['min']:.2f} .. {ms['median']:.2f} .. {ms['max']:.2f} ms; "
+            f"targets (rho >= 0.95, median error <= 15%) {'met' if ok else 'NOT met'}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--space", default="fire", help="search space name or YAML path")
-    parser.add_argument("--hardware", default="this_machine", help="hardware profile name or YAML path")
+    parser.add_argument(
+        "--hardware",
+        default="auto",
+        help="hardware profile name or YAML path; auto: this host's auto profile",
+    )
+    parser.add_argument(
+        "--runtimes", default="torch,onnxruntime", help="latency measured on: torch, onnxruntime or both"
+    )
     parser.add_argument("--count", type=int, default=40, help="networks to sample")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--input", default="1,28,28", help="C,H,W")
@@ -134,7 +181,7 @@ def main() -> None:
     if len(input_shape) != 3:
         parser.error(f"--input must be C,H,W, got {args.input!r}")
     batch_sizes = [int(v) for v in args.batch_sizes.split(",")]
-    hw = load_hardware(args.hardware)
+    hw = load_profile(args.hardware, args.threads, args.clock)
 
     started = time.perf_counter()
     load_before = os.getloadavg()
@@ -146,37 +193,19 @@ def main() -> None:
         file=sys.stderr,
     )
     repeats = {b: 15 if b < 16 else 3 for b in batch_sizes}
-    measured = measure_all(specs, batch_sizes, args.threads, args.rounds, repeats, args.seed, args.clock)
-    results = {b: fidelity(specs, measured[b], args.hardware, b) for b in batch_sizes}
+    runtimes = args.runtimes.split(",")
+    measured = {
+        rt: measure_all(specs, batch_sizes, args.threads, args.rounds, repeats, args.seed, args.clock, rt)
+        for rt in runtimes
+    }
+    results = {rt: {b: fidelity(specs, measured[rt][b], hw, b) for b in batch_sizes} for rt in runtimes}
     load_after = os.getloadavg()
-
-    print(
-        f"\nSpearman rho with measured latency ({len(specs)} networks, {args.clock} clock, "
-        f"median of {args.rounds} rounds):"
-    )
-    print(f"{'metric':>16} " + " ".join(f"{'batch ' + str(b):>10}" for b in batch_sizes))
-    for m in METRICS:
-        print(f"{m:>16} " + " ".join(f"{results[b]['rho'][m]:>10.3f}" for b in batch_sizes))
-    print(f"\n{'latency_est_ms':>16} " + " ".join(f"{'batch ' + str(b):>10}" for b in batch_sizes))
-    for key, label in (("median_ape", "median |error|"), ("p90_ape", "p90 |error|")):
-        print(f"{label:>16} " + " ".join(f"{100 * results[b][key]:>9.1f}%" for b in batch_sizes))
-    print(f"{'est / measured':>16} " + " ".join(f"{results[b]['median_ratio']:>10.2f}" for b in batch_sizes))
-    for b in batch_sizes:
-        r = results[b]
-        ok = (
-            r["rho"]["latency_est_ms"] >= 0.9
-            and r["rho"]["latency_est_ms"] > max(r["rho"]["params"], r["rho"]["macs"])
-            and r["median_ape"] <= 0.25
-        )
-        ms = r["measured_ms"]
-        print(
-            f"batch {b}: measured {ms['min']:.2f} .. {ms['median']:.2f} .. {ms['max']:.2f} ms; "
-            f"targets (rho >= 0.9 and above params/MACs, median error <= 25%) {'met' if ok else 'NOT met'}"
-        )
+    for rt in runtimes:
+        print_results(rt, results[rt], batch_sizes, len(specs), args.clock, args.rounds)
     elapsed = time.perf_counter() - started
     print(
         f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after; {elapsed:.0f} s in all "
-        f"(this machine has {os.cpu_count()} logical CPUs)"
+        f"(this machine has {os.cpu_count()} logical CPUs; profile {hw.name}: {hw.provenance})"
     )
     if args.json is not None:
         args.json.write_text(
@@ -184,8 +213,8 @@ def main() -> None:
                 {
                     "args": vars(args) | {"json": str(args.json)},
                     "specs": [s.to_dict() for s in specs],
-                    "measured_ms": {str(b): measured[b] for b in batch_sizes},
-                    "results": {str(b): results[b] for b in batch_sizes},
+                    "measured_ms": {rt: {str(b): measured[rt][b] for b in batch_sizes} for rt in runtimes},
+                    "results": {rt: {str(b): results[rt][b] for b in batch_sizes} for rt in runtimes},
                 },
                 indent=1,
             )

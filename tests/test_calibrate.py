@@ -68,7 +68,7 @@ def test_unknown_key_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "error: unknown key 'thread'; allowed: out, name, threads, quick, seed, memory_format, clock."
+        "error: unknown key 'thread'; allowed: out, name, threads, quick, seed, memory_format, clock, device."
     ]
     assert _tree(tmp_path) == set()
 

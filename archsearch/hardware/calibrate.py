@@ -46,6 +46,7 @@ import torch
 import yaml
 
 from archsearch.errors import ConfigError
+from archsearch.hardware.cache import cache_key, cache_path, cpu_name
 from archsearch.hardware.fitting import ContextFit, fit_gemm_class
 from archsearch.hardware.latency import CLOCKS, settle_allocator
 from archsearch.hardware.microbench import (
@@ -127,16 +128,6 @@ class CalibrateConfig:
         if not isinstance(device, str):
             raise ConfigError(f"device must be auto, cpu or cuda[:N], got {device!r}.")
         return cls(out, name, threads, quick, seed, memory_format, clock, device)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def calibrate(
@@ -356,8 +347,6 @@ def run(cfg: CalibrateConfig) -> HardwareProfile:
     also becomes ``hardware=auto``'s cached profile for its settings, so this command is how
     the auto profile is refreshed.
     """
-    from archsearch.hardware.auto import cache_key, store_profile
-
     if cfg.out is not None:
         _check_out(cfg.out)  # before a minute of measuring, not after
     name = cfg.name or (Path(cfg.out).stem if cfg.out else "auto")
@@ -378,5 +367,8 @@ def run(cfg: CalibrateConfig) -> HardwareProfile:
     if cfg.out is not None:
         print(f"wrote {write_profile(profile, cfg.out)}", file=sys.stderr)
     else:
-        print(f"stored as the hardware=auto profile: {store_profile(profile, key)}", file=sys.stderr)
+        cache_path(key).parent.mkdir(parents=True, exist_ok=True)
+        print(
+            f"stored as the hardware=auto profile: {write_profile(profile, cache_path(key))}", file=sys.stderr
+        )
     return profile

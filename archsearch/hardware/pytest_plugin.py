@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from typing import Any
 
-from archsearch.hardware.auto import CACHE_ENV, QUICK_ENV
+from archsearch.hardware.cache import CACHE_ENV, QUICK_ENV
 
 _saved: dict[str, str | None] = {}
 _folder: list[str] = []

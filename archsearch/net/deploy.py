@@ -6,10 +6,12 @@ Both come from the spec and its inferred shapes alone, like the rest of :mod:`ar
   plus :data:`MODEL_OVERHEAD_BYTES` for the graph itself. Batch norm is folded into the
   convolution before it (as ONNX export in eval mode and every inference runtime do), so a
   batch norm's scale and shift cost nothing and a conv without a bias gains one. Checked
-  against exported ONNX files (tests/test_deploy.py): within 5% for fire-space nets.
+  against exported ONNX files (tests/test_deploy.py): within 5% for fire-space nets, 25% for
+  a 200-parameter toy whose file is mostly graph.
 - ``peak_activation_bytes``: the largest set of node outputs alive at once when the nodes run
-  in spec order (the order :class:`archsearch.net.model.GraphNet` runs them). The input and
-  each node's output are alive from when they are computed until their last consumer has run;
+  in spec order (the order :class:`archsearch.net.model.GraphNet` runs them). The input is
+  alive throughout (the caller holds it); each node's output is alive from when it is
+  computed until its last consumer has run;
   while a node runs, its inputs and its output are alive together. Per batch of
   ``batch_size`` at ``bytes_per_element``. Temporaries inside one node (a Fire module's
   squeeze output and branch outputs before the concatenation) are not counted: they depend on
@@ -23,11 +25,21 @@ import math
 from archsearch.net.nodes import ConvNode, FireNode, Node
 from archsearch.net.spec import NetSpec
 
-__all__ = ["MODEL_OVERHEAD_BYTES", "deploy_params", "live_elements", "model_bytes", "peak_activation_bytes"]
+__all__ = [
+    "ALIAS_OPS",
+    "MODEL_NODE_BYTES",
+    "MODEL_OVERHEAD_BYTES",
+    "deploy_params",
+    "live_elements",
+    "model_bytes",
+    "peak_activation_bytes",
+]
 
-#: The graph, names and tensor headers of a small ONNX file: 5.4-14 KB measured for nets of
-#: 9-15 nodes (fire_digits, fire_mnist, squeezenet1_1 exported by archsearch.hardware.ort).
-MODEL_OVERHEAD_BYTES = 6 * 1024
+#: The graph, names and tensor headers of an ONNX file: a fixed header plus a cost per graph
+#: node, each kernel but batch norm (folded) becoming one. Fitted to exports of fire_digits,
+#: fire_mnist and squeezenet1_1 (5.4-14 KB over 28-65 nodes) by archsearch.hardware.ort.
+MODEL_OVERHEAD_BYTES = 256
+MODEL_NODE_BYTES = 200
 
 
 def deploy_params(node: Node, params: int, out_channels: int) -> int:
@@ -46,27 +58,43 @@ def model_bytes(net: NetSpec, bytes_per_element: int = 4) -> int:
 
     shapes = {"input": net.input, **net.validate()}
     sources = net.input_names()
-    total = 0
+    weights = graph_nodes = 0
     for node in net.nodes:
-        cost = OPS[node.op].cost(node, [shapes[s] for s in sources[node.name]], shapes[node.name], 1)
-        total += deploy_params(node, cost.params, shapes[node.name][0])
-    return bytes_per_element * total + MODEL_OVERHEAD_BYTES
+        ins, out = [shapes[s] for s in sources[node.name]], shapes[node.name]
+        weights += deploy_params(node, OPS[node.op].cost(node, ins, out, 1).params, out[0])
+        graph_nodes += sum(k.kind != "batchnorm" for k in OPS[node.op].kernels(node, ins, out, 1))
+    return bytes_per_element * weights + MODEL_OVERHEAD_BYTES + MODEL_NODE_BYTES * graph_nodes
+
+
+#: Ops whose output is their input's memory at inference: dropout returns its input in eval
+#: mode, flatten is a view. They allocate nothing and keep their input's buffer alive.
+ALIAS_OPS = ("dropout", "flatten")
 
 
 def live_elements(net: NetSpec) -> list[int]:
-    """Elements per image alive while each node runs, in spec order (see the module docstring)."""
+    """Elements per image alive while each node runs, in spec order (see the module docstring).
+
+    Values are tracked per buffer: an aliasing node (:data:`ALIAS_OPS`) shares its input's.
+    """
     shapes = {"input": net.input, **net.validate()}
     sources = net.input_names()
     order = [n.name for n in net.nodes]
+    ops = {n.name: n.op for n in net.nodes}
+    buffer = {"input": "input"}
+    for name in order:
+        buffer[name] = buffer[sources[name][0]] if ops[name] in ALIAS_OPS else name
     last_use = {"input": 0}
     for i, name in enumerate(order):
         for src in sources[name]:
-            last_use[src] = i
-    last_use[order[-1]] = len(order) - 1  # the output is alive until it is returned
+            last_use[buffer[src]] = i
+    # The caller holds the input throughout (torch's module call and a runtime's feed alike),
+    # and the output is alive until it is returned.
+    last_use["input"] = last_use[buffer[order[-1]]] = len(order) - 1
     live = []
     for i, name in enumerate(order):
-        alive = [v for v in ("input", *order[:i]) if last_use.get(v, -1) >= i]
-        live.append(sum(math.prod(shapes[v]) for v in alive) + math.prod(shapes[name]))
+        alive = {buffer[v] for v in ("input", *order[:i]) if last_use.get(buffer[v], -1) >= i}
+        alive.add(buffer[name])
+        live.append(sum(math.prod(shapes[v]) for v in alive))
     return live
 
 
