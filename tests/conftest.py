@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -206,7 +207,6 @@ def archsearch_cli() -> ArchsearchCLI:
 @pytest.fixture
 def postgres_url() -> str:
     """The PostgreSQL URL .ci/run exports; the test is skipped where no server was started."""
-    import os
 
     url = os.environ.get(POSTGRES_ENV)
     if not url:
@@ -235,3 +235,39 @@ def one_thread() -> Iterator[int]:
 
     with torch_threads(1) as threads:
         yield threads
+
+
+# --------------------------------------------------------------------------- hardware=auto cache
+
+_saved_env: dict[str, str | None] = {}
+_auto_cache: list[str] = []
+
+
+def pytest_configure(config: Any) -> None:
+    """Keep the session (and every subprocess it starts) away from the user's hardware=auto cache.
+
+    The cache is a fresh temporary folder and a missing profile is calibrated quickly (~2 s, once
+    per session), so no test depends on, or writes to, a calibration made before it.
+    """
+    import tempfile
+
+    from archsearch.hardware.cache import CACHE_ENV, QUICK_ENV
+
+    folder = tempfile.mkdtemp(prefix="archsearch-hardware-")
+    _auto_cache.append(folder)
+    for name, value in ((CACHE_ENV, folder), (QUICK_ENV, "quick")):
+        _saved_env[name] = os.environ.get(name)
+        os.environ[name] = value
+
+
+def pytest_unconfigure(config: Any) -> None:
+    """Put the environment back and delete the session's cache."""
+    import shutil
+
+    for name, value in _saved_env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    for folder in _auto_cache:
+        shutil.rmtree(folder, ignore_errors=True)
