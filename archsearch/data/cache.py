@@ -39,16 +39,11 @@ def settings_key(settings: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def fingerprint(files: Iterable[Path]) -> str:
-    """Hash of every file's path, size and modification time: changes when any file does.
-
-    Raises:
-        OSError: a file vanished while it was being listed.
-    """
+def fingerprint(stamps: Iterable[tuple[str, int, int]]) -> str:
+    """Hash of every file's (path, size, modification time in ns): changes when any file does."""
     digest = hashlib.sha256()
-    for path in files:
-        stat = path.stat()
-        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    for path, size, mtime_ns in stamps:
+        digest.update(f"{path}\0{size}\0{mtime_ns}\n".encode())
     return digest.hexdigest()
 
 

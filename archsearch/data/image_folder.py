@@ -40,11 +40,15 @@ TRAIN, VAL, TEST, SKIPPED = 0, 1, 2, -1
 
 @dataclass(frozen=True)
 class Listing:
-    """Every image file of a folder with its class and split (``part``), in a fixed order."""
+    """Every image file of a folder with its class and split (``part``), in a fixed order.
+
+    ``stamps`` holds each file's (path, size, modification time in ns) for the fingerprint.
+    """
 
     root: Path
     classes: tuple[str, ...]
-    files: tuple[Path, ...]
+    files: tuple[str, ...]
+    stamps: tuple[tuple[str, int, int], ...]
     labels: np.ndarray
     parts: np.ndarray
 
@@ -73,32 +77,52 @@ def scan(root: Path) -> Listing:
             "needs at least two."
         )
     suffixes = image_suffixes()
-    files: list[Path] = []
+    stamps: list[tuple[str, int, int]] = []
     labels: list[int] = []
     parts: list[int] = []
     for split, folder in roots.items():
         for name in sorted(_class_dirs(folder)):
             if name not in classes:
                 raise DataError(f"class folder {folder / name} is not a class of {roots['train']}.")
-            found = sorted(
-                p for p in (folder / name).rglob("*") if p.suffix.lower() in suffixes and p.is_file()
-            )
+            found = sorted(_image_files(str(folder / name), suffixes))
             if not found and split == "train":
                 raise DataError(
                     f"class folder {folder / name} holds no images (looked for "
                     f"{', '.join(sorted(s for s in suffixes if s in ('.png', '.jpg', '.jpeg')))}, ...)."
                 )
-            files += found
+            stamps += found
             labels += [classes.index(name)] * len(found)
             parts += [splits[split]] * len(found)
-    return Listing(root, classes, tuple(files), np.asarray(labels, np.int64), np.asarray(parts, np.int8))
+    files = tuple(path for path, _, _ in stamps)
+    return Listing(
+        root, classes, files, tuple(stamps), np.asarray(labels, np.int64), np.asarray(parts, np.int8)
+    )
+
+
+def _image_files(folder: str, suffixes: frozenset[str]) -> list[tuple[str, int, int]]:
+    """(path, size, mtime_ns) of every image under ``folder``, hidden entries skipped.
+
+    ``os.scandir`` rather than pathlib: one stat per file, which keeps a cached load of a
+    large folder fast (listing is most of its time).
+    """
+    found = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                found += _image_files(entry.path, suffixes)
+            elif os.path.splitext(entry.name)[1].lower() in suffixes and entry.is_file():
+                stat = entry.stat()
+                found.append((entry.path, stat.st_size, stat.st_mtime_ns))
+    return found
 
 
 def _class_dirs(folder: Path) -> list[str]:
     return [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
 
 
-def _first_size(files: Sequence[Path]) -> tuple[int, int]:
+def _first_size(files: Sequence[str]) -> tuple[int, int]:
     """(height, width) of the first file Pillow can open; (1, 1) if none can (all fail later)."""
     from PIL import Image
 
@@ -118,7 +142,7 @@ def _build(entry: CacheEntry, listing: Listing, target: Target, workers: int | N
     try:
         pixels = entry.open_array("x", (n, target.channels, target.height, target.width), np.uint8)
         moments = np.zeros((n, 2, target.channels), np.float64)
-        problems = decode_into([str(p) for p in listing.files], target, pixels, moments, workers=workers)
+        problems = decode_into(listing.files, target, pixels, moments, workers=workers)
         fatal = [p for p in problems if not p.unreadable or not skip_bad]
         if fatal:
             hint = "; set data.skip_bad=true to skip such files" if fatal[0].unreadable else ""
@@ -133,7 +157,7 @@ def _build(entry: CacheEntry, listing: Listing, target: Target, workers: int | N
         entry.save_array("y", listing.labels)
         entry.save_array("part", parts)
         entry.save_array("moments", moments)
-        skipped = [str(listing.files[p.index].relative_to(listing.root)) for p in problems]
+        skipped = [os.path.relpath(listing.files[p.index], listing.root) for p in problems]
         entry.commit({"classes": list(listing.classes), "skipped": skipped})
     finally:
         entry.abort()
@@ -233,7 +257,7 @@ def load_image_folder(cfg: Mapping[str, Any], seed: int, *, name: str | None = N
     settings = {"dir": str(root), "size": list(size or ()), "channels": channels, "skip_bad": skip_bad}
     cache_root = Path(str(cfg.get("cache_dir") or default_cache_dir())).expanduser()
     entry = CacheEntry(
-        cache_root / f"folder-{root.name}-{settings_key(settings)}", settings, fingerprint(listing.files)
+        cache_root / f"folder-{root.name}-{settings_key(settings)}", settings, fingerprint(listing.stamps)
     )
     loaded = entry.load()
     if loaded is None:
