@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from archsearch.errors import ConfigError
-from archsearch.hardware.auto import auto_profile_for, is_auto, resolve_profile
+from archsearch.hardware.auto import is_auto, resolve_profile
 from archsearch.hardware.profile import HardwareProfile
 from archsearch.search.settings import SearchSettings
 from archsearch.search.space import SearchSpace, load_space
@@ -43,7 +43,7 @@ class SweepPlan:
     settings: SearchSettings
     space: SearchSpace
     data: Mapping[str, Any]
-    hardware: HardwareProfile
+    hardware: HardwareProfile | None  # None: hardware=auto, resolved by run_search
     sampler: SamplerFactory
     fit_fn: Callable[..., Any] | None
     config_yaml: str
@@ -64,8 +64,9 @@ def sweep_plan(cfg: DictConfig) -> SweepPlan:
     sweep = raw.get("sweep") or {}
     space = load_space(str(sweep.get("space", "fire")))
     hw_raw = raw.get("hardware") or {}
-    # hardware=auto: this host calibrated for the sweep's latency setting (cached after once).
-    hardware = auto_profile_for(settings.latency) if is_auto(hw_raw) else resolve_profile(hw_raw)
+    # hardware=auto (None here) is calibrated by run_search once the data and backends are known
+    # good, so a bad key or path is reported at once, not after a calibration.
+    hardware = None if is_auto(hw_raw) else resolve_profile(hw_raw)
     sampler = sampler_factory(cfg.get("sampler"), space)
     sampler(settings.seed)  # a bad sampler config is refused before any write
     finalize = sweep.get("finalize", False)

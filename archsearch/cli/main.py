@@ -122,13 +122,14 @@ def train(cfg: DictConfig, *, console: Any = None) -> Any:
     trainer = trainer_settings(cfg)
     cost = CostSettings.from_mapping(raw.get("cost"))
     hw_raw = raw.get("hardware") or {}
-    # No sweep, so no latency block: hardware=auto is calibrated for latency's defaults.
-    hardware = auto_profile_for(LatencySettings()) if is_auto(hw_raw) else None
-    hardware = hardware or (resolve_profile(hw_raw) if hw_raw else None)
+    hardware = None if is_auto(hw_raw) or not hw_raw else resolve_profile(hw_raw)
     model = raw.get("model") or {}
     declared = NetSpec.from_dict(model, source=f"model {model.get('name', '')}")
     seed = raw.get("seed", 0)
     data = load_dataset(raw.get("data") or {}, seed=seed)
+    if is_auto(hw_raw):
+        # After every check: no sweep, so no latency block; calibrated for latency's defaults.
+        hardware = auto_profile_for(LatencySettings())
     return train_single(
         declared,
         data,
