@@ -111,3 +111,12 @@ def find_config(group: str, name_or_path: str | Path) -> Path:
     raise ConfigError(
         f"{group} {text!r} not found in {where}; available: {', '.join(available(group)) or 'none'}."
     )
+
+
+def user_cache_dir() -> Path:
+    """archsearch's per-user cache: ``$XDG_CACHE_HOME/archsearch``, else ``~/.cache/archsearch``.
+
+    Decoded image folders, ``hardware=auto`` profiles and the empty MLflow store live below it.
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "archsearch"

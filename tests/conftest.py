@@ -244,7 +244,7 @@ _auto_cache: list[str] = []
 
 
 def pytest_configure(config: Any) -> None:
-    """Keep the session (and every subprocess it starts) away from the user's hardware=auto cache.
+    """Keep the session (and every subprocess it starts) away from the user's caches.
 
     The cache is a fresh temporary folder and a missing profile is calibrated quickly (~2 s, once
     per session), so no test depends on, or writes to, a calibration made before it.
@@ -255,7 +255,10 @@ def pytest_configure(config: Any) -> None:
 
     folder = tempfile.mkdtemp(prefix="archsearch-hardware-")
     _auto_cache.append(folder)
-    for name, value in ((CACHE_ENV, folder), (QUICK_ENV, "quick")):
+    user_cache = tempfile.mkdtemp(prefix="archsearch-cache-")
+    _auto_cache.append(user_cache)
+    # Every per-user cache (decoded images, the empty MLflow store) too.
+    for name, value in ((CACHE_ENV, folder), (QUICK_ENV, "quick"), ("XDG_CACHE_HOME", user_cache)):
         _saved_env[name] = os.environ.get(name)
         os.environ[name] = value
 

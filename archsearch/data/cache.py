@@ -28,9 +28,10 @@ MANIFEST = "manifest.json"
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/archsearch``, else ``~/.cache/archsearch`` (per user)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "archsearch"
+    """:func:`archsearch.resources.user_cache_dir` (per user)."""
+    from archsearch.resources import user_cache_dir
+
+    return user_cache_dir()
 
 
 def settings_key(settings: Mapping[str, Any]) -> str:

@@ -38,8 +38,9 @@ def cache_dir() -> Path:
     """Where auto profiles are cached (see the module docstring for the order of choices)."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "archsearch" / "hardware"
+    from archsearch.resources import user_cache_dir
+
+    return user_cache_dir() / "hardware"
 
 
 def cache_key(threads: int | None, memory_format: str, clock: str, device: str = "cpu") -> dict[str, Any]:

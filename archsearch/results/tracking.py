@@ -6,6 +6,7 @@ several workers, threads or a notebook can log to the same study safely.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -148,9 +149,12 @@ class Tracker:
         # Our own progress lines say where runs are; MLflow would print two URLs per trial
         # (and fetch the run again to build them).
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        fresh = _seed_sqlite_store(uri)
         self._client = MlflowClient(tracking_uri=uri)
         try:
             found = self._client.get_experiment_by_name(experiment)
+            if fresh:
+                _keep_as_template(uri)
             if found is None:
                 location = None
                 if _scheme(uri) in DATABASE_SCHEMES and artifact_dir is not None:
@@ -354,3 +358,52 @@ class Tracker:
             token = page.token
             if not token:
                 return out
+
+
+def _store_template() -> Path:
+    """An empty, fully migrated MLflow SQLite store for this MLflow version (per user)."""
+    import mlflow
+
+    from archsearch.resources import user_cache_dir
+
+    return user_cache_dir() / "mlflow" / f"empty-{mlflow.__version__}.db"
+
+
+def _seed_sqlite_store(uri: str) -> bool:
+    """Start a new SQLite MLflow store from the cached empty one; True if MLflow must create it.
+
+    MLflow creates a store by running its ~50 schema migrations: 1.1 s of every fresh project's
+    start-up here. A copy of an empty store it made before (same MLflow version) is the same
+    file. ``os.link`` puts the copy in place only if no other worker created the store first.
+    """
+    if not uri.startswith("sqlite:///"):
+        return False
+    db = Path(uri[len("sqlite:///") :])
+    if db.exists():
+        return False
+    template = _store_template()
+    if not template.is_file():
+        return True
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=db.parent) as tmp:
+        copy = Path(tmp) / db.name
+        shutil.copyfile(template, copy)
+        with contextlib.suppress(FileExistsError):
+            os.link(copy, db)
+    return False
+
+
+def _keep_as_template(uri: str) -> None:
+    """Keep the store MLflow has just created (nothing but its default experiment) for next time."""
+    import shutil
+
+    template = _store_template()
+    if template.is_file():
+        return
+    with contextlib.suppress(OSError):
+        template.parent.mkdir(parents=True, exist_ok=True)
+        partial = template.with_suffix(f".{os.getpid()}.tmp")
+        shutil.copyfile(uri[len("sqlite:///") :], partial)
+        os.replace(partial, template)

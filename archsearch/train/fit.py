@@ -1,8 +1,9 @@
 """Train one network on a Dataset: a plain PyTorch loop, fast on small CPUs.
 
 The loop shuffles indices and slices batches straight out of the dataset tensors, or out of the
-memory-mapped cache of an image folder, normalised per batch (no per-sample DataLoader), augments whole batches on the device, runs in channels-last memory
-format where that is faster (see ``resolve_memory_format``), and uses mixed precision on CUDA.
+memory-mapped cache of an image folder, normalised per batch (no per-sample DataLoader),
+augments whole batches on the device, runs in channels-last memory format where that is faster
+(see ``resolve_memory_format``), and uses mixed precision on CUDA.
 Augmentation (``settings.augment``) uses what the dataset allows (``data.augment``).
 It scores on the validation split after every epoch; the test split is only touched when
 ``evaluate_test=True``, so a search steered by ``val_acc`` never sees it.
