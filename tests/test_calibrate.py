@@ -129,6 +129,18 @@ def test_in_network_overhead_fit_recovers_factor_and_extra_per_kernel() -> None:
     assert fit.median_ape < 1e-6
 
 
+def test_a_probe_the_roofline_over_predicts_does_not_collapse_the_overhead_fit() -> None:
+    rng = np.random.default_rng(1)
+    single = {kind: float(i + 1) for i, kind in enumerate(KERNEL_KINDS)}
+    counts = rng.integers(1, 6, size=(30, len(KERNEL_KINDS))).astype(float)
+    per_kernel = np.array([2.5 * single[k] + 4.0 for k in KERNEL_KINDS]) * 1e-6
+    residuals = counts @ per_kernel
+    residuals[7] = -2e-5  # measured faster than its roofline: nothing left to explain
+    fit = fit_context_overheads(counts, single, residuals)
+    # It used to weigh this probe a million-fold and fit factor 0.002, extra 0, error 100%.
+    assert (fit.factor, fit.extra_us) == (pytest.approx(2.5, rel=1e-3), pytest.approx(4.0, rel=1e-3))
+
+
 def test_probe_networks_build_and_together_run_every_kernel_kind() -> None:
     rng = random.Random(3)
     seen: set[str] = set()
