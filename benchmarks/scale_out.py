@@ -33,8 +33,6 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from archsearch.search.storage import engine_url
-
 
 def run_workers(storage: str, workers: int, trials: int, seconds: float, cwd: Path) -> optuna.Study:
     """Start ``workers`` processes on a fresh study; return it once all have finished."""
@@ -67,7 +65,7 @@ def run_workers(storage: str, workers: int, trials: int, seconds: float, cwd: Pa
         _, err = proc.communicate()
         if proc.returncode != 0:
             raise SystemExit(f"a worker failed (exit {proc.returncode}):\n{err[-2000:]}")
-    return optuna.load_study(study_name=name, storage=engine_url(storage))
+    return optuna.load_study(study_name=name, storage=storage)
 
 
 def steady_throughput(study: optuna.Study) -> tuple[int, float, int]:

@@ -18,8 +18,6 @@ import optuna
 import pytest
 from PIL import Image
 
-from archsearch.search.storage import engine_url
-
 SWEEP = ("+sweep=fire", "data=synthetic", "export.plots=false")
 
 FILES = {
@@ -235,4 +233,4 @@ def test_bad_input_is_one_sentence_exit_2_and_writes_nothing(case: str, outcomes
     if case == "unreachable_tracking_with_postgres_storage":
         name = next(a for a in done.args if a.startswith("study.name=")).split("=", 1)[1]
         url = os.environ["ARCHSEARCH_TEST_POSTGRES"]
-        assert name not in optuna.get_all_study_names(storage=engine_url(url))
+        assert name not in optuna.get_all_study_names(storage=url)

@@ -29,7 +29,6 @@ from archsearch.search.fidelity import (
     promote,
     rung_key,
 )
-from archsearch.search.storage import engine_url
 from archsearch.testing import FixedCostFit
 
 ACC_PARAMS = ["maximize", "minimize"]
@@ -353,7 +352,7 @@ def test_pruning_decisions_are_shared_by_two_worker_processes(tmp_path: Path) ->
     outputs = [w.communicate(timeout=240)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
 
-    study = optuna.load_study(study_name=name, storage=engine_url(storage))
+    study = optuna.load_study(study_name=name, storage=storage)
     assert len(study.trials) >= 12
     assert any(t.state == TrialState.PRUNED for t in study.trials)
     assert assert_decisions_replay(study, (1, 2), eta=2) > 0

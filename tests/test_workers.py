@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 from optuna.trial import TrialState
 
-from archsearch.search.storage import StorageLock, engine_url
+from archsearch.search.storage import StorageLock
 from archsearch.search.workers import (
     StaleTrialCallback,
     budget,
@@ -136,7 +136,7 @@ def test_racing_workers_run_exactly_n_trials(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'race.db'}"
     name = "race"
     n_trials = 12
-    optuna.create_study(study_name=name, storage=engine_url(url))
+    optuna.create_study(study_name=name, storage=url)
     errors: list[BaseException] = []
 
     def worker() -> None:
@@ -159,7 +159,7 @@ def test_racing_workers_run_exactly_n_trials(tmp_path: Path) -> None:
     for t in threads:
         t.join(timeout=120)
     assert not errors
-    trials = optuna.load_study(study_name=name, storage=engine_url(url)).trials
+    trials = optuna.load_study(study_name=name, storage=url).trials
     assert [t.number for t in trials] == list(range(n_trials))
     assert all(t.state == TrialState.COMPLETE for t in trials)
     assert len({t.user_attrs["worker"] for t in trials}) == 1  # threads share a pid
@@ -191,7 +191,7 @@ def test_three_local_workers_share_one_postgres_study(
         f"study.n_trials={n_trials}",
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    study = optuna.load_study(study_name=name, storage=engine_url(postgres_url))
+    study = optuna.load_study(study_name=name, storage=postgres_url)
     trials = study.trials
     assert [t.number for t in trials] == list(range(n_trials))  # exactly n_trials, unique numbers
     assert all(t.state == TrialState.COMPLETE for t in trials)

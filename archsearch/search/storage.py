@@ -27,7 +27,6 @@ __all__ = [
     "StorageLock",
     "check_database_url",
     "describe_url",
-    "engine_url",
     "is_database_url",
     "set_user_attrs",
     "sqlite_sync_normal",
@@ -64,18 +63,6 @@ def is_database_url(url: str) -> bool:
     except (ArgumentError, ValueError):
         return False
     return True
-
-
-def engine_url(url: str) -> str:
-    """``url`` unchanged: archsearch opens a database URL exactly as plain Optuna and MLflow do.
-
-    A bare ``postgresql://`` URL means psycopg 3 to SQLAlchemy 2.1 (psycopg2 to 2.0); both
-    drivers are dependencies, so the URL a sweep accepts also opens the study in
-    ``optuna.load_study``, optuna-dashboard and an MLflow server. Rewriting it to whichever
-    driver happened to be installed made archsearch accept URLs those tools then refused.
-    Kept for callers that still pass URLs through it.
-    """
-    return url
 
 
 def _backend(url: str) -> str:

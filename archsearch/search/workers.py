@@ -136,13 +136,13 @@ def open_storage(
     url: str, heartbeat_interval: int, grace_period: int, on_stale: TrialCallback | None
 ) -> optuna.storages.RDBStorage:
     """The study storage with heartbeats: a trial silent for ``grace_period`` s is failed."""
-    from archsearch.search.storage import engine_url, sqlite_sync_normal, use_wal
+    from archsearch.search.storage import sqlite_sync_normal, use_wal
 
     sqlite_sync_normal()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = optuna.storages.RDBStorage(
-            engine_url(url),
+            url,
             engine_kwargs={"pool_pre_ping": True},
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
