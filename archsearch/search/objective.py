@@ -60,6 +60,8 @@ class Objective:
         #: Multi-objective successive halving (``sweep.fidelity``); None trains every trial fully.
         self.fidelity = fidelity
         self.weights_dir = settings.export_dir / "weights"
+        #: The study's epoch budget, read by :func:`~archsearch.search.workers.run_trials`.
+        self.max_epochs = settings.study.max_epochs
 
     # Values that make an unevaluated (infeasible) trial rank last whatever its direction.
     def _worst(self, known: Mapping[str, float]) -> list[float]:
@@ -258,14 +260,26 @@ class Objective:
         if model is None:
             model = self._build(spec)
 
+        trained = 0
+
         def on_epoch_end(epoch: int, m: dict[str, float]) -> None:
+            nonlocal trained
+            trained = epoch
             self.tracker.log_metrics(
                 run_id, {k: v for k, v in m.items() if isinstance(v, int | float)}, step=epoch
             )
             if self.fidelity is not None:
                 self.fidelity.after_epoch(trial, epoch, m, self.tracker, run_id)
 
-        result = fit(model, self.data, self.settings.trainer, seed=self.seed, on_epoch_end=on_epoch_end)
+        try:
+            result = fit(model, self.data, self.settings.trainer, seed=self.seed, on_epoch_end=on_epoch_end)
+        except optuna.TrialPruned:
+            raise  # the halving rule stored epochs_done with the rung it pruned at
+        except Exception:
+            # A trial that failed mid-training consumed its epochs too; study.max_epochs counts them.
+            if trained:
+                trial.set_user_attr("epochs_done", float(trained))
+            raise
         if result.epochs_done == 0:
             raise RuntimeError("time budget (trainer.max_seconds) ran out before one epoch finished")
         out: dict[str, Any] = {

@@ -128,6 +128,9 @@ class StudySettings:
     )
     n_trials: int = 30  # total, across resumes and workers
     timeout: float | None = None  # seconds for this invocation; None = no limit
+    # Training epochs the whole study may consume (pruned and failed trials' included); once
+    # reached no new trial starts, running ones finish. Unlike seconds, load cannot move it.
+    max_epochs: int | None = None
     heartbeat_interval: int = 10  # seconds between a running trial's heartbeats in the storage
     grace_period: int = 30  # seconds without heartbeat after which a trial is failed (its worker died)
     retries: int = 1  # reruns of an architecture whose worker died or was interrupted
@@ -143,6 +146,8 @@ class StudySettings:
             raise ConfigError(
                 f"study.timeout must be a positive number of seconds or null, got {self.timeout!r}."
             )
+        if self.max_epochs is not None:
+            _int("study.max_epochs", self.max_epochs, 1, " or null")
         _int("study.heartbeat_interval", self.heartbeat_interval, 1)
         more = " (more than study.heartbeat_interval)"
         _int("study.grace_period", self.grace_period, self.heartbeat_interval + 1, more)

@@ -18,6 +18,10 @@ The budget rule (``study.n_trials`` is a total, not a per-worker count):
   second) instead of leaving: if one of those workers has died, its trial is failed once
   its heartbeat is ``grace_period`` seconds old, and its retry needs a worker.
   A worker leaves once every slot is finished, at ``study.timeout``, or on Ctrl-C.
+* ``study.max_epochs`` bounds the training epochs the study consumes: the ``epochs_done`` its
+  trials stored (pruned and failed ones included; a reused result trained none), summed under
+  the same lock, so all workers share one budget. Once reached, no worker takes a new trial;
+  running ones finish, so the study may overshoot by what they train.
 
 Crash safety: every running trial records a heartbeat in the storage. A trial whose heartbeat
 stops (the worker was killed, lost its node or its network) is marked FAIL by the next worker
@@ -50,6 +54,7 @@ __all__ = [
     "StaleTrialCallback",
     "WorkerGridSampler",
     "budget",
+    "epochs_consumed",
     "interrupted_trial",
     "open_storage",
     "run_trials",
@@ -105,6 +110,13 @@ def budget(trials: Sequence[FrozenTrial], n_trials: int) -> Budget:
         finished=sum(s.is_finished() for s in states),
         running=states.count(TrialState.RUNNING),
         waiting=states.count(TrialState.WAITING),
+    )
+
+
+def epochs_consumed(trials: Sequence[FrozenTrial]) -> int:
+    """Training epochs ``trials`` consumed: their stored ``epochs_done``, reused results excluded."""
+    return int(
+        sum(float(t.user_attrs.get("epochs_done", 0)) for t in trials if "reused_from" not in t.user_attrs)
     )
 
 
@@ -272,6 +284,7 @@ def run_trials(
     callbacks: Sequence[TrialCallback] = (),
     on_stale: TrialCallback | None = None,
     on_wait: Callable[[Budget], None] | None = None,
+    max_epochs: int | None = None,
 ) -> int:
     """Run trials of ``study`` until it holds ``n_trials`` finished slots (see the module docstring).
 
@@ -288,6 +301,8 @@ def run_trials(
             closes its MLflow run and queues its retry).
         on_wait: told, once per wait, that no slot is free while other workers' trials run
             (the worker then looks again every second).
+        max_epochs: the study's epoch budget (module docstring); None: ``objective.max_epochs``
+            if it has one (the Objective carries ``study.max_epochs``).
 
     Returns:
         How many trials this process ran.
@@ -299,21 +314,20 @@ def run_trials(
     # Waiting workers look again every second: a finished trial frees the study at once.
     poll = min(1.0, interval)
     deadline = None if timeout is None else time.monotonic() + timeout
+    max_epochs = max_epochs if max_epochs is not None else getattr(objective, "max_epochs", None)
     ran = 0
     waiting = False
     with lock:
-        _fail_stale(study)
-        # A running trial without any heartbeat (left by a run that had none) would never go
-        # stale: beat once for each, so a dead one is failed after the grace period. A live
-        # worker's trial just gets a fresh heartbeat.
-        for running in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            storage.record_heartbeat(optuna_compat.trial_id(running))
+        _beat_running(study, storage)
     while deadline is None or time.monotonic() < deadline:
         trial: optuna.Trial | None = None
         try:
             with lock:
                 _fail_stale(study)
-                state = budget(study.get_trials(deepcopy=False), n_trials)
+                trials = study.get_trials(deepcopy=False)
+                if max_epochs is not None and epochs_consumed(trials) >= max_epochs:
+                    return ran
+                state = budget(trials, n_trials)
                 trial = _ask(study) if state.free > 0 and not _grid_exhausted(study) else None
                 if trial is not None:
                     # Beat once under the lock: a trial is never RUNNING without a heartbeat.
@@ -338,6 +352,18 @@ def run_trials(
         for callback in callbacks:
             callback(study, frozen)
     return ran
+
+
+def _beat_running(study: optuna.Study, storage: optuna.storages.RDBStorage) -> None:
+    """Fail stale trials, then beat once for every running one.
+
+    A running trial without any heartbeat (left by a run that had none) would never go stale:
+    after this beat a dead one is failed after the grace period. A live worker's trial just
+    gets a fresh heartbeat.
+    """
+    _fail_stale(study)
+    for running in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.record_heartbeat(optuna_compat.trial_id(running))
 
 
 def _fail_stale(study: optuna.Study) -> None:
