@@ -1,0 +1,173 @@
+"""Table and plot of a finalized Fashion-MNIST front beside the published benchmark table.
+
+    .venv/bin/python benchmarks/showcase_report.py OUT/optuna.db --study showcase \
+        --published benchmarks/data/fashion_mnist_published.csv --out OUT [--note TEXT]
+
+Reads every finalized member of the study (``python -m archsearch.finalize``'s stored results,
+so members that the finalized front no longer keeps still appear) and the published entries
+(CSV with ``#`` comment lines: classifier, params, params_bound, test_acc, preprocessing).
+Writes OUT/showcase.csv (raw: one row per finalized member and per published entry),
+OUT/showcase.md (the same as a markdown table, sorted by parameters, with ``--note``) and
+OUT/showcase.png (test accuracy against parameters, log x). Prints the markdown table.
+``benchmarks/showcase_fashion_mnist.sh`` runs it as its last step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on the build machine
+import matplotlib.pyplot as plt
+
+from archsearch.results.export import finalized_results, load_stored_study
+
+FIELDS = (
+    "source",
+    "name",
+    "params",
+    "params_bound",
+    "macs",
+    "test_acc",
+    "val_acc",
+    "search_val_acc",
+    "epochs",
+    "train_seconds",
+    "notes",
+)
+
+
+def read_published(path: Path) -> list[dict[str, Any]]:
+    """The published entries: rows of a CSV whose ``#`` lines are comments."""
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
+    return [
+        {
+            "source": "published",
+            "name": r["classifier"],
+            "params": int(r["params"]),
+            "params_bound": r["params_bound"],
+            "test_acc": float(r["test_acc"]),
+            "notes": r["preprocessing"],
+        }
+        for r in rows
+    ]
+
+
+def read_finalized(db: Path, study_name: str) -> list[dict[str, Any]]:
+    """One row per finalized member of the study, with its costs from the search trial."""
+    study = load_stored_study(study_name, f"sqlite:///{db.resolve()}")
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    rows = []
+    for number, r in sorted(finalized_results(study).items()):
+        costs = trials[number].user_attrs.get("costs") or {}
+        rows.append(
+            {
+                "source": "archsearch",
+                "name": f"trial {number} ({r.get('spec_hash', '')[:8]})",
+                "params": int(costs.get("params", 0)),
+                "params_bound": "",
+                "macs": int(costs.get("macs", 0)),
+                "test_acc": float(r["test_acc"]),
+                "val_acc": float(r["val_acc"]),
+                "search_val_acc": float(r["search_val_acc"]),
+                "epochs": int(r["epochs"]),
+                "train_seconds": round(float(r["train_seconds"]), 1),
+                "notes": r.get("failed") or "",
+            }
+        )
+    return rows
+
+
+def _fmt(value: Any, key: str) -> str:
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if key == "params":
+        return f"{value:,}"
+    if key in ("test_acc", "val_acc", "search_val_acc"):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def write_table(rows: list[dict[str, Any]], out: Path, note: str) -> str:
+    """Write showcase.csv and showcase.md; return the markdown."""
+    with (out / "showcase.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    cols = ("source", "name", "params", "test_acc", "val_acc", "search_val_acc", "epochs", "train_seconds")
+    lines = [
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
+    for r in sorted(rows, key=lambda r: r["params"]):
+        cells = [_fmt(r.get(c), c) for c in cols]
+        if r.get("params_bound"):
+            cells[2] = r["params_bound"] + cells[2]  # "~113,000" / "<100,000", as the README says
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    if note:
+        text += f"\n{note}\n"
+    text += (
+        "\npublished: rows of the submitted-benchmark table in Debian's dataset-fashion-mnist README "
+        "that state a parameter count (not verified by the dataset's authors); test_acc of "
+        "archsearch rows: the 10,000 test images, scored once after finalize.\n"
+    )
+    (out / "showcase.md").write_text(text)
+    return text
+
+
+def plot(rows: list[dict[str, Any]], out: Path) -> None:
+    """showcase.png: test accuracy against parameters (log x), both sources."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ours = sorted((r for r in rows if r["source"] == "archsearch"), key=lambda r: r["params"])
+    pub = [r for r in rows if r["source"] == "published"]
+    ax.plot(
+        [r["params"] for r in ours],
+        [r["test_acc"] for r in ours],
+        "o-",
+        color="tab:blue",
+        label="archsearch front, finalized",
+    )
+    for r in pub:
+        # An upper bound ("<100K") is drawn as a left-pointing marker: the true count is smaller.
+        marker = "<" if r["params_bound"] == "<" else "s"
+        ax.plot(r["params"], r["test_acc"], marker, color="tab:orange")
+        ax.annotate(
+            r["name"], (r["params"], r["test_acc"]), fontsize=6, xytext=(3, 3), textcoords="offset points"
+        )
+    ax.plot([], [], "s", color="tab:orange", label="published (dataset README)")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("Fashion-MNIST test accuracy")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "showcase.png", dpi=150)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("db", type=Path, help="the study's SQLite file (OUT/optuna.db)")
+    ap.add_argument("--study", default="showcase")
+    ap.add_argument(
+        "--published", type=Path, default=Path(__file__).parent / "data" / "fashion_mnist_published.csv"
+    )
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--note", default="")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = read_finalized(args.db, args.study) + read_published(args.published)
+    print(write_table(rows, args.out, args.note), end="")
+    plot(rows, args.out)
+    print(f"wrote {args.out / 'showcase.md'}, {args.out / 'showcase.csv'}, {args.out / 'showcase.png'}")
+
+
+if __name__ == "__main__":
+    main()
