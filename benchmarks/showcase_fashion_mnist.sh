@@ -5,6 +5,13 @@
 #   bash benchmarks/showcase_fashion_mnist.sh OUT_DIR            # default: about 100 min, 2 cores
 #   SCALE=small bash benchmarks/showcase_fashion_mnist.sh OUT_DIR # about 5 min: checks the pipeline
 #   PYTHON=/path/to/python SEED=1 bash benchmarks/showcase_fashion_mnist.sh OUT_DIR
+#   SEARCH_SECONDS=1200 FINAL_EPOCHS=25 SUBSET=20000 bash ... OUT_DIR   # override one scale value
+#
+# The finalize time grows with the front's size, which the search decides: the default budget
+# assumes about six members at ~10 min each (20 epochs of 54,000 images on two threads). The
+# script prints the member count before finalizing. SKIP_SEARCH=1 reruns only finalize and the
+# report on OUT_DIR's study (members already finalized with the same settings are skipped), e.g.
+# after an interrupted finalize.
 #
 # Steps (every step's raw output stays under OUT_DIR):
 #   1. search (`+sweep=fire`, objectives val_acc and params, params <= 113K checked before
@@ -37,12 +44,14 @@ case "$scale" in
         subset=10000; search_epochs=9; rungs='[1,3]'; search_seconds=1800; n_trials=1000
         # Finalize: 20 epochs of a one-cycle SGD schedule with augmentation converge for these
         # nets; at 1-2k images/s on two threads a median front member takes ~8-12 min.
-        final_epochs=20
+        final_epochs=20; final_max_seconds=null
         ;;
     small)
         # Checks every step end to end in ~5 minutes; the figures mean nothing at this scale.
         subset=2000; search_epochs=3; rungs='[1]'; search_seconds=60; n_trials=12
-        final_epochs=1
+        # A time cap per finalized member (trainer.max_seconds stops cleanly mid-epoch): one
+        # full-split epoch alone took minutes per member on the busy 2-core machine.
+        final_epochs=1; final_max_seconds=30
         ;;
     *)
         echo "SCALE must be default or small, got '$scale'" >&2
@@ -50,27 +59,37 @@ case "$scale" in
         ;;
 esac
 
+# Overrides for a later, tuned run (the scale's values otherwise).
+subset="${SUBSET:-$subset}"
+search_seconds="${SEARCH_SECONDS:-$search_seconds}"
+final_epochs="${FINAL_EPOCHS:-$final_epochs}"
+
 storage="sqlite:///$out/optuna.db"
 common=(
     data=fashion_mnist "seed=$seed" study.name=showcase "study.storage=$storage"
     "tracking.dir=$out/mlruns" hardware=this_machine "hydra.run.dir=$out/hydra"
 )
 
-echo "== search: subset $subset, $search_epochs epochs, rungs $rungs, budget ${search_seconds}s (scale $scale)"
 start=$(date +%s)
-# One worker on one thread: the fire sweep's setting (tiny nets run slower on more threads).
-"$python" -m archsearch +sweep=fire "${common[@]}" \
-    "data.subset=$subset" "trainer.epochs=$search_epochs" \
-    "study.n_trials=$n_trials" "study.timeout=$search_seconds" \
-    '~objectives.macs' "constraints.params.max=$max_params" \
-    sweep.fidelity.enabled=true "sweep.fidelity.rungs=$rungs" sweep.fidelity.eta=3 \
-    "export.dir=$out/search" 2>&1 | tee "$out/search.log"
+if [[ "${SKIP_SEARCH:-0}" == 1 ]]; then
+    echo "== search: skipped (SKIP_SEARCH=1), using the study in $out"
+else
+    echo "== search: subset $subset, $search_epochs epochs, rungs $rungs, budget ${search_seconds}s (scale $scale)"
+    # One worker on one thread: the fire sweep's setting (tiny nets run slower on more threads).
+    "$python" -m archsearch +sweep=fire "${common[@]}" \
+        "data.subset=$subset" "trainer.epochs=$search_epochs" \
+        "study.n_trials=$n_trials" "study.timeout=$search_seconds" \
+        '~objectives.macs' "constraints.params.max=$max_params" \
+        sweep.fidelity.enabled=true "sweep.fidelity.rungs=$rungs" sweep.fidelity.eta=3 \
+        "export.dir=$out/search" 2>&1 | tee "$out/search.log"
+fi
 searched=$(date +%s)
 
-echo "== finalize: full training split, trainer=long, $final_epochs epochs"
+members=$(($(wc -l < "$out/search/pareto.csv") - 1))
+echo "== finalize: $members front members, full training split, trainer=long, $final_epochs epochs"
 # Two threads: one job at a time now, and the full-split epochs are long enough to use both.
 "$python" -m archsearch.finalize "${common[@]}" trainer=long \
-    "finalize.epochs=$final_epochs" trainer.threads=2 \
+    "finalize.epochs=$final_epochs" "trainer.max_seconds=$final_max_seconds" trainer.threads=2 \
     "export.dir=$out/final" 2>&1 | tee "$out/finalize.log"
 finalized=$(date +%s)
 
