@@ -134,13 +134,14 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
         color="tab:blue",
         label="archsearch front, finalized",
     )
-    for r in pub:
+    for i, r in enumerate(sorted(pub, key=lambda r: r["params"])):
         # An upper bound ("<100K") is drawn as a left-pointing marker: the true count is smaller.
         marker = "<" if r["params_bound"] == "<" else "s"
         ax.plot(r["params"], r["test_acc"], marker, color="tab:orange")
-        ax.annotate(
-            r["name"], (r["params"], r["test_acc"]), fontsize=6, xytext=(3, 3), textcoords="offset points"
-        )
+        # Neighbours on the log axis sit close together: alternate labels above and below.
+        dy = 6 if i % 2 == 0 else -12
+        xy = (r["params"], r["test_acc"])
+        ax.annotate(r["name"], xy, fontsize=6, xytext=(3, dy), textcoords="offset points")
     ax.plot([], [], "s", color="tab:orange", label="published (dataset README)")
     ax.set_xscale("log")
     ax.set_xlabel("parameters")
