@@ -191,7 +191,11 @@ def test_cli_compare_prints_models_side_by_side_and_writes_markdown(tmp_path: Pa
             ("compare=[alexnet,resnet50]", "out=x.csv"),
             "error: model 'resnet50' not found in ",
         ),
-        (("model=resnet50",), "error: model 'resnet50' is not declared under conf/model/; available: "),
+        (
+            ("model=resnet50",),
+            "error: model 'resnet50' is not declared under conf/model/ or model/ of your config "
+            "directories; available: ",
+        ),
     ],
 )
 def test_cli_unknown_model_exits_2_with_one_sentence_and_writes_nothing(

@@ -91,7 +91,10 @@ def hydra_error_sentence(exc: BaseException) -> str:
             options = ", ".join(exc.options)
             if group.startswith("hydra/"):
                 return f"{group} {name!r} is not installed; available: {options}."
-            return f"{group} {name!r} is not declared under conf/{group}/; available: {options}."
+            return (
+                f"{group} {name!r} is not declared under conf/{group}/ or {group}/ of your config "
+                f"directories; available: {options}."
+            )
         return f"config {missing!r} cannot be found ({_first_line(str(exc))})."
     if isinstance(exc, OverrideParseException):
         return f"override {exc.override!r} cannot be parsed: {_first_line(exc.message)}."

@@ -31,6 +31,9 @@ CONFIG = "{config}"
 _BARE = re.compile(r"[A-Za-z_~/][\w./~:+-]*")
 _KEYWORDS = {"null", "true", "false", "inf", "nan"}
 
+#: Data keys that name files or folders (built-in and user data configs).
+PATH_KEYS = ("dir", "path", "labels", "root", "cache_dir")
+
 
 def fill_config(command: str, config: str | Path) -> str:
     """``command`` with its ``model_file={config}`` word naming the net YAML ``config``.
@@ -123,9 +126,10 @@ def _data_overrides(data_config: Mapping[str, Any] | None, data_name: str) -> li
         return None
     given, base = dict(_flat(dict(data_config))), dict(_flat(default))
     for flat in (given, base):
-        if isinstance(flat.get("dir"), str):
-            # Resolved now: the command may be run from another directory.
-            flat["dir"] = str(Path(flat["dir"]).expanduser().resolve())
+        for key in PATH_KEYS:
+            if isinstance(flat.get(key), str) and flat[key]:
+                # Resolved now: the command may be run from another directory (or shell, for ~).
+                flat[key] = str(Path(flat[key]).expanduser().resolve())
     # A key the config file lacks must be added (``+``): Hydra refuses to override a missing key.
     changed = [
         _override(f"{'' if k in base else '+'}data.{k}", v)
