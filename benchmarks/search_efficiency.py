@@ -1,59 +1,58 @@
-"""Does successive halving find a better front in the same time? Hypervolume against wall clock.
+"""Does successive halving find a better front on the same training budget? Hypervolume against epochs.
 
-    .venv/bin/python benchmarks/search_efficiency.py [--budget 200] [--seeds 3] [--data digits]
+    .venv/bin/python benchmarks/search_efficiency.py [--epochs-budget 360] [--seeds 5] [--data digits]
         [--epochs 9] [--set trainer.batch_size=32 ...] [--halving sweep.fidelity.rungs=[1,3] ...]
-        [--only a,b] [--sequential] [--from DIR]
+        [--only a,b] [--sequential] [--fake SECONDS] [--out DIR] [--from DIR]
 
-Runs the fire sweep (conf/sweep/fire.yaml: one thread per run, MLflow on) for ``--budget``
-seconds per run, ``--seeds`` times each, for
+Runs the fire sweep (conf/sweep/fire.yaml: one thread per run, MLflow on) until it has consumed
+``--epochs-budget`` training epochs (``study.max_epochs``: every epoch of every trial, pruned ones
+included; a running trial finishes, so a run may overshoot by one trial, which the report
+leaves out), ``--seeds`` times each, for
 
     (a) the default sampler (TPE) with successive halving (sweep.fidelity.enabled=true),
     (b) the same without it,
     (c) random search without it.
 
-The three runs of a seed go side by side, one process each with its own storage, so the
-machine's load (and on 2 cores, the sharing of them) hits all three alike; ``--sequential``
-runs them one after another instead. Candidates train ``--epochs`` epochs with a cosine
-schedule and 5% warm-up (under the shipped one-cycle schedule the first quarter of training is
-warm-up, where no rung can rank anything) at ``--set``'s batch size and data; (a) adds
-``--halving``'s rungs. The defaults train digits at batch 32 for 9 epochs with rungs at epochs
-1 and 3 (eta 3): at the shipped batch 128 one digits epoch is 11 steps.
+A budget in epochs is one that machine load cannot move: two runs given the same budget train
+the same amount whatever else the machine does. Wall-clock is reported beside it. The three runs
+of a seed go side by side, one process each with its own storage; ``--sequential`` runs them one
+after another. Candidates train ``--epochs`` epochs with a cosine schedule and 5% warm-up at
+``--set``'s batch size and data; (a) adds ``--halving``'s rungs. ``--fake S`` replaces training
+by archsearch.testing.FixedCostFit (S seconds per trial, accuracy a fixed function of size): a
+check of the script, not a measurement.
 
-It prints how well each epoch's validation accuracy ranks the final one among (b)'s and (c)'s
-completed trials (what a rung there can know), then the hypervolume of the front of completed
-trials each run has found at the end of the budget and at half of it, through
-archsearch.pareto.hypervolume with shared bounds (accuracy on [0, 1], params and MACs on the
-range of every completed trial of every run): once on params and MACs as they are (the scale
-of the export's hypervolume.csv) and once on log10 of them (which weighs every decade of size
-alike). Then the time (a) needs to reach (b)'s final hypervolume, per seed and on the
-seed-averaged curves. Target: at most half the budget. It also prints how much of (b)'s
-hypervolume its smallest completed net holds alone (the cheapest point dominates most of the
-cost box on either scale).
+Hypervolume (archsearch.pareto.hypervolume) of the front of completed feasible trials, on
+accuracy and log10 params and MACs, with one normalisation box shared by every method and
+seed (accuracy on [0, 1], log costs on the range of every completed trial of every run). It
+prints, per method, the mean and standard deviation over seeds at fractions of the epoch
+budget, and the fraction each method needs to reach the target: the best final mean of the
+methods other than (a) (per seed, and on the seed-averaged curve), with the wall-clock seconds
+at that point. Target for (a): at most 0.5.
 
-``--from DIR`` reports again on the runs an earlier invocation left in DIR (it prints where),
-without running anything; benchmarks/halving_replay.py replays the same runs' learning curves
-through the halving rule alone.
+``--out DIR`` (default: a new temporary directory) holds the runs and, next to them,
+``trials.csv`` (one row per finished trial: method, seed, trial, state, epochs_done,
+epochs_cumulative, seconds, val_acc, params, macs) and ``hypervolume_epochs_cumulative.csv`` (mean and standard
+deviation per method and budget fraction). ``--from DIR`` reports again on DIR's trials.csv
+without running anything; benchmarks/halving_replay.py replays the same runs' learning curves.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import multiprocessing
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
 
 import optuna
-from hydra import compose, initialize_config_dir
 
-from archsearch.cli.main import run_sweep
 from archsearch.pareto import hypervolume, non_dominated
-from archsearch.resources import CONF_DIR
-from archsearch.results.front import completed_feasible
 
 VARIANTS = {
     "a: tpe + halving": ["sweep.fidelity.enabled=true"],
@@ -61,23 +60,213 @@ VARIANTS = {
     "c: random": ["sampler=random"],
 }
 DIRECTIONS = ["maximize", "minimize", "minimize"]
-#: (seconds since the study's first trial started, objective values) per completed feasible trial.
-Timeline = list[tuple[float, list[float]]]
+#: Budget fractions at which the hypervolume curves are taken (and stored in hypervolume_<axis>.csv).
+FRACTIONS = [k / 20 for k in range(1, 21)]
+PRINTED = (0.25, 0.5, 0.75, 1.0)
 
 
-def run(name: str, seed: int, budget: float, work: Path, extra: list[str]) -> dict[str, Any]:
-    """Run one search for ``budget`` seconds (in this process); what the report needs of it.
+@dataclass(frozen=True)
+class Row:
+    """One finished trial of one run, in the order its run finished them (a trials.csv row)."""
+
+    method: str
+    seed: int
+    trial: int  # 1-based count of finished trials in its run, this one included
+    state: str
+    epochs_done: int  # epochs this trial trained (0 for a reused or infeasible one)
+    epochs_cumulative: int  # epochs its run had consumed when this trial finished
+    seconds: float  # since its run's first trial started
+    val_acc: float | None = None  # objective values of a completed feasible trial, else None
+    params: float | None = None
+    macs: float | None = None
+
+    @property
+    def point(self) -> list[float] | None:
+        """Accuracy and log10 costs, the axes the hypervolume is taken on; None if not evaluated."""
+        if self.val_acc is None or self.params is None or self.macs is None:
+            return None
+        return [self.val_acc, math.log10(max(self.params, 1.0)), math.log10(max(self.macs, 1.0))]
+
+
+def study_rows(study: optuna.Study, method: str, seed: int) -> list[Row]:
+    """The finished trials of ``study`` as rows, in the order they finished."""
+    from archsearch.results.front import completed_feasible
+
+    feasible = {t.number for t in completed_feasible(study)}
+    finished = [
+        (t.datetime_complete, t)
+        for t in study.get_trials(deepcopy=False)
+        if t.state.is_finished() and t.datetime_complete is not None
+    ]
+    starts = [t.datetime_start for t in study.get_trials(deepcopy=False) if t.datetime_start is not None]
+    rows: list[Row] = []
+    used = 0
+    for i, (completed, t) in enumerate(sorted(finished, key=lambda x: x[0]), start=1):
+        # A reused result copies another trial's epochs_done but trained nothing here.
+        epochs = 0 if "reused_from" in t.user_attrs else int(t.user_attrs.get("epochs_done", 0))
+        used += epochs
+        values = list(t.values) if t.number in feasible else [None, None, None]
+        rows.append(
+            Row(
+                method,
+                seed,
+                i,
+                t.state.name.lower(),
+                epochs,
+                used,
+                (completed - min(starts)).total_seconds(),
+                *values,
+            )
+        )
+    return rows
+
+
+def write_rows(rows: Sequence[Row], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, [x.name for x in fields(Row)])
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in rows)
+
+
+def read_rows(path: Path) -> list[Row]:
+    def number(text: str) -> float | None:
+        return float(text) if text else None
+
+    with path.open() as f:
+        return [
+            Row(
+                r["method"],
+                int(r["seed"]),
+                int(r["trial"]),
+                r["state"],
+                int(r["epochs_done"]),
+                int(r["epochs_cumulative"]),
+                float(r["seconds"]),
+                number(r["val_acc"]),
+                number(r["params"]),
+                number(r["macs"]),
+            )
+            for r in csv.DictReader(f)
+        ]
+
+
+def shared_box(rows: Sequence[Row]) -> tuple[list[float], list[float]]:
+    """One normalisation box for every run: accuracy on [0, 1], log costs on their whole range."""
+    points = [p for r in rows if (p := r.point) is not None]
+    lower = [0.0] + [min(p[i] for p in points) for i in (1, 2)]
+    upper = [1.0] + [max(p[i] for p in points) for i in (1, 2)]
+    return lower, upper
+
+
+def hv(points: Sequence[list[float]], box: tuple[list[float], list[float]]) -> float:
+    front = [points[i] for i in non_dominated(points, DIRECTIONS)] if points else []
+    return hypervolume(front, DIRECTIONS, *box)
+
+
+def curve(run: Sequence[Row], axis: str, budget: float, box: tuple[list[float], list[float]]) -> list[float]:
+    """Hypervolume of ``run``'s front at each of :data:`FRACTIONS` of ``budget`` on ``axis``."""
+    out = []
+    for f in FRACTIONS:
+        points = [p for r in run if getattr(r, axis) <= f * budget + 1e-9 and (p := r.point) is not None]
+        out.append(hv(points, box))
+    return out
+
+
+def reached(run: Sequence[Row], axis: str, target: float, box: tuple[list[float], list[float]]) -> Row | None:
+    """The first trial of ``run`` after which its front's hypervolume is at least ``target``."""
+    points: list[list[float]] = []
+    for r in run:
+        if (p := r.point) is not None:
+            points.append(p)
+            if hv(points, box) >= target - 1e-12:
+                return r
+    return None
+
+
+def report(rows: Sequence[Row], axis: str, budget: float, unit: str, out: Path | None) -> None:
+    """Print hypervolume mean ± sd per method at fractions of ``budget`` on ``axis``, and the
+    fraction each method needs to reach the best final mean of the methods after the first."""
+    box = shared_box(rows)
+    methods = list(dict.fromkeys(r.method for r in rows))
+    seeds = sorted({r.seed for r in rows})
+    runs = {(m, s): [r for r in rows if r.method == m and r.seed == s] for m in methods for s in seeds}
+    curves = {key: curve(run, axis, budget, box) for key, run in runs.items()}
+    mean = {
+        m: [statistics.mean(curves[m, s][i] for s in seeds) for i in range(len(FRACTIONS))] for m in methods
+    }
+    sd = {
+        m: [
+            statistics.stdev(curves[m, s][i] for s in seeds) if len(seeds) > 1 else 0.0
+            for i in range(len(FRACTIONS))
+        ]
+        for m in methods
+    }
+    peers = methods[1:] or methods
+    target = max(mean[m][-1] for m in peers)
+    best = max(peers, key=lambda m: mean[m][-1])
+    print(f"\nhypervolume by fraction of the budget in {unit} ({budget:g}), log10 costs, {len(seeds)} seeds:")
+    print(f"  {'method':<18}" + "".join(f"{f:>17.2f}" for f in PRINTED))
+    for m in methods:
+        cells = [f"{mean[m][FRACTIONS.index(f)]:.4f} ± {sd[m][FRACTIONS.index(f)]:.4f}" for f in PRINTED]
+        print(f"  {m:<18}" + "".join(f"{c:>17}" for c in cells))
+    print(f"fraction of the budget needed to reach {target:.4f} ({best}'s final mean):")
+    for m in methods:
+        hits = [reached(runs[m, s], axis, target, box) for s in seeds]
+        per_seed = [f"{getattr(h, axis) / budget:.2f}" if h else "never" for h in hits]
+        on_mean = next((f for f, v in zip(FRACTIONS, mean[m], strict=True) if v >= target - 1e-12), math.inf)
+        seconds = [h.seconds for h in hits if h]
+        wall = f"{statistics.mean(seconds):.0f}s wall" if seconds else "-"
+        walls = [runs[m, s][-1].seconds for s in seeds if runs[m, s]]
+        print(
+            f"  {m:<18} mean curve {on_mean:.2f}"
+            if math.isfinite(on_mean)
+            else f"  {m:<18} mean curve never",
+            f"| per seed {', '.join(per_seed)} | at {wall} (reaching seeds) "
+            f"| run {statistics.mean(walls):.0f}s wall",
+        )
+    if out is not None:
+        with (out / f"hypervolume_{axis}.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["method", "axis", "fraction", "budget", "mean", "sd", "seeds"])
+            for m in methods:
+                for i, frac in enumerate(FRACTIONS):
+                    writer.writerow(
+                        [m, axis, frac, budget, f"{mean[m][i]:.6f}", f"{sd[m][i]:.6f}", len(seeds)]
+                    )
+
+
+def summary(rows: Sequence[Row]) -> None:
+    """Trials, completions, prunes and epochs per run."""
+    for m, s in dict.fromkeys((r.method, r.seed) for r in rows):
+        run = [r for r in rows if r.method == m and r.seed == s]
+        states = [r.state for r in run]
+        print(
+            f"seed {s} {m:<18} {len(run):>4} trials: {states.count('complete'):>3} complete, "
+            f"{states.count('pruned'):>3} pruned, {run[-1].epochs_cumulative:>5} epochs, "
+            f"{run[-1].seconds:.0f}s",
+            flush=True,
+        )
+
+
+def run(label: str, seed: int, budget: int, work: Path, extra: list[str]) -> list[Row]:
+    """Run one search until it has consumed ``budget`` epochs (in this process); its rows.
 
     Each run has its own storage and MLflow database, so runs side by side never wait on one
     another's locks.
     """
+    from hydra import compose, initialize_config_dir
+
+    from archsearch.cli.main import run_sweep
+    from archsearch.resources import CONF_DIR
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    name = f"{label[0]}_{seed}"
     overrides = [
         "+sweep=fire",
         f"seed={seed}",
         f"study.name={name}",
         "study.n_trials=100000",
-        f"study.timeout={budget}",
+        f"study.max_epochs={budget}",
         f"tracking.dir={work / name / 'mlruns'}",
         f"export.dir={work / name / 'export'}",
         "export.plots=false",
@@ -85,140 +274,15 @@ def run(name: str, seed: int, budget: float, work: Path, extra: list[str]) -> di
     ]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    tick = time.perf_counter()
-    study = run_sweep(cfg).study
-    return summarize(study, work / name, time.perf_counter() - tick)
-
-
-def summarize(study: optuna.Study, run_dir: Path, wall: float) -> dict[str, Any]:
-    """What the report needs of one finished run (its study, and its MLflow database in ``run_dir``)."""
-    states = [t.state for t in study.trials]
-    return {
-        "timeline": timeline(study),
-        "trials": len(states),
-        "complete": states.count(optuna.trial.TrialState.COMPLETE),
-        "pruned": states.count(optuna.trial.TrialState.PRUNED),
-        "wall": wall,
-        "rung_rho": rung_correlations(study, run_dir / "mlruns" / "mlflow.db"),
-    }
-
-
-def load(work: Path, label: str, seed: int) -> dict[str, Any]:
-    """The summary of a run an earlier invocation left in ``work`` (--from)."""
-    name = f"{label[0]}_{seed}"
-    url = f"sqlite:///{work / name / 'mlruns' / 'optuna.db'}"
-    study = optuna.load_study(study_name=name, storage=url)
-    return summarize(study, work / name, math.nan)
-
-
-def rung_correlations(study: optuna.Study, mlflow_db: Path) -> dict[int, float]:
-    """Spearman correlation of validation accuracy after epoch k with the final one, per epoch k.
-
-    From the per-epoch metric steps of the completed trials' MLflow runs: how well a rung at
-    epoch k could rank the candidates of this run.
-    """
-    from mlflow import MlflowClient
-    from scipy.stats import spearmanr
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{mlflow_db}")
-    curves = []
-    for t in completed_feasible(study):
-        run_id = t.user_attrs.get("mlflow_run_id")
-        if run_id and "reused_from" not in t.user_attrs:
-            history = {m.step: m.value for m in client.get_metric_history(run_id, "val_acc")}
-            curves.append(history)
-    if len(curves) < 4:
-        return {}
-    last = max(max(c, default=0) for c in curves)
-    full = [c for c in curves if last in c]
-    out = {}
-    for k in range(1, last):
-        pairs = [(c[k], c[last]) for c in full if k in c]
-        if len(pairs) >= 4:
-            rho = spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic
-            out[k] = float(rho)
-    return out
-
-
-def timeline(study: optuna.Study) -> Timeline:
-    """When each completed feasible trial of ``study`` finished, and its objective values."""
-    trials = study.get_trials(deepcopy=False)
-    starts = [t.datetime_start for t in trials if t.datetime_start is not None]
-    if not starts:
-        return []
-    t0 = min(starts)
-    done = [
-        ((t.datetime_complete - t0).total_seconds(), list(t.values))
-        for t in completed_feasible(study)
-        if t.datetime_complete is not None
-    ]
-    return sorted(done)
-
-
-def hv_at(points: Timeline, t: float, lower: list[float], upper: list[float]) -> float:
-    front = [v for s, v in points if s <= t]
-    front = [front[i] for i in non_dominated(front, DIRECTIONS)]
-    return hypervolume(front, DIRECTIONS, lower, upper)
-
-
-def first_time(curve: list[tuple[float, float]], target: float) -> float:
-    """The first time on ``curve`` (time, value) at which the value reaches ``target``; inf if never."""
-    return next((t for t, v in curve if v >= target - 1e-12), math.inf)
-
-
-def report(
-    title: str, timelines: dict[tuple[str, int], Timeline], labels: list[str], seeds: range, budget: float
-) -> None:
-    """Print final and half-budget hypervolume per variant, then (a)'s time to reach (b)'s final value."""
-    everything = [v for tl in timelines.values() for _, v in tl]
-    lower = [0.0] + [min(v[i] for v in everything) for i in (1, 2)]
-    upper = [1.0] + [max(v[i] for v in everything) for i in (1, 2)]
-    grid = [budget * k / 200 for k in range(1, 201)]
-    curves = {key: [(t, hv_at(tl, t, lower, upper)) for t in grid] for key, tl in timelines.items()}
-    print(f"\nhypervolume, {title} (reference 1.1 after normalising; at most 1.331):")
-    for label in labels:
-        finals = [curves[label, s][-1][1] for s in seeds]
-        halves = [curves[label, s][99][1] for s in seeds]
-        spread = statistics.stdev(finals) if len(finals) > 1 else 0.0
-        print(
-            f"  {label:<16} at {budget:.0f}s {statistics.mean(finals):.4f} ± {spread:.4f}, "
-            f"at {budget / 2:.0f}s {statistics.mean(halves):.4f};  per seed: "
-            + " ".join(f"{f:.4f}" for f in finals)
-        )
-    a, b = list(VARIANTS)[:2]
-    if b in labels:
-        # How much of the hypervolume one point holds: the smallest net (fewest params) of (b)'s run.
-        shares = []
-        for s in seeds:
-            points = [v for _, v in timelines[b, s]]
-            if points:
-                smallest = min(points, key=lambda v: (v[1], v[2], -v[0]))
-                shares.append(hv_at([(0.0, smallest)], 0.0, lower, upper) / curves[b, s][-1][1])
-        if shares:
-            print(
-                f"  (b)'s smallest completed net alone holds {statistics.mean(shares):.0%} of its hypervolume"
-            )
-    if a not in labels or b not in labels:
-        return
-    per_seed = [first_time(curves[a, s], curves[b, s][-1][1]) for s in seeds]
-    mean_a = [(t, statistics.mean(curves[a, s][i][1] for s in seeds)) for i, t in enumerate(grid)]
-    t = first_time(mean_a, statistics.mean(curves[b, s][-1][1] for s in seeds))
-    verdict = "meets" if t <= budget / 2 else "misses"
-    print(
-        "  time (a) needs to reach (b)'s final hypervolume: per seed "
-        + ", ".join(f"{x / budget:.2f}" if math.isfinite(x) else "never" for x in per_seed)
-        + "; seed-averaged curves "
-        + (f"{t:.1f}s = {t / budget:.2f} of the budget" if math.isfinite(t) else "never")
-        + f" ({verdict} the target of at most 0.50)"
-    )
+    return study_rows(run_sweep(cfg).study, label, seed)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--budget", type=float, default=200.0, help="seconds of search per run")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs-budget", type=int, default=360, help="training epochs per run")
+    parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--data", default="digits", help="data= of every run")
     parser.add_argument("--epochs", type=int, default=9, help="trainer.epochs of every candidate")
     parser.add_argument("--set", nargs="*", default=["trainer.batch_size=32"], help="overrides for every run")
@@ -228,12 +292,31 @@ def main() -> None:
     parser.add_argument("--only", default="a,b,c", help="which of the variants to run")
     parser.add_argument("--sequential", action="store_true", help="run the variants one after another")
     parser.add_argument(
-        "--from",
-        dest="source",
-        type=Path,
-        help="report on the runs an earlier invocation left in this directory (same --budget) instead",
+        "--fake", type=float, help="FixedCostFit of this many seconds per trial instead of training"
+    )
+    parser.add_argument(
+        "--out", type=Path, help="directory for the runs and CSVs (default: a new temporary one)"
+    )
+    parser.add_argument(
+        "--from", dest="source", type=Path, help="report on DIR/trials.csv instead of running"
     )
     args = parser.parse_args()
+    started = time.perf_counter()
+    if args.source is not None:
+        rows = read_rows(args.source / "trials.csv")
+        out = None
+    else:
+        out = args.out or Path(tempfile.mkdtemp(prefix="search_efficiency_"))
+        out.mkdir(parents=True, exist_ok=True)
+        rows = run_all(args, out)
+        write_rows(rows, out / "trials.csv")
+    summary(rows)
+    report(rows, "epochs_cumulative", args.epochs_budget, "epochs", out)
+    print(f"\ntotal {time.perf_counter() - started:.0f}s" + (f"; runs and CSVs in {out}" if out else ""))
+
+
+def run_all(args: argparse.Namespace, out: Path) -> list[Row]:
+    """Every variant of every seed, the variants of a seed side by side (or --sequential)."""
     common = [
         f"data={args.data}",
         f"trainer.epochs={args.epochs}",
@@ -241,57 +324,26 @@ def main() -> None:
         "trainer.schedule.warmup=0.05",
         *args.set,
     ]
+    if args.fake is not None:
+        fit = "+sweep.fit._target_=archsearch.testing.FixedCostFit"
+        common += [fit, f"+sweep.fit.seconds={args.fake}", f"+sweep.fit.epochs={args.epochs}"]
     variants = {
         label: [*common, *extra, *(args.halving if label.startswith("a") else [])]
         for label, extra in VARIANTS.items()
         if label[0] in args.only.split(",")
     }
-
-    started = time.perf_counter()
-    results: dict[tuple[str, int], dict[str, Any]] = {}
-    seeds = range(args.seeds)
-    if args.source is not None:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        work = args.source
-        results = {(label, seed): load(work, label, seed) for seed in seeds for label in variants}
-        for (label, seed), r in results.items():
-            print(
-                f"seed {seed} {label:<16} {r['trials']:>4} trials: {r['complete']:>3} complete, "
-                f"{r['pruned']:>3} pruned"
-            )
-    else:
-        work = Path(tempfile.mkdtemp(prefix="search_efficiency_"))
-        # Side by side: the variants of one seed run at once, one process each, so the machine's load
-        # (and, on 2 cores, the sharing of them) hits all of them alike. --sequential: one at a time.
-        width = 1 if args.sequential else len(variants)
-        with ProcessPoolExecutor(width, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for seed in seeds:
-                batch = {
-                    label: pool.submit(run, f"{label[0]}_{seed}", seed, args.budget, work, overrides)
-                    for label, overrides in variants.items()
-                }
-                for label, future in batch.items():
-                    results[label, seed] = r = future.result()
-                    print(
-                        f"seed {seed} {label:<16} {r['trials']:>4} trials: {r['complete']:>3} complete, "
-                        f"{r['pruned']:>3} pruned ({r['wall']:.0f}s wall)",
-                        flush=True,
-                    )
-
-    rho = [r["rung_rho"] for (label, _), r in results.items() if not label.startswith("a")]
-    epochs = sorted({k for d in rho for k in d})
-    if epochs:
-        print(
-            "\nhow well accuracy after epoch k ranks the final one (Spearman, completed trials of (b), (c)): "
-            + ", ".join(f"k={k} {statistics.mean(d[k] for d in rho if k in d):.2f}" for k in epochs)
-        )
-    timelines = {key: r["timeline"] for key, r in results.items()}
-    report("params and MACs as they are", timelines, list(variants), seeds, args.budget)
-    logged = {
-        key: [(t, [v[0], math.log10(v[1]), math.log10(v[2])]) for t, v in tl] for key, tl in timelines.items()
-    }
-    report("log10 params and MACs", logged, list(variants), seeds, args.budget)
-    print(f"\ntotal {time.perf_counter() - started:.0f}s; studies and MLflow runs in {work}")
+    rows: list[Row] = []
+    # Side by side, the machine's load (and, on 2 cores, the sharing of them) hits every variant alike.
+    width = 1 if args.sequential else len(variants)
+    with ProcessPoolExecutor(width, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for seed in range(args.seeds):
+            batch = [
+                pool.submit(run, label, seed, args.epochs_budget, out, overrides)
+                for label, overrides in variants.items()
+            ]
+            for future in batch:
+                rows += future.result()
+    return rows
 
 
 if __name__ == "__main__":
