@@ -104,7 +104,8 @@ class SweepReporter:
             tracking_uri: the MLflow URI, or "" when tracking is off.
         """
         front = exported.front
-        table = Table(title=f"Pareto front of study {study.study_name} ({len(front)} trials)")
+        count = f"{len(front)} trial{'' if len(front) == 1 else 's'}"
+        table = Table(title=f"Pareto front of study {study.study_name} ({count})")
         if self.hardware is not None:
             table.caption = f"latency_est_ms: estimate on {self.hardware.name} ({self.hardware.provenance})"
         table.add_column("trial", justify="right")

@@ -185,7 +185,8 @@ def finalize_study(
     )
     started = time.perf_counter()
     console.print(
-        f"[bold]finalizing[/bold] {len(members)} front members of study [cyan]{study.study_name}[/cyan]: "
+        f"[bold]finalizing[/bold] {len(members)} front member{'' if len(members) == 1 else 's'} "
+        f"of study [cyan]{study.study_name}[/cyan]: "
         f"{settings.epochs} epochs on all {len(data.train_y)} training images{', DSD' if dsd else ''}"
     )
     try:
