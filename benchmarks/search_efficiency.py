@@ -31,8 +31,8 @@ at that point. Target for (a): at most 0.5.
 
 ``--out DIR`` (default: a new temporary directory) holds the runs and, next to them,
 ``trials.csv`` (one row per finished trial: method, seed, trial, state, epochs_done,
-epochs_cumulative, seconds, val_acc, params, macs) and ``hypervolume_epochs_cumulative.csv`` (mean and standard
-deviation per method and budget fraction). ``--from DIR`` reports again on DIR's trials.csv
+epochs_cumulative, seconds, val_acc, params, macs) and ``hypervolume_epochs_cumulative.csv``
+(mean and standard deviation per method and budget fraction). ``--from DIR`` reports again on DIR's trials.csv
 without running anything; benchmarks/halving_replay.py replays the same runs' learning curves.
 """
 
