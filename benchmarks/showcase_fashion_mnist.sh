@@ -5,21 +5,22 @@
 #   bash benchmarks/showcase_fashion_mnist.sh OUT_DIR            # default: about 100 min, 2 cores
 #   SCALE=small bash benchmarks/showcase_fashion_mnist.sh OUT_DIR # about 5 min: checks the pipeline
 #   PYTHON=/path/to/python SEED=1 bash benchmarks/showcase_fashion_mnist.sh OUT_DIR
-#   SEARCH_SECONDS=1200 FINAL_EPOCHS=25 SUBSET=20000 bash ... OUT_DIR   # override one scale value
+#   SEARCH_SECONDS=1200 FINAL_EPOCHS=25 SUBSET=20000 MAX_MEMBERS=0 bash ... OUT_DIR  # overrides
 #
-# The finalize time grows with the front's size, which the search decides: the default budget
-# assumes about six members at ~10 min each (20 epochs of 54,000 images on two threads). The
-# script prints the member count before finalizing. SKIP_SEARCH=1 reruns only finalize and the
-# report on OUT_DIR's study (members already finalized with the same settings are skipped), e.g.
-# after an interrupted finalize.
+# The finalize time grows with the number of members, which the search decides: the default
+# finalizes at most MAX_MEMBERS=6 of them (spread over the front's parameter range; 0: all),
+# budgeted at ~10 min each (20 epochs of 54,000 images on two threads). SKIP_SEARCH=1 reruns
+# only the selection, finalize and the report on OUT_DIR's study (members already finalized with
+# the same settings are skipped), e.g. after an interrupted finalize.
 #
 # Steps (every step's raw output stays under OUT_DIR):
 #   1. search (`+sweep=fire`, objectives val_acc and params, params <= 113K checked before
 #      training) at reduced fidelity: a training subset and successive halving, within a
 #      wall-clock budget (study.timeout);
-#   2. finalize every member of that front (all <= 113K parameters by the constraint) from scratch
-#      on the full training split (54,000 images; 6,000 held out for validation) with
-#      trainer=long (augmentation on), scoring the 10,000 test images once;
+#   2. finalize the members of that front (all <= 113K parameters by the constraint; at most
+#      MAX_MEMBERS of them, see above) from scratch on the full training split (54,000 images;
+#      6,000 held out for validation) with trainer=long (augmentation on), scoring the 10,000
+#      test images once;
 #   3. write OUT_DIR/showcase.md, showcase.csv and showcase.png (benchmarks/showcase_report.py).
 # Prints the search's and finalize's own output, then the table and where the files are.
 set -euo pipefail
@@ -44,14 +45,14 @@ case "$scale" in
         subset=10000; search_epochs=9; rungs='[1,3]'; search_seconds=1800; n_trials=1000
         # Finalize: 20 epochs of a one-cycle SGD schedule with augmentation converge for these
         # nets; at 1-2k images/s on two threads a median front member takes ~8-12 min.
-        final_epochs=20; final_max_seconds=null
+        final_epochs=20; final_max_seconds=null; max_members=6
         ;;
     small)
         # Checks every step end to end in ~5 minutes; the figures mean nothing at this scale.
         subset=2000; search_epochs=3; rungs='[1]'; search_seconds=60; n_trials=12
         # A time cap per finalized member (trainer.max_seconds stops cleanly mid-epoch): one
         # full-split epoch alone took minutes per member on the busy 2-core machine.
-        final_epochs=1; final_max_seconds=30
+        final_epochs=1; final_max_seconds=30; max_members=2
         ;;
     *)
         echo "SCALE must be default or small, got '$scale'" >&2
@@ -63,10 +64,11 @@ esac
 subset="${SUBSET:-$subset}"
 search_seconds="${SEARCH_SECONDS:-$search_seconds}"
 final_epochs="${FINAL_EPOCHS:-$final_epochs}"
+max_members="${MAX_MEMBERS:-$max_members}"
 
 storage="sqlite:///$out/optuna.db"
 common=(
-    data=fashion_mnist "seed=$seed" study.name=showcase "study.storage=$storage"
+    data=fashion_mnist "seed=$seed" "study.storage=$storage"
     "tracking.dir=$out/mlruns" hardware=this_machine "hydra.run.dir=$out/hydra"
 )
 
@@ -76,7 +78,7 @@ if [[ "${SKIP_SEARCH:-0}" == 1 ]]; then
 else
     echo "== search: subset $subset, $search_epochs epochs, rungs $rungs, budget ${search_seconds}s (scale $scale)"
     # One worker on one thread: the fire sweep's setting (tiny nets run slower on more threads).
-    "$python" -m archsearch +sweep=fire "${common[@]}" \
+    "$python" -m archsearch +sweep=fire "${common[@]}" study.name=showcase \
         "data.subset=$subset" "trainer.epochs=$search_epochs" \
         "study.n_trials=$n_trials" "study.timeout=$search_seconds" \
         '~objectives.macs' "constraints.params.max=$max_params" \
@@ -86,15 +88,21 @@ fi
 searched=$(date +%s)
 
 members=$(($(wc -l < "$out/search/pareto.csv") - 1))
-echo "== finalize: $members front members, full training split, trainer=long, $final_epochs epochs"
+echo "== select: the front has $members members (all <= $max_params params); finalizing at most $max_members (0: all)"
+# Finalize retrains a study's whole front: a copy holding the chosen members (spread over the
+# parameter range) keeps the finalize within the budget whatever size of front the search left.
+"$python" "$here/showcase_report.py" "$out/optuna.db" --study showcase \
+    --select-into showcase_final --max-members "$max_members"
+
+echo "== finalize: full training split, trainer=long, $final_epochs epochs"
 # Two threads: one job at a time now, and the full-split epochs are long enough to use both.
-"$python" -m archsearch.finalize "${common[@]}" trainer=long \
+"$python" -m archsearch.finalize "${common[@]}" study.name=showcase_final trainer=long \
     "finalize.epochs=$final_epochs" "trainer.max_seconds=$final_max_seconds" trainer.threads=2 \
     "export.dir=$out/final" 2>&1 | tee "$out/finalize.log"
 finalized=$(date +%s)
 
 echo "== report"
-"$python" "$here/showcase_report.py" "$out/optuna.db" --study showcase \
+"$python" "$here/showcase_report.py" "$out/optuna.db" --study showcase_final \
     --published "$here/data/fashion_mnist_published.csv" --out "$out" \
     --note "scale $scale, seed $seed: search $((searched - start)) s (subset $subset, $search_epochs epochs, rungs $rungs), finalize $((finalized - searched)) s ($final_epochs epochs, trainer=long, full training split)"
 echo "total $(( $(date +%s) - start )) s; raw results: $out/search/pareto.csv, $out/final/pareto.csv, $out/optuna.db"

@@ -9,7 +9,13 @@ so members that the finalized front no longer keeps still appear) and the publis
 Writes OUT/showcase.csv (raw: one row per finalized member and per published entry),
 OUT/showcase.md (the same as a markdown table, sorted by parameters, with ``--note``) and
 OUT/showcase.png (test accuracy against parameters, log x). Prints the markdown table.
-``benchmarks/showcase_fashion_mnist.sh`` runs it as its last step.
+``benchmarks/showcase_fashion_mnist.sh`` runs it as its last step, and before finalizing as
+
+    .venv/bin/python benchmarks/showcase_report.py OUT/optuna.db --study showcase \
+        --select-into showcase_final --max-members 6
+
+which copies at most 6 front members, spread over the front's parameter range, into a new
+study that finalize then retrains (0: all members). Prints the trials kept.
 """
 
 from __future__ import annotations
@@ -66,10 +72,12 @@ def read_finalized(db: Path, study_name: str) -> list[dict[str, Any]]:
     rows = []
     for number, r in sorted(finalized_results(study).items()):
         costs = trials[number].user_attrs.get("costs") or {}
+        # A selected copy (select_members) numbers its trials afresh; name the search's trial.
+        shown = trials[number].user_attrs.get("search_trial", number)
         rows.append(
             {
                 "source": "archsearch",
-                "name": f"trial {number} ({r.get('spec_hash', '')[:8]})",
+                "name": f"trial {shown} ({r.get('spec_hash', '')[:8]})",
                 "params": int(costs.get("params", 0)),
                 "params_bound": "",
                 "macs": int(costs.get("macs", 0)),
@@ -82,6 +90,54 @@ def read_finalized(db: Path, study_name: str) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def select_members(db: Path, study_name: str, into: str, max_members: int) -> None:
+    """Copy at most ``max_members`` of the study's front into a new study ``into`` (same storage).
+
+    Finalize retrains a study's whole front, and its time grows with the front's size, which
+    the search decides; finalizing a copy holding a chosen few bounds that time. The members
+    kept are spread evenly over the front's log-parameter range (smallest and largest always
+    kept). Each copy records its search trial number as the user attr ``search_trial``.
+    """
+    import optuna
+
+    from archsearch.results.front import front_trials
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = f"sqlite:///{db.resolve()}"
+    study = load_stored_study(study_name, url)
+    front = sorted(front_trials(study), key=lambda t: t.user_attrs["costs"]["params"])
+    if 0 < max_members < len(front):
+        # Evenly spaced ranks along the params-sorted front: log-spaced when sizes are.
+        step = (len(front) - 1) / (max_members - 1) if max_members > 1 else 0
+        front = [front[round(i * step)] for i in range(max_members)]
+    if into in optuna.get_all_study_names(storage=url):
+        old = optuna.load_study(study_name=into, storage=url)
+        held = sorted(t.user_attrs.get("search_trial", -1) for t in old.trials)
+        if held == sorted(t.number for t in front):
+            # The same selection: keep it, and with it the members already finalized (a rerun
+            # of an interrupted finalize then skips them).
+            print(f"study {into} already holds the selected {len(front)} front member(s); kept")
+            return
+        optuna.delete_study(study_name=into, storage=url)  # another selection: start afresh
+    copy = optuna.create_study(storage=url, study_name=into, directions=study.directions)
+    for key, value in study.user_attrs.items():
+        if not key.startswith("finalized:"):
+            copy.set_user_attr(key, value)
+    for t in front:
+        copy.add_trial(
+            optuna.trial.create_trial(
+                params=t.params,
+                distributions=t.distributions,
+                values=t.values,
+                user_attrs={**t.user_attrs, "search_trial": t.number},
+                system_attrs=t.system_attrs,
+                state=optuna.trial.TrialState.COMPLETE,
+            )
+        )
+    kept = ", ".join(f"{t.number} ({t.user_attrs['costs']['params']:,.0f} params)" for t in front)
+    print(f"selected {len(front)} front member(s) of study {study_name} into {into}: trials {kept}")
 
 
 def _fmt(value: Any, key: str) -> str:
@@ -160,9 +216,18 @@ def main() -> None:
     ap.add_argument(
         "--published", type=Path, default=Path(__file__).parent / "data" / "fashion_mnist_published.csv"
     )
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path, help="where the table and plot go (required unless --select-into)")
     ap.add_argument("--note", default="")
+    ap.add_argument(
+        "--select-into", metavar="NAME", help="only copy --max-members front members into study NAME"
+    )
+    ap.add_argument("--max-members", type=int, default=0, help="with --select-into: members kept (0: all)")
     args = ap.parse_args()
+    if args.select_into:
+        select_members(args.db, args.study, args.select_into, args.max_members)
+        return
+    if args.out is None:
+        ap.error("--out is required")
     args.out.mkdir(parents=True, exist_ok=True)
     rows = read_finalized(args.db, args.study) + read_published(args.published)
     print(write_table(rows, args.out, args.note), end="")
