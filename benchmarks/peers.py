@@ -27,6 +27,12 @@ peer's final mean hypervolume (the best of every method but ``default``). Target
 (faster, but then wall-clock figures share the 2 cores). ``--fake S`` replaces training by
 archsearch.testing.FixedCostFit (S seconds per trial): a check of the script, not a measurement.
 
+Scale: at the defaults (digits, 8 epochs, batch 32, one worker) an Optuna method's run trains
+about 3 s per trial, so the five of them over 3 seeds take about half an hour. Ax's Bayesian
+step is far slower on 2 CPU cores: in a ``--fake`` check (8 trials, 5 of them Sobol, 2 jobs,
+load average ~6) an Ax run took 622 s against 3 s for the others, so at 30 trials Ax alone
+may exceed the hour; run it on its own (``--only ax``) or with fewer ``--trials`` if so.
+
 ``--out DIR`` holds each run's study and trials.csv (one row per finished trial: method, seed,
 trial, state, epochs_done, epochs_cumulative, seconds, val_acc, params, macs) and
 hypervolume_<axis>.csv; ``--from DIR`` reports again on DIR/trials.csv.
