@@ -104,10 +104,16 @@ def test_export_cli_restores_front_weights_from_mlflow(swept: tuple[Path, str], 
     where = tmp_path / "copy"
     shutil.copytree(swept[0], where)
     shutil.rmtree(where / "results")
-    out = _run(
-        [sys.executable, "-m", "archsearch.export", "study.name=fire", "export.plots=false"], cwd=where
-    )
+    old = os.umask(0o027)  # the child inherits it: restored weights must follow it too
+    try:
+        out = _run(
+            [sys.executable, "-m", "archsearch.export", "study.name=fire", "export.plots=false"], cwd=where
+        )
+    finally:
+        os.umask(old)
     assert out.returncode == 0, out.stderr[-2000:]
+    weights = sorted((where / "results" / "fire" / "weights").glob("*.pt"))
+    assert weights and {oct(stat.S_IMODE(w.stat().st_mode)) for w in weights} == {"0o640"}
     assert "restored from MLflow" in out.stdout
     front = export_study(_study(where), tmp_path / "scratch", plots=False).front
     assert front

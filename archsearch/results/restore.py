@@ -84,5 +84,10 @@ def _download(tracking_uri: str, run_id: str, name: str, target: Path) -> str:
         except Exception as exc:  # MLflow raises many kinds; each is reported, not fatal
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             return f"run {run_id} has no weights/{name} artifact ({first})"
+        # MLflow copies the stored file's mode; a restored file gets what the umask gives, like
+        # every other export file.
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(local, 0o666 & ~mask)
         os.replace(local, target / name)
     return ""
