@@ -15,6 +15,7 @@ import optuna
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from archsearch.checks import check_flag
 from archsearch.errors import ConfigError
 from archsearch.hardware.auto import is_auto, resolve_profile
 from archsearch.hardware.profile import HardwareProfile
@@ -70,8 +71,7 @@ def sweep_plan(cfg: DictConfig) -> SweepPlan:
     sampler = sampler_factory(cfg.get("sampler"), space)
     sampler(settings.seed)  # a bad sampler config is refused before any write
     finalize = sweep.get("finalize", False)
-    if not isinstance(finalize, bool):
-        raise ConfigError(f"sweep.finalize must be true or false, got {finalize!r}.")
+    check_flag("sweep.finalize", finalize)
     final = FinalizeSettings.from_mapping(raw.get("finalize")) if finalize else None
     final_trainer = (
         TrainerSettings.from_mapping({**(raw.get("trainer") or {}), "epochs": final.epochs})

@@ -10,12 +10,9 @@ without a ``+``.
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
-from typing import Any
-
 from hydra.core.config_store import ConfigStore
 
+from archsearch.checks import plain_fields
 from archsearch.search.fidelity import FidelitySettings
 from archsearch.search.finalize import FinalizeSettings
 from archsearch.search.settings import (
@@ -31,37 +28,25 @@ from archsearch.train.settings import TrainerSettings
 __all__ = ["register_defaults"]
 
 
-def _plain(settings: Any, drop: tuple[str, ...] = ()) -> dict[str, Any]:
-    out = {}
-    for f in dataclasses.fields(settings):
-        if f.name in drop:
-            continue
-        value = getattr(settings, f.name)
-        out[f.name] = (
-            str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
-        )
-    return out
-
-
 def register_defaults() -> None:
     """Store the defaults nodes (idempotent: storing again replaces them)."""
     store = ConfigStore.instance()
     store.store(group="trainer", name="base", node=TrainerSettings().to_mapping())
-    store.store(group="tracking", name="base", node=_plain(TrackingSettings()))
-    store.store(group="finalize", name="base", node=_plain(FinalizeSettings()))
+    store.store(group="tracking", name="base", node=plain_fields(TrackingSettings()))
+    store.store(group="finalize", name="base", node=plain_fields(FinalizeSettings()))
     store.store(
         group="sampler",
         name="tpe_base",
         node={"_target_": "optuna.samplers.TPESampler", "seed": None, **DEFAULT_TPE},
     )
-    store.store(name="archsearch_base", node={"seed": 0, "cost": _plain(CostSettings())})
+    store.store(name="archsearch_base", node={"seed": 0, "cost": plain_fields(CostSettings())})
     store.store(
         name="archsearch_sweep_base",
         node={
             # A sweep names its own study; the rest of the study block is the settings' defaults.
-            "study": _plain(StudySettings(), drop=("name",)),
-            "sweep": {"fidelity": _plain(FidelitySettings()), "finalize": False},
-            "latency": _plain(LatencySettings()),
-            "export": _plain(ExportSettings()),
+            "study": plain_fields(StudySettings(), drop=("name",)),
+            "sweep": {"fidelity": plain_fields(FidelitySettings()), "finalize": False},
+            "latency": plain_fields(LatencySettings()),
+            "export": plain_fields(ExportSettings()),
         },
     )

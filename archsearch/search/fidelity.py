@@ -42,6 +42,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from archsearch.checks import check_flag, check_int, known_fields
 from archsearch.errors import ConfigError
 from archsearch.pareto import crowding_distances, pareto_ranks
 from archsearch.results.tracking import Tracker
@@ -104,12 +105,9 @@ class FidelitySettings:
 
     def __post_init__(self) -> None:
         for key in ("enabled", "learn_from_pruned"):
-            if not isinstance(getattr(self, key), bool):
-                raise ConfigError(f"sweep.fidelity.{key} must be true or false, got {getattr(self, key)!r}.")
+            check_flag(f"sweep.fidelity.{key}", getattr(self, key))
         for key, minimum in (("eta", 2), ("min_epochs", 1)):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ConfigError(f"sweep.fidelity.{key} must be an integer >= {minimum}, got {value!r}.")
+            check_int(f"sweep.fidelity.{key}", getattr(self, key), minimum)
         rungs = self.rungs
         if rungs is not None:
             if (
@@ -126,17 +124,7 @@ class FidelitySettings:
     @classmethod
     def from_mapping(cls, raw: Any) -> FidelitySettings:
         """Read ``sweep.fidelity`` (a plain mapping, or None for the defaults)."""
-        raw = raw or {}
-        allowed = [f.name for f in dataclasses.fields(cls)]
-        if not isinstance(raw, Mapping):
-            raise ConfigError(f"sweep.fidelity must be a mapping with {', '.join(allowed)}.")
-        unknown = set(raw) - set(allowed)
-        if unknown:
-            raise ConfigError(
-                f"sweep.fidelity has unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
-                f"allowed: {', '.join(allowed)}."
-            )
-        return cls(**{str(k): v for k, v in raw.items()})
+        return cls(**known_fields(raw, "sweep.fidelity", cls))
 
     def rungs_for(self, epochs: int) -> tuple[int, ...]:
         """The rungs of a trainer running ``epochs`` epochs; given rungs must all lie below it."""

@@ -30,6 +30,7 @@ from typing import Any
 
 import optuna
 
+from archsearch.checks import check_flag, check_int, known_fields
 from archsearch.errors import ArchsearchError, ConfigError
 from archsearch.net.spec import NetSpec
 from archsearch.results.export import (
@@ -60,23 +61,13 @@ class FinalizeSettings:
     force: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ConfigError(f"finalize.epochs must be an integer >= 1, got {self.epochs!r}.")
-        if not isinstance(self.force, bool):
-            raise ConfigError(f"finalize.force must be true or false, got {self.force!r}.")
+        check_int("finalize.epochs", self.epochs, 1)
+        check_flag("finalize.force", self.force)
 
     @classmethod
     def from_mapping(cls, raw: Any) -> FinalizeSettings:
         """Read the ``finalize`` block (a plain mapping, or None for the defaults)."""
-        raw = raw or {}
-        if not isinstance(raw, Mapping):
-            raise ConfigError("finalize must be a mapping with keys epochs, force.")
-        unknown = set(raw) - {"epochs", "force"}
-        if unknown:
-            raise ConfigError(
-                f"finalize has unknown key(s) {', '.join(sorted(map(str, unknown)))}; allowed: epochs, force."
-            )
-        return cls(**{str(k): v for k, v in raw.items()})
+        return cls(**known_fields(raw, "finalize", cls))
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,20 @@ one-sentence :class:`~archsearch.errors.ConfigError` as the CLI, naming the conf
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from archsearch.checks import (
+    check_choice,
+    check_flag,
+    check_int,
+    is_int,
+    is_number,
+    known_fields,
+    plain_fields,
+)
 from archsearch.errors import ConfigError
 from archsearch.net.cost import COST_METRICS
 from archsearch.search.fidelity import FidelitySettings
@@ -47,42 +55,6 @@ DIRECTIONS = ("minimize", "maximize")
 LOG_WEIGHTS = ("pareto", "all", "none")
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _int(key: str, value: Any, minimum: int, why: str = "") -> None:
-    if not _is_int(value) or value < minimum:
-        raise ConfigError(f"{key} must be an integer >= {minimum}{why}, got {value!r}.")
-
-
-def _flag(key: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key} must be true or false, got {value!r}.")
-
-
-def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key} is {value!r}; allowed: {', '.join(allowed)}.")
-
-
-def _known(raw: Any, key: str, cls: type) -> dict[str, Any]:
-    """``raw`` as a dict of ``cls``'s fields; anything else is one sentence naming ``key``."""
-    if raw is None:
-        return {}
-    names = [f.name for f in dataclasses.fields(cls)]
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{key} must be a mapping with keys {', '.join(names)}.")
-    unknown = sorted(str(k) for k in raw if k not in names)
-    if unknown:
-        raise ConfigError(f"{key} has unknown key(s) {', '.join(unknown)}; allowed: {', '.join(names)}.")
-    return {str(k): v for k, v in raw.items()}
-
-
 @dataclass(frozen=True)
 class Constraint:
     """A bound on one metric; infeasible trials are not trained and the sampler learns the bound."""
@@ -96,7 +68,7 @@ class Constraint:
         if self.metric not in ALL_METRICS:
             raise ConfigError(f"{key} is not a known metric; allowed: {', '.join(ALL_METRICS)}.")
         for name, v in (("min", self.min), ("max", self.max)):
-            if v is not None and not _is_number(v):
+            if v is not None and not is_number(v):
                 raise ConfigError(f"{key}.{name} must be a number or null, got {v!r}.")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ConfigError(f"{key} has min {self.min} > max {self.max}.")
@@ -140,22 +112,22 @@ class StudySettings:
             raise ConfigError("study.name must be a non-empty string.")
         if self.storage is not None and not isinstance(self.storage, str):
             raise ConfigError(f"study.storage must be a database URL or null, got {self.storage!r}.")
-        if not _is_int(self.n_trials) or self.n_trials <= 0:
+        if not is_int(self.n_trials) or self.n_trials <= 0:
             raise ConfigError(f"study.n_trials must be a positive integer, got {self.n_trials!r}.")
-        if self.timeout is not None and (not _is_number(self.timeout) or self.timeout <= 0):
+        if self.timeout is not None and (not is_number(self.timeout) or self.timeout <= 0):
             raise ConfigError(
                 f"study.timeout must be a positive number of seconds or null, got {self.timeout!r}."
             )
         if self.max_epochs is not None:
-            _int("study.max_epochs", self.max_epochs, 1, " or null")
-        _int("study.heartbeat_interval", self.heartbeat_interval, 1)
+            check_int("study.max_epochs", self.max_epochs, 1, " or null")
+        check_int("study.heartbeat_interval", self.heartbeat_interval, 1)
         more = " (more than study.heartbeat_interval)"
-        _int("study.grace_period", self.grace_period, self.heartbeat_interval + 1, more)
-        _int("study.retries", self.retries, 0)
+        check_int("study.grace_period", self.grace_period, self.heartbeat_interval + 1, more)
+        check_int("study.retries", self.retries, 0)
 
     @classmethod
     def from_mapping(cls, raw: Any) -> StudySettings:
-        values = _known(raw, "study", cls)
+        values = known_fields(raw, "study", cls)
         if values.get("storage") == "":
             values["storage"] = None
         return cls(**values)
@@ -171,13 +143,13 @@ class TrackingSettings:
     log_weights: str = "pareto"  # pareto = weights of front members; all = every trained trial; none
 
     def __post_init__(self) -> None:
-        _flag("tracking.enabled", self.enabled)
-        _choice("tracking.log_weights", self.log_weights, LOG_WEIGHTS)
+        check_flag("tracking.enabled", self.enabled)
+        check_choice("tracking.log_weights", self.log_weights, LOG_WEIGHTS)
         object.__setattr__(self, "dir", Path(self.dir))
 
     @classmethod
     def from_mapping(cls, raw: Any) -> TrackingSettings:
-        values = _known(raw, "tracking", cls)
+        values = known_fields(raw, "tracking", cls)
         if values.get("uri") == "":
             values["uri"] = None
         return cls(**values)
@@ -198,12 +170,12 @@ class CostSettings:
     bytes_per_element: int = 4  # 4 = fp32, 2 = fp16/bf16, 1 = int8
 
     def __post_init__(self) -> None:
-        _int("cost.batch_size", self.batch_size, 1)
-        _int("cost.bytes_per_element", self.bytes_per_element, 1)
+        check_int("cost.batch_size", self.batch_size, 1)
+        check_int("cost.bytes_per_element", self.bytes_per_element, 1)
 
     @classmethod
     def from_mapping(cls, raw: Any) -> CostSettings:
-        return cls(**_known(raw, "cost", cls))
+        return cls(**known_fields(raw, "cost", cls))
 
 
 @dataclass(frozen=True)
@@ -223,16 +195,16 @@ class LatencySettings:
         from archsearch.hardware.latency import CLOCKS, RUNTIMES
         from archsearch.hardware.runtime import MEMORY_FORMATS
 
-        _int("latency.batch_size", self.batch_size, 1)
+        check_int("latency.batch_size", self.batch_size, 1)
         if self.threads is not None:
-            _int("latency.threads", self.threads, 1)
-        _int("latency.warmup", self.warmup, 0)
-        _int("latency.repeats", self.repeats, 1)
-        _choice("latency.memory_format", self.memory_format, MEMORY_FORMATS)
-        _choice("latency.clock", self.clock, CLOCKS)
+            check_int("latency.threads", self.threads, 1)
+        check_int("latency.warmup", self.warmup, 0)
+        check_int("latency.repeats", self.repeats, 1)
+        check_choice("latency.memory_format", self.memory_format, MEMORY_FORMATS)
+        check_choice("latency.clock", self.clock, CLOCKS)
         if self.clock == "cpu" and self.threads != 1:
             raise ConfigError(f"latency.clock cpu needs latency.threads 1, got {self.threads!r}.")
-        _choice("latency.runtime", self.runtime, RUNTIMES)
+        check_choice("latency.runtime", self.runtime, RUNTIMES)
         if not isinstance(self.device, str) or not (
             self.device in ("auto", "cpu") or self.device.split(":")[0] == "cuda"
         ):
@@ -240,7 +212,7 @@ class LatencySettings:
 
     @classmethod
     def from_mapping(cls, raw: Any) -> LatencySettings:
-        return cls(**_known(raw, "latency", cls))
+        return cls(**known_fields(raw, "latency", cls))
 
 
 @dataclass(frozen=True)
@@ -253,9 +225,9 @@ class ExportSettings:
     int8: bool = False  # also int8 (static quantization), its accuracy measured (needs onnx)
 
     def __post_init__(self) -> None:
-        _flag("export.plots", self.plots)
-        _flag("export.onnx", self.onnx)
-        _flag("export.int8", self.int8)
+        check_flag("export.plots", self.plots)
+        check_flag("export.onnx", self.onnx)
+        check_flag("export.int8", self.int8)
         if self.int8 and not self.onnx:
             raise ConfigError("export.int8 true needs export.onnx true (int8 models are made from the ONNX).")
         if self.dir is not None:
@@ -263,7 +235,7 @@ class ExportSettings:
 
     @classmethod
     def from_mapping(cls, raw: Any) -> ExportSettings:
-        values = _known(raw, "export", cls)
+        values = known_fields(raw, "export", cls)
         if values.get("dir") == "":
             values["dir"] = None
         return cls(**values)
@@ -304,7 +276,7 @@ class SearchSettings:
                 )
         object.__setattr__(self, "objectives", objectives)
         object.__setattr__(self, "constraints", tuple(self.constraints))
-        _int("seed", self.seed, 0)
+        check_int("seed", self.seed, 0)
         self.fidelity.rungs_for(self.trainer.epochs)  # rungs beyond trainer.epochs are refused here
 
     @classmethod
@@ -370,22 +342,15 @@ class SearchSettings:
         return {
             "objectives": dict(self.objectives),
             "constraints": {c.metric: {"max": c.max, "min": c.min} for c in self.constraints},
-            "study": _plain(self.study),
+            "study": plain_fields(self.study),
             "trainer": self.trainer.to_mapping(),
-            "sweep": {"fidelity": _plain(self.fidelity)},
-            "tracking": _plain(self.tracking),
-            "export": _plain(self.export),
-            "cost": _plain(self.cost),
-            "latency": _plain(self.latency),
+            "sweep": {"fidelity": plain_fields(self.fidelity)},
+            "tracking": plain_fields(self.tracking),
+            "export": plain_fields(self.export),
+            "cost": plain_fields(self.cost),
+            "latency": plain_fields(self.latency),
             "seed": self.seed,
         }
-
-
-def _plain(settings: Any) -> dict[str, Any]:
-    out = dataclasses.asdict(settings)
-    return {
-        k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v for k, v in out.items()
-    }
 
 
 def _constraints(raw: Any) -> tuple[Constraint, ...]:
