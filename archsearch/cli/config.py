@@ -48,8 +48,7 @@ class SweepPlan:
     sampler: SamplerFactory
     fit_fn: Callable[..., Any] | None
     config_yaml: str
-    finalize: Any  # FinalizeSettings, or None unless sweep.finalize is true
-    finalize_trainer: TrainerSettings | None  # the trainer at finalize.epochs (DSD phases split those)
+    finalize: bool  # sweep.finalize: retrain the front at full fidelity after the search
 
 
 def sweep_plan(cfg: DictConfig) -> SweepPlan:
@@ -58,8 +57,6 @@ def sweep_plan(cfg: DictConfig) -> SweepPlan:
     Raises:
         ConfigError / SpecError: one sentence naming the key (or file and node) that is wrong.
     """
-    from archsearch.search.finalize import FinalizeSettings
-
     raw = plain(cfg)
     settings = SearchSettings.from_mapping(raw)
     sweep = raw.get("sweep") or {}
@@ -72,12 +69,8 @@ def sweep_plan(cfg: DictConfig) -> SweepPlan:
     sampler(settings.seed)  # a bad sampler config is refused before any write
     finalize = sweep.get("finalize", False)
     check_flag("sweep.finalize", finalize)
-    final = FinalizeSettings.from_mapping(raw.get("finalize")) if finalize else None
-    final_trainer = (
-        TrainerSettings.from_mapping({**(raw.get("trainer") or {}), "epochs": final.epochs})
-        if final
-        else None
-    )
+    if finalize:
+        finalize_plan(raw)  # checked now, before any write; the finalize command reads it again
     return SweepPlan(
         settings=settings,
         space=space,
@@ -86,9 +79,20 @@ def sweep_plan(cfg: DictConfig) -> SweepPlan:
         sampler=sampler,
         fit_fn=_configured_fit(sweep.get("fit")),
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
-        finalize=final,
-        finalize_trainer=final_trainer,
+        finalize=finalize,
     )
+
+
+def finalize_plan(raw: Mapping[str, Any]) -> tuple[Any, TrainerSettings]:
+    """The ``finalize`` block as FinalizeSettings, and the trainer members are retrained with.
+
+    The trainer is ``trainer`` at ``finalize.epochs``, so DSD splits those epochs into its
+    phases, not the search's.
+    """
+    from archsearch.search.finalize import FinalizeSettings
+
+    settings = FinalizeSettings.from_mapping(raw.get("finalize"))
+    return settings, TrainerSettings.from_mapping({**(raw.get("trainer") or {}), "epochs": settings.epochs})
 
 
 def sampler_factory(node: Any, space: SearchSpace) -> SamplerFactory:

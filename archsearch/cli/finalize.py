@@ -25,18 +25,14 @@ def finalize(
         fit_fn: replaces the trainer (tests).
         console: where progress goes (a quiet one if None).
     """
-    from archsearch.cli.config import plain
+    from archsearch.cli.config import finalize_plan, plain
     from archsearch.data.datasets import load_dataset
     from archsearch.results.export import load_stored_study
-    from archsearch.search.finalize import FinalizeSettings, finalize_study
+    from archsearch.search.finalize import finalize_study
     from archsearch.search.settings import ExportSettings, TrackingSettings
 
     raw = plain(cfg)
-    settings = FinalizeSettings.from_mapping(raw.get("finalize"))
-    from archsearch.train.settings import TrainerSettings
-
-    # Members train for finalize.epochs: DSD splits those into its phases, not the search's.
-    trainer = TrainerSettings.from_mapping({**(raw.get("trainer") or {}), "epochs": settings.epochs})
+    settings, trainer = finalize_plan(raw)
     tracking = TrackingSettings.from_mapping(raw.get("tracking"))
     export = ExportSettings.from_mapping(raw.get("export"))
     seed = raw.get("seed", 0)

@@ -85,25 +85,13 @@ def run_sweep(cfg: DictConfig, *, console: Any = None, fit_fn: Callable[..., Any
         config_yaml=plan.config_yaml,
         data_config=plan.data,
     )
-    if plan.finalize is None:
+    if not plan.finalize:
         return result
     import dataclasses
 
-    from archsearch.search.finalize import finalize_study
+    from archsearch.cli.finalize import finalize
 
-    finalized = finalize_study(
-        result.study,
-        load_dataset({**plan.data, "subset": None}, seed=settings.seed),
-        settings=plan.finalize,
-        trainer=plan.finalize_trainer,
-        tracking=settings.tracking,
-        export=settings.export,
-        seed=settings.seed,
-        fit_fn=fit_fn,
-        console=console,
-        config_yaml=plan.config_yaml,
-    )
-    export = finalized.export
+    export = finalize(cfg, study=result.study, fit_fn=fit_fn, console=console).export
     return dataclasses.replace(result, front=export.front, export_dir=export.directory, files=export.files)
 
 

@@ -27,7 +27,9 @@ from archsearch.search.commands import fill_config
 __all__ = [
     "FINALIZED_PREFIX",
     "ExportResult",
+    "atomic_write",
     "export_study",
+    "file_mode",
     "finalized_front",
     "finalized_results",
     "net_path",
@@ -106,24 +108,25 @@ def finalized_front(study: optuna.Study) -> list[FrozenTrial] | None:
     return sorted((finalized[i] for i in idx), key=lambda t: t.number)
 
 
-def _umask() -> int:
+def file_mode() -> int:
+    """The mode ``open`` gives a new file under the current umask (0o666 less the umask)."""
     # The umask can only be read by setting it; it is put back at once.
     mask = os.umask(0o022)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a renamed temporary file, with the mode ``open`` would give.
+def atomic_write(path: Path, content: str | bytes) -> None:
+    """Write ``content`` to ``path`` through a renamed temporary file, with the mode ``open`` would give.
 
     ``mkstemp`` creates its file 0600 whatever the umask; without the chmod every export file
     would be private while the plots beside it, written directly, follow the umask.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", newline="") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o666 & ~_umask())
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(content.encode() if isinstance(content, str) else content)
+    os.chmod(tmp, file_mode())
     os.replace(tmp, path)
 
 
@@ -198,7 +201,7 @@ def export_study(
             header = f"# archsearch study {study.study_name!r}, trial {t.number}\n"
             if rerun:
                 header += f"# retrain: {fill_config(rerun, net_file)}\n"
-            _atomic_write(net_file, header + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None))
+            atomic_write(net_file, header + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None))
         rows.append(_row(t, names, net_file, rerun))
 
     columns: list[str] = []
@@ -211,7 +214,7 @@ def export_study(
     writer = csv.DictWriter(table, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_write(csv_path, table.getvalue())
+    atomic_write(csv_path, table.getvalue())
     files["csv"] = csv_path
     json_path = out / "pareto.json"
     payload = {
@@ -221,12 +224,12 @@ def export_study(
         "finalize_command": study.user_attrs.get("finalize_command", ""),
         "front": rows,
     }
-    _atomic_write(json_path, json.dumps(payload, indent=2, default=str))
+    atomic_write(json_path, json.dumps(payload, indent=2, default=str))
     files["json"] = json_path
 
     history = hypervolume_history(study)
     hv_path = out / "hypervolume.csv"
-    _atomic_write(
+    atomic_write(
         hv_path,
         f"trial,{HYPERVOLUME_COLUMN.format(k=len(names))}\n"
         + "".join(f"{n},{hv:.6g}\n" for n, hv in history),

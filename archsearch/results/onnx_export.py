@@ -18,7 +18,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 from optuna.trial import FrozenTrial
+
+from archsearch.results.export import atomic_write
 
 __all__ = ["CALIBRATION_BATCHES", "ONNX_TOLERANCE", "OnnxExport", "add_onnx", "export_onnx"]
 
@@ -101,7 +102,7 @@ def _export_member(spec: dict[str, Any], weights: str, data: Any, stem: Path, in
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     model.eval()
     fp32 = stem.with_suffix(".onnx")
-    _write_bytes(fp32, to_onnx_bytes(model, tuple(net.input)))
+    atomic_write(fp32, to_onnx_bytes(model, tuple(net.input)))
     x = data.val_x[:256].float()
     with torch.inference_mode():
         expected = model(x).numpy()
@@ -168,21 +169,6 @@ def _accuracy(session: Any, x: torch.Tensor, y: torch.Tensor) -> float:
     return correct / len(y)
 
 
-def _write_bytes(path: Path, payload: bytes) -> None:
-    """Write through a renamed temporary file, with the mode the umask gives (as export.py does)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(payload)
-    mask = os.umask(0o022)  # the umask can only be read by setting it; put back at once
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)
-    os.replace(tmp, path)
-
-
-def _write_text(path: Path, text: str) -> None:
-    _write_bytes(path, text.encode())
-
-
 def _add_columns(directory: Path, rows: dict[int, dict[str, Any]]) -> None:
     """Add each member's ONNX figures to pareto.csv and pareto.json (rows matched by trial)."""
     csv_path, json_path = directory / "pareto.csv", directory / "pareto.json"
@@ -198,9 +184,9 @@ def _add_columns(directory: Path, rows: dict[int, dict[str, Any]]) -> None:
     writer = csv.DictWriter(text, fieldnames=columns)
     writer.writeheader()
     writer.writerows(table)
-    _write_text(csv_path, text.getvalue())
+    atomic_write(csv_path, text.getvalue())
     if json_path.is_file():
         payload = json.loads(json_path.read_text())
         for member in payload.get("front", []):
             member.update(rows.get(int(member["trial"]), {}))
-        _write_text(json_path, json.dumps(payload, indent=2, default=str))
+        atomic_write(json_path, json.dumps(payload, indent=2, default=str))

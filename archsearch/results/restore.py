@@ -73,6 +73,8 @@ def _download(tracking_uri: str, run_id: str, name: str, target: Path) -> str:
     """Fetch ``weights/<name>`` of ``run_id`` into ``target``; "" on success, else why not."""
     import mlflow
 
+    from archsearch.results.export import file_mode
+
     target.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Downloaded beside the target and renamed, so a reader never sees half a file.
@@ -86,8 +88,6 @@ def _download(tracking_uri: str, run_id: str, name: str, target: Path) -> str:
             return f"run {run_id} has no weights/{name} artifact ({first})"
         # MLflow copies the stored file's mode; a restored file gets what the umask gives, like
         # every other export file.
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(local, 0o666 & ~mask)
+        os.chmod(local, file_mode())
         os.replace(local, target / name)
     return ""
