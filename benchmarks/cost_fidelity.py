@@ -6,7 +6,8 @@ Spearman rank correlation of the measured latency with params, MACs, bytes and
 ``latency_est_ms`` (for the given hardware profile), plus the median absolute percentage error
 of ``latency_est_ms``, against eager PyTorch and against ONNX Runtime (``--runtimes``). Targets:
 rho >= 0.95 and median error <= 15% at every batch size. ``--hardware auto`` (the default) uses
-this host's auto profile for ``--threads`` and ``--clock``, calibrating it first if it is missing.
+this host's auto profile for ``--threads``, ``--clock`` and each runtime (the one
+``latency.runtime`` selects with ``hardware=auto``), calibrating it first if it is missing.
 
 Networks are timed in interleaved rounds (every network once per round, in a fresh random order)
 and each latency is the median over all rounds' repeats, so a burst of load from other processes
@@ -100,10 +101,11 @@ def measure_all(
     return {b: [statistics.median(samples[(i, b)]) for i in range(len(specs))] for b in batch_sizes}
 
 
-def load_profile(name: str, threads: int, clock: str) -> HardwareProfile:
-    """A profile by name or path; ``auto`` is this host's cached auto profile (calibrated if missing)."""
+def load_profile(name: str, threads: int, clock: str, runtime: str) -> HardwareProfile:
+    """A profile by name or path; ``auto`` is this host's cached auto profile for ``runtime``
+    (calibrated if missing), as ``latency.runtime=<runtime>`` with ``hardware=auto`` gets it."""
     if name == "auto":
-        return auto_profile(threads, "auto", clock, device="cpu")
+        return auto_profile(threads, "auto", clock, device="cpu", runtime=runtime)
     return load_hardware(name)
 
 
@@ -181,8 +183,9 @@ def main() -> None:
     if len(input_shape) != 3:
         parser.error(f"--input must be C,H,W, got {args.input!r}")
     batch_sizes = [int(v) for v in args.batch_sizes.split(",")]
-    hw = load_profile(args.hardware, args.threads, args.clock)
-
+    runtimes = args.runtimes.split(",")
+    profiles = {rt: load_profile(args.hardware, args.threads, args.clock, rt) for rt in runtimes}
+    hw = profiles[runtimes[0]]
     started = time.perf_counter()
     load_before = os.getloadavg()
     specs = sample_specs(args.space, args.count, args.seed, input_shape)  # type: ignore[arg-type]
@@ -193,12 +196,13 @@ def main() -> None:
         file=sys.stderr,
     )
     repeats = {b: 15 if b < 16 else 3 for b in batch_sizes}
-    runtimes = args.runtimes.split(",")
     measured = {
         rt: measure_all(specs, batch_sizes, args.threads, args.rounds, repeats, args.seed, args.clock, rt)
         for rt in runtimes
     }
-    results = {rt: {b: fidelity(specs, measured[rt][b], hw, b) for b in batch_sizes} for rt in runtimes}
+    results = {
+        rt: {b: fidelity(specs, measured[rt][b], profiles[rt], b) for b in batch_sizes} for rt in runtimes
+    }
     load_after = os.getloadavg()
     for rt in runtimes:
         print_results(rt, results[rt], batch_sizes, len(specs), args.clock, args.rounds)
@@ -207,6 +211,8 @@ def main() -> None:
         f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after; {elapsed:.0f} s in all "
         f"(this machine has {os.cpu_count()} logical CPUs; profile {hw.name}: {hw.provenance})"
     )
+    for rt in runtimes:
+        print(f"[{rt}] profile: {profiles[rt].description}")
     if args.json is not None:
         args.json.write_text(
             json.dumps(

@@ -141,3 +141,15 @@ def test_cuda_calibration_times_with_events() -> None:
 
     profile = calibrate_cuda(torch.device("cuda"), quick=True)
     assert profile.peak_gflops > 0 and profile.overhead_us > 0 and profile.calibrated
+
+
+def test_the_latency_runtime_has_its_own_calibrated_entry(fake_calibration: list[dict[str, Any]]) -> None:
+    auto.auto_profile_for(LatencySettings(runtime="torch"), log=None)
+    auto.auto_profile_for(LatencySettings(runtime="onnxruntime"), log=None)
+    assert [c["runtime"] for c in fake_calibration] == ["torch", "onnxruntime"]
+    assert fake_calibration[1]["device"] == "cpu"  # ONNX Runtime's CPU provider, GPU or not
+    assert auto.cache_key(1, "auto", "wall", "cpu", "onnxruntime")["runtime"] == "onnxruntime"
+    names = sorted(p.name for p in auto.cache_dir().glob("*.yaml"))
+    assert len(names) == 2 and names[0].startswith("cpu-onnxruntime-t1-")
+    auto.auto_profile_for(LatencySettings(runtime="onnxruntime"), log=None)
+    assert len(fake_calibration) == 2  # reused

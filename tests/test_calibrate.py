@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from archsearch.errors import ConfigError
-from archsearch.hardware.calibrate import CalibrateConfig, run
+from archsearch.hardware.calibrate import CalibrateConfig, calibrate, run
 from archsearch.hardware.fitting import fit_context_overheads, fit_gemm_class
 from archsearch.hardware.microbench import GemmSample
-from archsearch.hardware.probes import probe_spec, spec_kernels
+from archsearch.hardware.probes import RUNTIME_FUSED, probe_spec, spec_kernels
 from archsearch.hardware.profile import HardwareProfile, load_hardware
 from archsearch.net.kernels import GEMM_KINDS, KERNEL_KINDS, Kernel
 from archsearch.net.model import build
@@ -54,7 +54,9 @@ def test_quick_cli_run_writes_only_the_named_yaml_which_load_hardware_reads_back
     assert all(v > 0 for v in profile.bandwidths.values())
     measured = profile.extra["measured"]
     assert measured["threads"] == 1 and measured["memory_format"] == "channels_last"
-    assert measured["matmul_gflops"]["fp32"] == profile.peak_gflops > 0
+    scale = measured["in_network_overhead"]["busy_scale"]
+    assert measured["matmul_gflops"]["fp32"] / scale == pytest.approx(profile.peak_gflops, rel=0.01)
+    assert profile.peak_gflops > 0 and scale > 0
 
 
 def test_unknown_key_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
@@ -68,7 +70,8 @@ def test_unknown_key_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "error: unknown key 'thread'; allowed: out, name, threads, quick, seed, memory_format, clock, device."
+        "error: unknown key 'thread'; allowed: out, name, threads, quick, seed, memory_format, clock, "
+        "device, runtime."
     ]
     assert _tree(tmp_path) == set()
 
@@ -118,27 +121,40 @@ def test_gemm_fit_recovers_the_roofline_that_generated_the_times() -> None:
     assert fit["half"]["m"] == pytest.approx(16.0, rel=0.1)
 
 
-def test_in_network_overhead_fit_recovers_factor_and_extra_per_kernel() -> None:
+def test_in_network_fit_recovers_scale_factor_and_extra_per_kernel() -> None:
     rng = np.random.default_rng(0)
     single = {kind: float(i + 1) for i, kind in enumerate(KERNEL_KINDS)}
     counts = rng.integers(0, 6, size=(30, len(KERNEL_KINDS))).astype(float)
+    busy = rng.uniform(1e-5, 5e-3, size=30)  # batch-1 probes and large-batch ones alike
     per_kernel = np.array([2.5 * single[k] + 4.0 for k in KERNEL_KINDS]) * 1e-6
-    fit = fit_context_overheads(counts, single, counts @ per_kernel)
+    fit = fit_context_overheads(counts, single, busy, 1.3 * busy + counts @ per_kernel)
     assert (fit.factor, fit.extra_us) == (pytest.approx(2.5, rel=1e-3), pytest.approx(4.0, rel=1e-3))
+    assert fit.busy_scale == pytest.approx(1.3, rel=1e-3)
     assert fit.overheads_us["batchnorm"] == pytest.approx(2.5 * single["batchnorm"] + 4.0, rel=1e-3)
     assert fit.median_ape < 1e-6
 
 
-def test_a_probe_the_roofline_over_predicts_does_not_collapse_the_overhead_fit() -> None:
+def test_a_probe_faster_than_its_roofline_does_not_collapse_the_fit() -> None:
     rng = np.random.default_rng(1)
     single = {kind: float(i + 1) for i, kind in enumerate(KERNEL_KINDS)}
     counts = rng.integers(1, 6, size=(30, len(KERNEL_KINDS))).astype(float)
+    busy = rng.uniform(1e-5, 1e-4, size=30)
     per_kernel = np.array([2.5 * single[k] + 4.0 for k in KERNEL_KINDS]) * 1e-6
-    residuals = counts @ per_kernel
-    residuals[7] = -2e-5  # measured faster than its roofline: nothing left to explain
-    fit = fit_context_overheads(counts, single, residuals)
-    # It used to weigh this probe a million-fold and fit factor 0.002, extra 0, error 100%.
-    assert (fit.factor, fit.extra_us) == (pytest.approx(2.5, rel=1e-3), pytest.approx(4.0, rel=1e-3))
+    measured = busy + counts @ per_kernel
+    measured[7] = 0.5 * busy[7]  # measured faster than its roofline alone
+    fit = fit_context_overheads(counts, single, busy, measured)
+    # Fitting residuals (measured - roofline) once weighed such a probe a million-fold: factor 0.002.
+    assert fit.factor == pytest.approx(2.5, rel=0.05)
+    assert fit.median_ape < 0.01
+
+
+def test_a_fit_whose_roofline_explains_nothing_keeps_the_micro_benchmark_rates() -> None:
+    single = {kind: 1.0 for kind in KERNEL_KINDS}
+    counts = np.eye(len(KERNEL_KINDS)) + 1
+    busy = np.full(len(KERNEL_KINDS), 1e-9)  # negligible next to the overheads
+    fit = fit_context_overheads(counts, single, busy, counts @ np.full(len(KERNEL_KINDS), 3e-6))
+    assert fit.busy_scale == 1.0
+    assert fit.factor + fit.extra_us == pytest.approx(3.0, rel=0.01)
 
 
 def test_probe_networks_build_and_together_run_every_kernel_kind() -> None:
@@ -149,3 +165,21 @@ def test_probe_networks_build_and_together_run_every_kernel_kind() -> None:
         build(net)  # every probe is a valid, buildable network
         seen |= {k.kind for k in spec_kernels(net)}
     assert seen == set(KERNEL_KINDS)
+
+
+def test_an_onnxruntime_calibration_times_probes_there_and_prices_fused_kernels_at_nothing() -> None:
+    pytest.importorskip("onnxruntime")
+    profile = calibrate(threads=1, quick=True, clock="cpu", runtime="onnxruntime")
+    measured = profile.extra["measured"]
+    assert measured["runtime"] == "onnxruntime" and "runtime=onnxruntime" in measured["tool"]
+    assert "onnxruntime" in profile.description
+    for kind in RUNTIME_FUSED["onnxruntime"]:  # folded into the conv: no launch, no traffic
+        assert profile.overheads_us[kind] == 0.0
+        assert profile.kernel_seconds(Kernel(kind, bytes=10**6))[0] < 1e-8
+    assert profile.kernel_seconds(Kernel("add", bytes=10**6))[0] > 1e-6  # not fused: still costs
+    assert 0 < measured["in_network_overhead"]["busy_scale"] <= 20
+
+
+def test_calibrate_refuses_an_unknown_runtime_before_measuring() -> None:
+    with pytest.raises(ConfigError, match="runtime is 'tflite'; allowed: torch, onnxruntime"):
+        calibrate(threads=1, quick=True, runtime="tflite")

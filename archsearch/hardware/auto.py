@@ -79,6 +79,7 @@ def auto_profile(
     refresh: bool = False,
     quick: bool | None = None,
     log: Callable[[str], None] | None = _stderr,
+    runtime: str = "torch",
 ) -> HardwareProfile:
     """This host's calibrated profile for a measurement setting: cached, or measured now.
 
@@ -92,13 +93,14 @@ def auto_profile(
         refresh: calibrate even if a cached profile exists.
         quick: a coarse ~2 s calibration; None reads ``$ARCHSEARCH_AUTO_CALIBRATION``.
         log: one line on calibrating and one when done (stderr by default); None is silent.
+        runtime: ``latency.runtime``: the networks the calibration times run on it.
 
     Returns:
         The profile, named ``auto``; ``extra["auto_key"]`` holds its cache key.
     """
     from archsearch.hardware.calibrate import calibrate
 
-    key = cache_key(threads, memory_format, clock, device)
+    key = cache_key(threads, memory_format, clock, device, runtime)
     path = cache_path(key)
     if not refresh and (cached := _read(path)) is not None:
         return cached
@@ -106,10 +108,10 @@ def auto_profile(
     say = log or (lambda _line: None)
     say(
         f"hardware=auto: calibrating this host once for {key['threads']} thread(s), {key['memory_format']}, "
-        f"{clock} clock on {key['device']}{' (quick)' if quick else ''}; cached in {path.parent}"
+        f"{clock} clock on {key['device']}, {runtime}{' (quick)' if quick else ''}; cached in {path.parent}"
     )
     started = time.perf_counter()
-    profile = calibrate(threads, quick, "auto", 0, memory_format, clock, device=device)
+    profile = calibrate(threads, quick, "auto", 0, memory_format, clock, device=device, runtime=runtime)
     profile = HardwareProfile.from_dict({**profile.to_dict(), "auto_key": key}, source="hardware=auto")
     store_profile(profile, key)
     say(f"hardware=auto: calibrated in {time.perf_counter() - started:.1f} s; later runs reuse {path.name}")
@@ -145,4 +147,6 @@ def auto_profile_for(latency: Any, log: Callable[[str], None] | None = _stderr) 
     from archsearch.hardware.latency import latency_device
 
     device = latency_device(latency.device, latency.clock, latency.runtime)
-    return auto_profile(latency.threads, latency.memory_format, latency.clock, device=device, log=log)
+    return auto_profile(
+        latency.threads, latency.memory_format, latency.clock, device=device, log=log, runtime=latency.runtime
+    )

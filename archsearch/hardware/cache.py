@@ -43,12 +43,24 @@ def cache_dir() -> Path:
     return user_cache_dir() / "hardware"
 
 
-def cache_key(threads: int | None, memory_format: str, clock: str, device: str = "cpu") -> dict[str, Any]:
-    """Everything a calibrated profile depends on, as a plain mapping (stored in the profile)."""
+#: Bumped when the calibration's model changes, so older cached profiles are measured again.
+MODEL_VERSION = 2
+
+
+def cache_key(
+    threads: int | None, memory_format: str, clock: str, device: str = "cpu", runtime: str = "torch"
+) -> dict[str, Any]:
+    """Everything a calibrated profile depends on, as a plain mapping (stored in the profile).
+
+    ``runtime`` is the one ``latency_ms`` is measured on (``torch`` or ``onnxruntime``, which
+    runs on the CPU whatever ``device`` says).
+    """
     from archsearch.hardware.cuda import device_name, select_device
 
-    dev = select_device(device)
+    dev = select_device("cpu" if runtime == "onnxruntime" else device)
     return {
+        "model": MODEL_VERSION,
+        "runtime": runtime,
         "cpu": cpu_name(),
         "logical_cpus": os.cpu_count(),
         "device": device_name(dev),
@@ -63,5 +75,6 @@ def cache_path(key: Mapping[str, Any]) -> Path:
     """The cache file of one key: readable settings plus a hash of the whole key."""
     digest = hashlib.sha1(json.dumps(dict(key), sort_keys=True).encode()).hexdigest()[:12]
     dev = "cuda" if str(key.get("device", "cpu")).startswith("cuda") else "cpu"
-    name = f"{dev}-t{key['threads']}-{key['memory_format']}-{key['clock']}-{digest}.yaml"
+    ort = "-onnxruntime" if key.get("runtime") == "onnxruntime" else ""
+    name = f"{dev}{ort}-t{key['threads']}-{key['memory_format']}-{key['clock']}-{digest}.yaml"
     return cache_dir() / name

@@ -48,7 +48,7 @@ import yaml
 from archsearch.errors import ConfigError
 from archsearch.hardware.cache import cache_key, cache_path, cpu_name
 from archsearch.hardware.fitting import ContextFit, fit_gemm_class
-from archsearch.hardware.latency import CLOCKS, settle_allocator
+from archsearch.hardware.latency import CLOCKS, RUNTIMES, settle_allocator
 from archsearch.hardware.microbench import (
     GemmSample,
     bf16_supported,
@@ -61,7 +61,8 @@ from archsearch.hardware.microbench import (
     measure_stream_rates,
     timing_clock,
 )
-from archsearch.hardware.probes import measure_context_overheads
+from archsearch.hardware.ort import import_deploy
+from archsearch.hardware.probes import RUNTIME_FUSED, measure_context_overheads
 from archsearch.hardware.profile import HardwareProfile
 from archsearch.hardware.runtime import MEMORY_FORMATS, torch_threads
 
@@ -84,6 +85,8 @@ class CalibrateConfig:
             and ``measure_latency`` use for conv nets; or ``contiguous``).
         clock: ``wall`` or ``cpu`` (thread CPU time; needs ``threads=1``).
         device: ``auto`` (the GPU when there is one), ``cpu`` or ``cuda[:N]``.
+        runtime: what the probe networks run on: ``torch`` (eager) or ``onnxruntime`` (CPU),
+            as ``latency.runtime`` measures.
     """
 
     out: str | None = None
@@ -94,6 +97,7 @@ class CalibrateConfig:
     memory_format: str = "auto"
     clock: str = "wall"
     device: str = "auto"
+    runtime: str = "torch"
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> CalibrateConfig:
@@ -118,16 +122,12 @@ class CalibrateConfig:
             raise ConfigError(f"quick must be true or false, got {quick!r}.")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"seed must be an integer, got {seed!r}.")
-        memory_format = raw.get("memory_format", "auto")
-        if memory_format not in MEMORY_FORMATS:
-            raise ConfigError(f"memory_format is {memory_format!r}; allowed: {', '.join(MEMORY_FORMATS)}.")
-        clock = raw.get("clock", "wall")
-        if clock not in CLOCKS:
-            raise ConfigError(f"clock is {clock!r}; allowed: {', '.join(CLOCKS)}.")
-        device = raw.get("device", "auto")
+        memory_format, clock = raw.get("memory_format", "auto"), raw.get("clock", "wall")
+        device, runtime = raw.get("device", "auto"), raw.get("runtime", "torch")
         if not isinstance(device, str):
             raise ConfigError(f"device must be auto, cpu or cuda[:N], got {device!r}.")
-        return cls(out, name, threads, quick, seed, memory_format, clock, device)
+        _check_options(threads, memory_format, clock, runtime)
+        return cls(out, name, threads, quick, seed, memory_format, clock, device, runtime)
 
 
 def calibrate(
@@ -139,6 +139,7 @@ def calibrate(
     clock: str = "wall",
     log: Callable[[str], None] | None = None,
     device: str = "cpu",
+    runtime: str = "torch",
 ) -> HardwareProfile:
     """Measure the CPU (or a GPU) and return a calibrated HardwareProfile (writes nothing).
 
@@ -156,24 +157,27 @@ def calibrate(
         log: called with one line per finished step (e.g. ``print``); None is silent.
         device: ``cpu``, ``cuda[:N]`` or ``auto`` (the GPU when torch sees one). A GPU is timed
             with CUDA events (:func:`archsearch.hardware.cuda.calibrate_cuda`).
+        runtime: ``torch`` or ``onnxruntime``: the probe networks that fit the in-network
+            costs run on it (ONNX Runtime on the CPU, whatever ``device`` says), and the kinds
+            it fuses into convolutions cost nothing in the profile.
 
     Returns:
         The profile; ``extra["measured"]`` records the date, threads, CPU and raw figures.
     """
     from archsearch.hardware.cuda import calibrate_cuda, select_device
 
-    dev = select_device(device)
+    fmt = _check_options(threads, memory_format, clock, runtime)
+    dev = select_device("cpu" if runtime == "onnxruntime" else device)
     if dev.type == "cuda":
         return calibrate_cuda(dev, name, quick, log)
-    fmt = _check_options(threads, memory_format, clock)
     started = time.perf_counter()
     settle_allocator()
     with timing_clock(clock), torch_threads(threads) as used, torch.inference_mode():
         torch.manual_seed(seed)
-        roofline, context, figures = _measure(name, quick, seed, fmt, log or (lambda _line: None))
+        roofline, context, figures = _measure(name, quick, seed, fmt, log or (lambda _line: None), runtime)
     command = ["python -m archsearch.calibrate", f"threads={'null' if threads is None else threads}"]
     command += [f"clock={clock}", f"memory_format={memory_format}", f"seed={seed}"]
-    command += ["quick=true"] if quick else []
+    command += (["quick=true"] if quick else []) + ([f"runtime={runtime}"] if runtime != "torch" else [])
     measured = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "tool": " ".join(command),
@@ -184,13 +188,14 @@ def calibrate(
         "threads": used,
         "memory_format": "contiguous" if memory_format == "contiguous" else "channels_last",
         "clock": clock,
+        "runtime": runtime,
         "torch": str(torch.__version__),
         "seconds": round(time.perf_counter() - started, 1),
         **figures,
     }
     return dataclasses.replace(
         roofline,
-        description=f"calibrated on {cpu_name()}, {used} thread(s), {clock} clock",
+        description=f"calibrated on {cpu_name()}, {used} thread(s), {clock} clock, {runtime}",
         peak_gflops=round(roofline.peak_gflops, 2),
         bandwidth_gbs=round(roofline.bandwidth_gbs, 2),
         overhead_us=round(statistics.median(context.overheads_us.values()), 3),
@@ -200,12 +205,17 @@ def calibrate(
     )
 
 
-def _check_options(threads: int | None, memory_format: str, clock: str) -> torch.memory_format:
+def _check_options(threads: int | None, memory_format: str, clock: str, runtime: str) -> torch.memory_format:
     """The tensor layout to measure in, after checking ``calibrate``'s options.
 
     Raises:
-        ConfigError: an unknown memory format or clock, or a CPU clock with other than one thread.
+        ConfigError: an unknown memory format, clock or runtime, a CPU clock with other than
+            one thread, or ``onnxruntime`` without the deploy extra.
     """
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"runtime is {runtime!r}; allowed: {', '.join(RUNTIMES)}.")
+    if runtime == "onnxruntime":
+        import_deploy()  # say which extra is missing before measuring anything
     if memory_format not in MEMORY_FORMATS:
         raise ConfigError(f"memory_format is {memory_format!r}; allowed: {', '.join(MEMORY_FORMATS)}.")
     if clock not in CLOCKS:
@@ -216,13 +226,14 @@ def _check_options(threads: int | None, memory_format: str, clock: str) -> torch
 
 
 def _measure(
-    name: str, quick: bool, seed: int, fmt: torch.memory_format, say: Callable[[str], None]
+    name: str, quick: bool, seed: int, fmt: torch.memory_format, say: Callable[[str], None], runtime: str
 ) -> tuple[HardwareProfile, ContextFit, dict[str, Any]]:
     """Run every micro-benchmark and fit, in the order the later ones need the earlier ones.
 
     Returns:
-        The roofline profile (unrounded peak and bandwidth, no overheads yet), the in-network
-        overhead fit, and the raw figures for ``extra["measured"]``.
+        The roofline profile as networks on ``runtime`` see it (unrounded peak and bandwidth,
+        no overheads yet), the in-network overhead fit, and the raw figures for
+        ``extra["measured"]``.
     """
     fp32 = measure_matmul((512,) if quick else (1024, 2048))
     bf16 = measure_matmul((512,) if quick else (1024, 2048), torch.bfloat16) if bf16_supported() else None
@@ -243,8 +254,9 @@ def _measure(
         bandwidths={**rates, **{kind: f["gbs"] for kind, f in fits.items()}},
         efficiency={kind: f["half"] for kind, f in fits.items()},
     )
+    ort = runtime == "onnxruntime"
     context = measure_context_overheads(
-        30 if quick else 160,
+        (12 if quick else 48) if ort else (30 if quick else 160),  # ONNX export: ~0.1 s a probe
         seed,
         0.6 if quick else 12.0,
         lambda k: roofline.kernel_seconds(k)[0],
@@ -252,10 +264,15 @@ def _measure(
         fmt,
         (2, 12) if quick else (4, 64),
         (6, 8) if quick else (7, 14, 28),
+        # Eager torch runs the kernels the micro-benchmarks timed: keep their rates. ONNX
+        # Runtime runs its own: scale them by probes timed at a large batch too.
+        (8 if quick else 32) if ort else 0,
+        runtime,
     )
     say(
-        f"in-network overhead: {context.factor:.2f} x single-op + {context.extra_us:.1f} us "
-        f"per kernel (fit median error {100 * context.median_ape:.0f}%)"
+        f"in networks on {runtime}: roofline time x {context.busy_scale:.2f}, overhead "
+        f"{context.factor:.2f} x single-op + {context.extra_us:.1f} us per kernel "
+        f"(fit median error {100 * context.median_ape:.0f}%)"
     )
     figures = {
         "matmul_gflops": {"fp32": round(fp32, 2), "bf16": round(bf16, 2) if bf16 else None},
@@ -266,10 +283,34 @@ def _measure(
         "in_network_overhead": {
             "factor": context.factor,
             "extra_us": context.extra_us,
+            "busy_scale": context.busy_scale,
             "median_ape": context.median_ape,
         },
     }
+    roofline, context = _in_networks(roofline, context, RUNTIME_FUSED[runtime])
     return roofline, context, figures
+
+
+#: The streaming rate of a kernel a runtime fuses away: its time is nil next to anything else.
+FUSED_GBS = 1e6
+
+
+def _in_networks(
+    roofline: HardwareProfile, context: ContextFit, fused: tuple[str, ...]
+) -> tuple[HardwareProfile, ContextFit]:
+    """The micro-benchmarks' roofline as networks run it: rates divided by the fitted scale,
+    and the kernels the runtime fuses away free (no overhead, no streaming time)."""
+    scale = context.busy_scale
+    rates = {k: v / scale for k, v in roofline.bandwidths.items()}
+    scaled = dataclasses.replace(
+        roofline,
+        peak_gflops=roofline.peak_gflops / scale,
+        bandwidth_gbs=roofline.bandwidth_gbs / scale,
+        peaks={k: round(v / scale, 2) for k, v in roofline.peaks.items()},
+        bandwidths={k: round(v, 2) for k, v in {**rates, **dict.fromkeys(fused, FUSED_GBS)}.items()},
+    )
+    overheads = {k: 0.0 if k in fused else v for k, v in context.overheads_us.items()}
+    return scaled, dataclasses.replace(context, overheads_us=overheads)
 
 
 def _fit_gemms(
@@ -359,9 +400,10 @@ def run(cfg: CalibrateConfig) -> HardwareProfile:
         cfg.clock,
         log=lambda line: print(line, file=sys.stderr),
         device=cfg.device,
+        runtime=cfg.runtime,
     )
     if cfg.out is None:
-        key = cache_key(cfg.threads, cfg.memory_format, cfg.clock, cfg.device)
+        key = cache_key(cfg.threads, cfg.memory_format, cfg.clock, cfg.device, cfg.runtime)
         profile = HardwareProfile.from_dict({**profile.to_dict(), "auto_key": key}, source="calibrate")
     print(profile_yaml(profile), end="")
     if cfg.out is not None:

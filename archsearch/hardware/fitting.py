@@ -2,8 +2,8 @@
 
 :func:`fit_gemm_class` fits one GEMM class's roofline (peak, bandwidth and efficiency
 half-sizes) by least squares in log time; :func:`fit_context_overheads` fits the fixed cost a
-kernel pays inside a network by non-negative least squares. Both are pure numpy/scipy, so they
-can be checked on synthetic timings without measuring anything.
+kernel pays inside a network, and a scale on its roofline time, by non-negative least squares.
+Both are pure numpy/scipy, so they can be checked on synthetic timings without measuring anything.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import least_squares, nnls
+from scipy.optimize import least_squares
 
 from archsearch.hardware.microbench import GemmSample
 from archsearch.net.kernels import KERNEL_KINDS
@@ -24,47 +24,63 @@ __all__ = ["ContextFit", "fit_context_overheads", "fit_gemm_class"]
 
 @dataclass(frozen=True)
 class ContextFit:
-    """Per-kernel fixed cost inside networks: ``factor * single-op overhead + extra_us``.
+    """What a kernel costs inside networks: its fixed cost and a scale on the roofline time.
 
     Attributes:
         factor: how much dearer a kernel's own dispatch is amid other ops than in a hot loop.
         extra_us: fixed microseconds every kernel adds in a network (module calls, graph glue).
         overheads_us: the resulting overhead of every kernel kind.
         median_ape: median relative error of the fit over the probe networks.
+        busy_scale: measured over predicted roofline (busy) time of whole networks: the
+            micro-benchmarks' peaks and rates divided by it describe kernels as networks run
+            them (caches shared with neighbours, another runtime's kernels).
     """
 
     factor: float
     extra_us: float
     overheads_us: dict[str, float]
     median_ape: float
+    busy_scale: float = 1.0
 
 
 def fit_context_overheads(
-    kernel_counts: np.ndarray, single_us: Mapping[str, float], residual_s: np.ndarray
+    kernel_counts: np.ndarray,
+    single_us: Mapping[str, float],
+    busy_s: np.ndarray,
+    measured_s: np.ndarray,
+    fit_scale: bool = True,
 ) -> ContextFit:
-    """Fit ``factor`` and ``extra`` so ``sum(counts * (factor * single + extra))`` matches residuals.
+    """Fit ``scale``, ``factor`` and ``extra`` so probe networks' times are explained.
+
+    The model of one network is ``scale * busy + sum(counts * (factor * single + extra))``.
 
     Args:
-        kernel_counts: one row per probe network, one column per ``KERNEL_KINDS`` entry.
+        kernel_counts: one row per timed probe network, one column per ``KERNEL_KINDS`` entry.
         single_us: single-op-loop overhead of every kernel kind, microseconds.
-        residual_s: each network's measured seconds less its roofline (busy) seconds.
+        busy_s: each network's roofline (busy) seconds, with the micro-benchmarks' rates.
+        measured_s: each network's measured seconds.
+        fit_scale: fit ``scale`` too; False keeps the micro-benchmarks' rates (scale 1).
 
-    Non-negative least squares, each row divided by its residual so the error minimised is
-    relative. Two shared parameters rather than one per kind: in networks the conv, batch
-    norm and activation counts move together, so per-kind values are not identifiable,
-    while the single-op loop already gives each kind's relative cost.
+    Non-negative robust least squares on log times (:func:`_robust_log_fit`), so a 50 us net
+    counts as much as a 50 ms one and one odd probe cannot drag the fit. Two shared overhead
+    parameters rather than one per kind: in networks the conv, batch norm and activation
+    counts move together, so per-kind values are not identifiable, while the single-op loop
+    already gives each kind's relative cost. ``scale`` (at most 20) is identified by probes
+    timed at a batch where the roofline time dominates; without a probe whose roofline time is
+    a quarter of its time, it stays 1.
     """
     single = np.array([single_us[kind] for kind in KERNEL_KINDS]) * 1e-6
-    design = np.stack([kernel_counts @ single, kernel_counts.sum(axis=1)], axis=1)
-    # A probe the roofline already over-predicts has no overhead left to explain, and a relative
-    # error against a residual near zero weighs it a million times the others: one such probe
-    # used to pull both parameters to 0 (median error 100%). Fit on the probes with a residual.
-    usable = residual_s > 1e-6
-    if usable.sum() < 2:
-        usable = np.ones(len(residual_s), dtype=bool)
-    design, target = design[usable], np.maximum(residual_s[usable], 1e-6)
-    (factor, extra), _ = nnls(design / target[:, None], np.ones(len(target)))
-    ape = np.abs(design @ np.array([factor, extra]) - target) / target
+    target = np.maximum(np.asarray(measured_s, dtype=float), 1e-7)
+    busy = np.asarray(busy_s, dtype=float)
+    design = np.stack([busy, kernel_counts @ single, kernel_counts.sum(axis=1)], axis=1)
+    if fit_scale and np.max(busy / target) >= 0.25:
+        scale, factor, extra = _robust_log_fit(design, target, (1.0, 1.0, 1e-6), (20.0, np.inf, np.inf))
+    else:
+        # No probe's time is mostly roofline: its scale is not identifiable, keep the rates.
+        scale = 1.0
+        rest = np.maximum(target - busy, 1e-3 * target)
+        factor, extra = _robust_log_fit(design[:, 1:], rest, (1.0, 1e-6), (np.inf, np.inf))
+    ape = np.abs(design @ np.array([scale, factor, extra]) - target) / target
     return ContextFit(
         factor=round(float(factor), 3),
         extra_us=round(float(extra) * 1e6, 3),
@@ -72,7 +88,32 @@ def fit_context_overheads(
             k: round(float(factor * s + extra) * 1e6, 3) for k, s in zip(KERNEL_KINDS, single, strict=True)
         },
         median_ape=round(float(np.median(ape)), 3),
+        busy_scale=round(float(scale), 3),
     )
+
+
+def _robust_log_fit(
+    design: np.ndarray, target: np.ndarray, x0: Sequence[float], upper: Sequence[float]
+) -> list[float]:
+    """Non-negative ``x`` (at most ``upper``) making ``design @ x`` match ``target`` in log space.
+
+    Errors in log space are symmetric: a relative error lets a fit predict 0 for a cost of 1
+    per probe but punishes overprediction without bound, so one net faster than its roofline
+    used to pull every parameter to 0. A soft-L1 fit, refined with a Cauchy loss (scale 0.1,
+    about 10%) whose pull vanishes for far-off points, keeps an odd probe (a timing hiccup)
+    from dragging the rest.
+    """
+    x = np.asarray(x0, dtype=float)
+    for loss in ("soft_l1", "cauchy"):
+        x = least_squares(
+            lambda p: np.log(design @ p) - np.log(target),
+            x,
+            bounds=(1e-12, np.asarray(upper, dtype=float)),
+            loss=loss,
+            f_scale=0.1,
+            x_scale="jac",
+        ).x
+    return [float(v) for v in x]
 
 
 def fit_gemm_class(

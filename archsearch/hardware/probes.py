@@ -25,7 +25,15 @@ from archsearch.net.kernels import KERNEL_KINDS, Kernel
 from archsearch.net.model import build
 from archsearch.net.spec import NetSpec
 
-__all__ = ["measure_context_overheads", "probe_spec", "spec_kernels"]
+__all__ = ["RUNTIME_FUSED", "measure_context_overheads", "probe_spec", "spec_kernels"]
+
+#: Kernel kinds a runtime does not run as kernels of their own. ONNX Runtime folds batch norm
+#: into the preceding convolution (so does the exporter), fuses ReLU and ReLU6 (Clip) into it
+#: (FusedConv), and drops dropout and flatten; eager PyTorch runs them all.
+RUNTIME_FUSED: dict[str, tuple[str, ...]] = {
+    "torch": (),
+    "onnxruntime": ("batchnorm", "relu", "relu6", "identity"),
+}
 
 
 def probe_spec(rng: random.Random, index: int, widths: tuple[int, int], side: int) -> NetSpec:
@@ -93,22 +101,61 @@ def measure_context_overheads(
     fmt: torch.memory_format,
     widths: tuple[int, int] = (4, 64),
     sides: tuple[int, ...] = (7, 14, 28),
+    large_batch: int = 32,
+    runtime: str = "torch",
 ) -> ContextFit:
-    """Time ``count`` random probe networks at batch 1 and fit the fixed cost kernels pay in them.
+    """Time ``count`` random probe networks and fit what kernels cost in them.
 
-    Each probe net (:func:`probe_spec`) is timed with 5 to 30 repeats, as ``budget_s`` shared
-    by the nets allows; the roofline time ``busy`` predicts for its kernels is subtracted and
-    :func:`fit_context_overheads` explains the rest.
+    Each probe net (:func:`probe_spec`) is timed at batch 1, and every fourth one also at
+    ``large_batch`` unless its roofline time there would eat more than its share of
+    ``budget_s``: batch 1 shows the fixed costs, the large batch the roofline part, whose
+    scale is fitted only then (``large_batch=0``: batch 1 only, the rates kept). Each timing
+    takes 3 to 30 repeats, as ``budget_s`` shared by the timings allows.
+    :func:`archsearch.hardware.fitting.fit_context_overheads` then fits the in-network overhead
+    and the scale of the roofline time ``busy`` predicts for the kernels ``runtime`` runs
+    (``onnxruntime``: without the ones it fuses away, :data:`RUNTIME_FUSED`).
     """
     rng = random.Random(seed)
-    counts, residuals = [], []
+    skip = RUNTIME_FUSED[runtime]
+    share = budget_s / (count * 1.25)
+    counts, busy_s, measured = [], [], []
     for i in range(count):
         net = probe_spec(rng, i, widths, rng.choice(sides))
-        model = to_memory_format(build(net).eval(), fmt)
-        forward = partial(model, torch.randn(1, *net.input).contiguous(memory_format=fmt))
-        first = median_seconds(forward, 1, 2)
-        seconds = median_seconds(forward, repeats_for(first, budget_s / count, 5, 30), 0)
-        kernels = spec_kernels(net)
-        counts.append([sum(k.kind == kind for k in kernels) for kind in KERNEL_KINDS])
-        residuals.append(seconds - sum(busy(k) for k in kernels))
-    return fit_context_overheads(np.array(counts, dtype=float), single_us, np.array(residuals))
+        forward_at = _probe_forward(net, fmt, runtime)
+        for batch in (1, large_batch) if large_batch and i % 4 == 0 else (1,):
+            kernels = [k for k in spec_kernels(net, batch) if k.kind not in skip]
+            predicted = sum(busy(k) for k in kernels)
+            if batch > 1 and predicted * 6 > share:
+                continue  # too slow to time within the budget: batch 1 only
+            forward = forward_at(batch)
+            first = median_seconds(forward, 1, 2)
+            measured.append(median_seconds(forward, repeats_for(first, share, 3, 30), 0))
+            counts.append([sum(k.kind == kind for k in kernels) for kind in KERNEL_KINDS])
+            busy_s.append(predicted)
+    return fit_context_overheads(
+        np.array(counts, dtype=float), single_us, np.array(busy_s), np.array(measured), bool(large_batch)
+    )
+
+
+def _probe_forward(
+    net: NetSpec, fmt: torch.memory_format, runtime: str
+) -> Callable[[int], Callable[[], Any]]:
+    """For a batch size, a no-argument forward pass of ``net`` on ``runtime`` (random weights)."""
+    model = build(net).eval()
+    if runtime == "onnxruntime":
+        from archsearch.hardware.ort import onnx_session, to_onnx_bytes
+
+        session = onnx_session(to_onnx_bytes(model, net.input), torch.get_num_threads())
+        name = session.get_inputs()[0].name
+
+        def on_onnxruntime(batch: int) -> Callable[[], Any]:
+            x = np.random.default_rng(batch).standard_normal((batch, *net.input), dtype=np.float32)
+            return partial(session.run, None, {name: x})
+
+        return on_onnxruntime
+    model = to_memory_format(model, fmt)
+
+    def on_torch(batch: int) -> Callable[[], Any]:
+        return partial(model, torch.randn(batch, *net.input).contiguous(memory_format=fmt))
+
+    return on_torch
