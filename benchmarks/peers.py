@@ -35,7 +35,9 @@ may exceed the hour; run it on its own (``--only ax``) or with fewer ``--trials`
 
 ``--out DIR`` holds each run's study and trials.csv (one row per finished trial: method, seed,
 trial, state, epochs_done, epochs_cumulative, seconds, val_acc, params, macs) and
-hypervolume_<axis>.csv; ``--from DIR`` reports again on DIR/trials.csv.
+hypervolume_<axis>.csv; ``--from DIR [DIR ...]`` reports again on those trials.csv files together
+(e.g. a run of the Optuna methods and a separate ``--only ax`` run; give ``default`` first, since it
+is the method measured against the rest).
 """
 
 from __future__ import annotations
@@ -224,7 +226,11 @@ def main() -> None:
         "--out", type=Path, help="directory for the runs and CSVs (default: a new temporary one)"
     )
     parser.add_argument(
-        "--from", dest="source", type=Path, help="report on DIR/trials.csv instead of running"
+        "--from",
+        dest="source",
+        type=Path,
+        nargs="+",
+        help="report on the trials.csv of one or more runs (the others, then --only ax) instead of running",
     )
     args = parser.parse_args()
     started = time.perf_counter()
@@ -234,7 +240,7 @@ def main() -> None:
         methods.remove("ax")
     out: Path | None = None
     if args.source is not None:
-        rows = read_rows(args.source / "trials.csv")
+        rows = [row for source in args.source for row in read_rows(source / "trials.csv")]
     else:
         out = args.out or Path(tempfile.mkdtemp(prefix="peers_"))
         out.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,10 @@ budget, and the fraction each method needs to reach the target: the best final m
 methods other than (a) (per seed, and on the seed-averaged curve), with the wall-clock seconds
 at that point. Target for (a): at most 0.5.
 
+``--same-as DIR`` compares this run's trials with DIR's (e.g. one run on a quiet machine, one on a
+busy one): with the budget in epochs, each common method and seed must have finished the same
+trials with the same values, only their wall-clock differing, so the verdict cannot differ.
+
 ``--out DIR`` (default: a new temporary directory) holds the runs and, next to them,
 ``trials.csv`` (one row per finished trial: method, seed, trial, state, epochs_done,
 epochs_cumulative, seconds, val_acc, params, macs) and ``hypervolume_epochs_cumulative.csv``
@@ -188,15 +192,17 @@ def report(rows: Sequence[Row], axis: str, budget: float, unit: str, out: Path |
     fraction each method needs to reach the best final mean of the methods after the first."""
     box = shared_box(rows)
     methods = list(dict.fromkeys(r.method for r in rows))
-    seeds = sorted({r.seed for r in rows})
-    runs = {(m, s): [r for r in rows if r.method == m and r.seed == s] for m in methods for s in seeds}
+    # Each method's own seeds: a slow peer may have been run on fewer of them.
+    seeds_of = {m: sorted({r.seed for r in rows if r.method == m}) for m in methods}
+    runs = {(m, s): [r for r in rows if r.method == m and r.seed == s] for m in methods for s in seeds_of[m]}
     curves = {key: curve(run, axis, budget, box) for key, run in runs.items()}
     mean = {
-        m: [statistics.mean(curves[m, s][i] for s in seeds) for i in range(len(FRACTIONS))] for m in methods
+        m: [statistics.mean(curves[m, s][i] for s in seeds_of[m]) for i in range(len(FRACTIONS))]
+        for m in methods
     }
     sd = {
         m: [
-            statistics.stdev(curves[m, s][i] for s in seeds) if len(seeds) > 1 else 0.0
+            statistics.stdev(curves[m, s][i] for s in seeds_of[m]) if len(seeds_of[m]) > 1 else 0.0
             for i in range(len(FRACTIONS))
         ]
         for m in methods
@@ -204,19 +210,21 @@ def report(rows: Sequence[Row], axis: str, budget: float, unit: str, out: Path |
     peers = methods[1:] or methods
     target = max(mean[m][-1] for m in peers)
     best = max(peers, key=lambda m: mean[m][-1])
-    print(f"\nhypervolume by fraction of the budget in {unit} ({budget:g}), log10 costs, {len(seeds)} seeds:")
-    print(f"  {'method':<18}" + "".join(f"{f:>17.2f}" for f in PRINTED))
+    counts = sorted({len(v) for v in seeds_of.values()})
+    shown = f"{counts[0]} seeds" if len(counts) == 1 else f"{counts[0]}-{counts[-1]} seeds (n per method)"
+    print(f"\nhypervolume by fraction of the budget in {unit} ({budget:g}), log10 costs, {shown}:")
+    print(f"  {'method':<18}" + "".join(f"{f:>17.2f}" for f in PRINTED) + "      n")
     for m in methods:
         cells = [f"{mean[m][FRACTIONS.index(f)]:.4f} ± {sd[m][FRACTIONS.index(f)]:.4f}" for f in PRINTED]
-        print(f"  {m:<18}" + "".join(f"{c:>17}" for c in cells))
+        print(f"  {m:<18}" + "".join(f"{c:>17}" for c in cells) + f"{len(seeds_of[m]):>7}")
     print(f"fraction of the budget needed to reach {target:.4f} ({best}'s final mean):")
     for m in methods:
-        hits = [reached(runs[m, s], axis, target, box) for s in seeds]
+        hits = [reached(runs[m, s], axis, target, box) for s in seeds_of[m]]
         per_seed = [f"{getattr(h, axis) / budget:.2f}" if h else "never" for h in hits]
         on_mean = next((f for f, v in zip(FRACTIONS, mean[m], strict=True) if v >= target - 1e-12), math.inf)
         seconds = [h.seconds for h in hits if h]
         wall = f"{statistics.mean(seconds):.0f}s wall" if seconds else "-"
-        walls = [runs[m, s][-1].seconds for s in seeds if runs[m, s]]
+        walls = [runs[m, s][-1].seconds for s in seeds_of[m] if runs[m, s]]
         print(
             f"  {m:<18} mean curve {on_mean:.2f}"
             if math.isfinite(on_mean)
@@ -231,8 +239,37 @@ def report(rows: Sequence[Row], axis: str, budget: float, unit: str, out: Path |
             for m in methods:
                 for i, frac in enumerate(FRACTIONS):
                     writer.writerow(
-                        [m, axis, frac, budget, f"{mean[m][i]:.6f}", f"{sd[m][i]:.6f}", len(seeds)]
+                        [m, axis, frac, budget, f"{mean[m][i]:.6f}", f"{sd[m][i]:.6f}", len(seeds_of[m])]
                     )
+
+
+def same_trials(rows: Sequence[Row], other: Sequence[Row]) -> str:
+    """Whether two runs' common (method, seed) pairs finished the same trials, wall-clock aside.
+
+    With a budget in epochs, a seeded sampler and one worker, a run's trials (their order,
+    states, epochs and objective values) do not depend on the machine's load; only their
+    seconds do. Equal trials give equal hypervolume curves on the epoch axis, hence the same
+    verdict, whatever the load was in either run.
+    """
+
+    def key(r: Row) -> tuple[object, ...]:
+        return (r.trial, r.state, r.epochs_done, r.epochs_cumulative, r.val_acc, r.params, r.macs)
+
+    pairs = sorted({(r.method, r.seed) for r in rows} & {(r.method, r.seed) for r in other})
+    lines = [f"same trials as the other run ({len(pairs)} method/seed pairs in common):"]
+    for m, s in pairs:
+        mine = [key(r) for r in rows if (r.method, r.seed) == (m, s)]
+        theirs = [key(r) for r in other if (r.method, r.seed) == (m, s)]
+        differ = next((i for i, (a, b) in enumerate(zip(mine, theirs, strict=False)) if a != b), None)
+        if differ is None and len(mine) == len(theirs):
+            verdict = f"identical ({len(mine)} trials)"
+        else:
+            at = differ + 1 if differ is not None else min(len(mine), len(theirs)) + 1
+            verdict = f"DIFFERENT from trial {at} ({len(mine)} against {len(theirs)} trials)"
+        walls = [r.seconds for r in rows if (r.method, r.seed) == (m, s)][-1:]
+        other_walls = [r.seconds for r in other if (r.method, r.seed) == (m, s)][-1:]
+        lines.append(f"  seed {s} {m:<18} {verdict}; wall {walls[0]:.0f}s here, {other_walls[0]:.0f}s there")
+    return "\n".join(lines)
 
 
 def summary(rows: Sequence[Row]) -> None:
@@ -300,6 +337,11 @@ def main() -> None:
     parser.add_argument(
         "--from", dest="source", type=Path, help="report on DIR/trials.csv instead of running"
     )
+    parser.add_argument(
+        "--same-as",
+        type=Path,
+        help="check that DIR/trials.csv (another run, e.g. under another load) holds the same trials",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     if args.source is not None:
@@ -312,6 +354,8 @@ def main() -> None:
         write_rows(rows, out / "trials.csv")
     summary(rows)
     report(rows, "epochs_cumulative", args.epochs_budget, "epochs", out)
+    if args.same_as is not None:
+        print("\n" + same_trials(rows, read_rows(args.same_as / "trials.csv")))
     print(f"\ntotal {time.perf_counter() - started:.0f}s" + (f"; runs and CSVs in {out}" if out else ""))
 
 
