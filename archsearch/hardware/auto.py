@@ -63,7 +63,7 @@ def _read(path: Path) -> HardwareProfile | None:
 
 def store_profile(profile: HardwareProfile, key: Mapping[str, Any]) -> Path:
     """Write ``profile`` as the cache entry of ``key`` (atomically); its path."""
-    from archsearch.hardware.calibrate import write_profile
+    from archsearch.hardware.profile import write_profile
 
     path = cache_path(key)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,12 +14,14 @@ What is measured, and the term of the latency model (:mod:`archsearch.net.cost`)
 - every kernel kind on a tiny tensor in a hot loop -> its relative dispatch cost;
 - every streaming kind (batch norm, activations, pools, add, concat) on a Fire-sized tensor
   (64 x 64 x 14 x 14) -> its rate in ``bandwidths``;
-- about 100 random convolutions of stem and Fire shapes (1x1 and kxk, batch 1 to 64) and a
-  dozen linear layers -> per class ``peaks``, ``bandwidths`` and GEMM ``efficiency``
-  half-sizes, fitted by least squares in log time;
+- about 100 random convolutions of stem and Fire shapes (1x1 and kxk, batch 1 to 64; on ONNX
+  Runtime for ``runtime=onnxruntime``) and a dozen linear layers -> each one's achieved rate
+  (``gemm_rates``, which the estimate interpolates), and per class ``peaks``, ``bandwidths``
+  and GEMM ``efficiency`` half-sizes fitted by least squares in log time (kept for reference);
 - 160 random probe networks built by ``archsearch.net.model.build`` at batch 1 -> ``overheads_us``:
   what each kernel costs beyond its roofline inside a network (module calls, graph glue,
-  dispatch with cold caches), fitted as ``factor * hot-loop cost + extra``.
+  dispatch with cold caches), fitted as ``factor * hot-loop cost + extra``; for ONNX Runtime,
+  48 probes exported there, also at batch 32, which fit a scale on the roofline too.
 
 Every figure is a median over repeats. ``clock=wall`` describes the machine as loaded while
 calibrating; ``clock=cpu`` (with ``threads=1``) times the thread's CPU time and so describes
@@ -35,7 +37,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -43,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from archsearch.errors import ConfigError
 from archsearch.hardware.cache import cache_key, cache_path, cpu_name
@@ -53,6 +53,7 @@ from archsearch.hardware.microbench import (
     GemmSample,
     bf16_supported,
     fire_gemm_shapes,
+    measure_call_overhead,
     measure_copy_bandwidth,
     measure_gemms,
     measure_linears,
@@ -63,10 +64,10 @@ from archsearch.hardware.microbench import (
 )
 from archsearch.hardware.ort import import_deploy
 from archsearch.hardware.probes import RUNTIME_FUSED, measure_context_overheads
-from archsearch.hardware.profile import HardwareProfile
+from archsearch.hardware.profile import HardwareProfile, check_profile_path, profile_yaml, write_profile
 from archsearch.hardware.runtime import MEMORY_FORMATS, torch_threads
 
-__all__ = ["CalibrateConfig", "calibrate", "cpu_name", "profile_yaml", "run", "write_profile"]
+__all__ = ["CalibrateConfig", "calibrate", "cpu_name", "run"]
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,7 @@ def _measure(
     stream_shape = (8, 64, 14, 14) if quick else (64, 64, 14, 14)
     rates = measure_stream_rates(stream_shape, single, fmt)
     say("streaming (GB/s): " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items()))
-    fits = _fit_gemms(quick, seed, fmt, single, fp32, copy_gbs, say)
+    fits, rates_table = _fit_gemms(quick, seed, fmt, single, fp32, copy_gbs, say, runtime)
     roofline = HardwareProfile(
         name=name,
         peak_gflops=fp32,
@@ -253,6 +254,7 @@ def _measure(
         peaks={kind: f["gflops"] for kind, f in fits.items()},
         bandwidths={**rates, **{kind: f["gbs"] for kind, f in fits.items()}},
         efficiency={kind: f["half"] for kind, f in fits.items()},
+        gemm_rates=rates_table,
     )
     ort = runtime == "onnxruntime"
     context = measure_context_overheads(
@@ -321,13 +323,18 @@ def _fit_gemms(
     peak_gflops: float,
     bandwidth_gbs: float,
     say: Callable[[str], None],
-) -> dict[str, dict[str, Any]]:
-    """Time random convs and linear layers and fit each GEMM class's roofline (see fit_gemm_class)."""
+    runtime: str,
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[list[float]]]]:
+    """Time random convs (on ``runtime``) and linear layers; fit each GEMM class's roofline (see
+    fit_gemm_class) and keep each timed kernel's achieved rate (``HardwareProfile.gemm_rates``)."""
     shapes = fire_gemm_shapes(10 if quick else 96, seed, 0.05 if quick else 3.0)
     by_class: dict[str, list[GemmSample]] = {"conv1x1": [], "convkxk": []}
-    for sample in measure_gemms(shapes, 1.0 if quick else 30.0, fmt):
+    for sample in measure_gemms(shapes, 1.0 if quick else 30.0, fmt, runtime):
         by_class[sample.kernel.kind].append(sample)
     by_class["linear"] = measure_linears(4 if quick else 12, seed, 0.2 if quick else 2.0)
+    if runtime != "torch":  # its own fixed cost per call comes off its convs' times
+        call = measure_call_overhead(fmt, runtime)
+        single = {**single, "conv1x1": call, "convkxk": call}
     fits = {
         kind: fit_gemm_class(samples, single[kind], peak_gflops, bandwidth_gbs)
         for kind, samples in by_class.items()
@@ -339,46 +346,19 @@ def _fit_gemms(
             f"{f['half']['m']:.0f}/{f['half']['n']:.0f}/{f['half']['k']:.0f}, "
             f"fit median error {100 * f['median_ape']:.0f}% over {len(by_class[kind])} shapes"
         )
-    return fits
-
-
-def profile_yaml(profile: HardwareProfile) -> str:
-    """The profile as YAML text, with a header saying how it was made and how to redo it."""
-    m = profile.extra.get("measured", {})
-    header = (
-        f"# Written by `{m.get('tool', 'python -m archsearch.calibrate')}` on {m.get('date', '?')},\n"
-        f"# {m.get('threads', '?')} thread(s), {m.get('clock', 'wall')} clock, "
-        f"{m.get('memory_format', '?')}. Every figure is a median over repeats;\n"
-        "# rerun it with out=<this file> to refresh. Raw figures are under `measured` at the end.\n"
-    )
-    return header + yaml.safe_dump(profile.to_dict(), sort_keys=False, default_flow_style=None, width=100)
-
-
-def _check_out(out: str | Path) -> Path:
-    path = Path(out)
-    if path.suffix not in (".yaml", ".yml"):
-        raise ConfigError(f"out={out} must be a .yaml or .yml path, e.g. conf/hardware/mybox.yaml.")
-    if not path.parent.is_dir():
-        raise ConfigError(f"out={out}: folder {path.parent} does not exist.")
-    return path
-
-
-def write_profile(profile: HardwareProfile, out: str | Path) -> Path:
-    """Write ``profile_yaml(profile)`` to ``out`` atomically (a temp file renamed into place).
-
-    Raises:
-        ConfigError: ``out`` does not end in .yaml/.yml or its folder does not exist.
-    """
-    path = _check_out(out)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(profile_yaml(profile))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    rates = {
+        kind: [
+            # Dispatch is priced on its own (overheads_us): the rate is of the rest, at least 20%.
+            [
+                *s.kernel.gemm,
+                round(s.kernel.flops / max(s.seconds - single[kind] * 1e-6, 0.2 * s.seconds) / 1e9, 3),
+            ]
+            for s in samples
+        ]
+        for kind, samples in by_class.items()
+        if samples
+    }
+    return fits, rates
 
 
 def run(cfg: CalibrateConfig) -> HardwareProfile:
@@ -389,7 +369,7 @@ def run(cfg: CalibrateConfig) -> HardwareProfile:
     the auto profile is refreshed.
     """
     if cfg.out is not None:
-        _check_out(cfg.out)  # before a minute of measuring, not after
+        check_profile_path(cfg.out)  # before a minute of measuring, not after
     name = cfg.name or (Path(cfg.out).stem if cfg.out else "auto")
     profile = calibrate(
         cfg.threads,

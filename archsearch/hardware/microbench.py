@@ -41,6 +41,7 @@ __all__ = [
     "GemmSample",
     "bf16_supported",
     "fire_gemm_shapes",
+    "measure_call_overhead",
     "measure_copy_bandwidth",
     "measure_gemms",
     "measure_linears",
@@ -216,14 +217,21 @@ def fire_gemm_shapes(count: int, seed: int, max_gflop: float) -> list[tuple[int,
 
 
 def measure_gemms(
-    shapes: Sequence[tuple[int, int, int, int, int]], budget_s: float, fmt: torch.memory_format
+    shapes: Sequence[tuple[int, int, int, int, int]],
+    budget_s: float,
+    fmt: torch.memory_format,
+    runtime: str = "torch",
 ) -> list[GemmSample]:
-    """Median time of each conv in ``shapes`` (as ``nn.Conv2d`` with bias, 'same' padding)."""
+    """Median time of each conv in ``shapes`` (as ``nn.Conv2d`` with bias, 'same' padding).
+
+    ``runtime="onnxruntime"``: each conv exported to ONNX and run in an ONNX Runtime session
+    with torch's current thread count (its own kernels, in its own NCHW layout).
+    """
     samples = []
     each = budget_s / max(len(shapes), 1)
     for batch, cin, cout, kernel, side in shapes:
-        conv = to_memory_format(nn.Conv2d(cin, cout, kernel, padding=kernel // 2).eval(), fmt)
-        forward = partial(conv, torch.randn(batch, cin, side, side).contiguous(memory_format=fmt))
+        conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2).eval()
+        forward = _forward(conv, (batch, cin, side, side), fmt, runtime)
         first = median_seconds(forward, 1, 1)
         seconds = median_seconds(forward, repeats_for(first, each, 3, 30), 0)
         node = ConvNode("k", out=cout, kernel=kernel, act="none")
@@ -231,6 +239,25 @@ def measure_gemms(
             GemmSample(node_kernels(node, [(cin, side, side)], (cout, side, side), batch)[0], seconds)
         )
     return samples
+
+
+def measure_call_overhead(fmt: torch.memory_format, runtime: str) -> float:
+    """Microseconds of one call of a 1-channel 1x1 conv on a 2x2 map: a run's fixed cost."""
+    conv = nn.Conv2d(1, 1, 1).eval()
+    return round(median_seconds(_forward(conv, (1, 1, 2, 2), fmt, runtime), 200, 20) * 1e6, 3)
+
+
+def _forward(
+    module: nn.Module, shape: tuple[int, ...], fmt: torch.memory_format, runtime: str
+) -> Callable[[], object]:
+    """A no-argument forward of ``module`` on a random input of ``shape``, on ``runtime``."""
+    if runtime == "onnxruntime":
+        from archsearch.hardware.ort import onnx_session, to_onnx_bytes
+
+        session = onnx_session(to_onnx_bytes(module, shape[1:]), torch.get_num_threads())
+        x = torch.randn(shape).numpy()
+        return partial(session.run, None, {session.get_inputs()[0].name: x})
+    return partial(to_memory_format(module, fmt), torch.randn(shape).contiguous(memory_format=fmt))
 
 
 def measure_linears(count: int, seed: int, budget_s: float) -> list[GemmSample]:

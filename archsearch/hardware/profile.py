@@ -1,4 +1,5 @@
-"""A device's roofline for the latency estimate: :class:`HardwareProfile` and :func:`load_hardware`.
+"""A device's roofline for the latency estimate: :class:`HardwareProfile`, read by
+:func:`load_hardware` and written by :func:`write_profile`.
 
 ``latency_est_ms`` (:mod:`archsearch.net.cost`) prices every :class:`~archsearch.net.kernels.Kernel`
 a network launches with :meth:`HardwareProfile.kernel_seconds`; ``python -m archsearch.calibrate``
@@ -7,18 +8,29 @@ a network launches with :meth:`HardwareProfile.kernel_seconds`; ``python -m arch
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from archsearch.errors import ConfigError
 from archsearch.net.kernels import GEMM_KINDS, KERNEL_KINDS, OP_CLASSES, Kernel, op_class
 from archsearch.resources import find_config
 
-__all__ = ["GEMM_DIMS", "HardwareProfile", "load_hardware"]
+__all__ = [
+    "GEMM_DIMS",
+    "HardwareProfile",
+    "check_profile_path",
+    "interpolate_rate",
+    "load_hardware",
+    "profile_yaml",
+    "write_profile",
+]
 
 #: GEMM dimensions an efficiency curve may name (see ``HardwareProfile.efficiency``).
 GEMM_DIMS = ("m", "n", "k")
@@ -45,6 +57,12 @@ class HardwareProfile:
             sizes of the GEMM dimensions ``m`` (output channels), ``n`` (output pixels times
             batch) and ``k`` (input channels times kernel area): a GEMM reaches the fraction
             ``prod(d / (d + half_d))`` of its class peak (Hockney's n-half, per dimension).
+        gemm_rates: per GEMM class, measured kernels as ``[m, n, k, gflops]`` rows (the
+            achieved GFLOP/s of a timed conv or linear layer of that GEMM shape, its dispatch
+            overhead taken off). Where a class has them, a kernel's compute rate is interpolated
+            from its nearest measured shapes (:func:`interpolate_rate`) instead of the class
+            peak times its ``efficiency`` curve, which no three half-sizes fit well: a 1-channel
+            stem conv runs at a rate the curve puts 3-5x too low.
         description: one line for humans.
         calibrated: whether the numbers were measured on the device.
         extra: any other keys of the YAML (kept, not interpreted; e.g. ``measured``).
@@ -61,6 +79,7 @@ class HardwareProfile:
     overheads_us: Mapping[str, float] = field(default_factory=dict)
     bandwidths: Mapping[str, float] = field(default_factory=dict)
     efficiency: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    gemm_rates: Mapping[str, Sequence[Sequence[float]]] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], source: str = "hardware") -> HardwareProfile:
@@ -80,6 +99,7 @@ class HardwareProfile:
             "overheads_us",
             "bandwidths",
             "efficiency",
+            "gemm_rates",
         }
         try:
             peak = float(raw["peak_gflops"])
@@ -119,6 +139,7 @@ class HardwareProfile:
             ),
             bandwidths=_numbers(_mapping(raw, "bandwidths", source), "bandwidths", kinds, source),
             efficiency=efficiency,
+            gemm_rates=_rates(_mapping(raw, "gemm_rates", source), source),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,6 +149,9 @@ class HardwareProfile:
         out["overheads_us"] = dict(self.overheads_us)
         out["bandwidths"] = dict(self.bandwidths)
         out["efficiency"] = {k: dict(v) for k, v in self.efficiency.items()}
+        out["gemm_rates"] = {k: [list(row) for row in v] for k, v in self.gemm_rates.items()}
+        if not out["gemm_rates"]:
+            del out["gemm_rates"]
         extra = out.pop("extra")
         out.update(extra)
         return out
@@ -173,14 +197,96 @@ class HardwareProfile:
         """(latency, compute, memory) seconds of one kernel on this device.
 
         ``latency = overhead + max(compute, memory)``: the roofline of the kernel's FLOPs at
-        its class's peak scaled by its GEMM efficiency, and of its bytes at its kind's rate.
+        its class's peak scaled by its GEMM efficiency (or at the rate measured for its nearest
+        GEMM shapes, see ``gemm_rates``), and of its bytes at its kind's rate.
         """
         compute = 0.0
-        if kernel.flops:
+        if kernel.flops and kernel.kind in self.gemm_rates:
+            compute = kernel.flops / (interpolate_rate(self.gemm_rates[kernel.kind], kernel.gemm) * 1e9)
+        elif kernel.flops:
             eff = self.gemm_efficiency(kernel.kind, *kernel.gemm)
             compute = kernel.flops / (self.peak_for(op_class(kernel.kind)) * eff)
         memory = kernel.bytes / self.bandwidth_for(kernel.kind)
         return self.overhead_for(kernel.kind) + max(compute, memory), compute, memory
+
+
+def profile_yaml(profile: HardwareProfile) -> str:
+    """The profile as YAML text, with a header saying how it was made and how to redo it."""
+    m = profile.extra.get("measured", {})
+    header = (
+        f"# Written by `{m.get('tool', 'python -m archsearch.calibrate')}` on {m.get('date', '?')},\n"
+        f"# {m.get('threads', '?')} thread(s), {m.get('clock', 'wall')} clock, "
+        f"{m.get('memory_format', '?')}. Every figure is a median over repeats;\n"
+        "# rerun it with out=<this file> to refresh. Raw figures are under `measured` at the end.\n"
+    )
+    return header + yaml.safe_dump(profile.to_dict(), sort_keys=False, default_flow_style=None, width=100)
+
+
+def check_profile_path(out: str | Path) -> Path:
+    path = Path(out)
+    if path.suffix not in (".yaml", ".yml"):
+        raise ConfigError(f"out={out} must be a .yaml or .yml path, e.g. conf/hardware/mybox.yaml.")
+    if not path.parent.is_dir():
+        raise ConfigError(f"out={out}: folder {path.parent} does not exist.")
+    return path
+
+
+def write_profile(profile: HardwareProfile, out: str | Path) -> Path:
+    """Write ``profile_yaml(profile)`` to ``out`` atomically (a temp file renamed into place).
+
+    Raises:
+        ConfigError: ``out`` does not end in .yaml/.yml or its folder does not exist.
+    """
+    path = check_profile_path(out)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(profile_yaml(profile))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+#: Measured shapes an interpolated GEMM rate averages over (inverse squared distance weights).
+NEAREST = 4
+
+
+def interpolate_rate(rows: Sequence[Sequence[float]], gemm: tuple[int, int, int]) -> float:
+    """GFLOP/s of a GEMM of shape ``gemm`` from measured ``[m, n, k, gflops]`` rows.
+
+    The geometric mean of the ``NEAREST`` closest rows' rates, in log2 (m, n, k) space, weighted
+    by inverse squared distance (an exact match takes that row's rate): doubling a dimension
+    is the same step everywhere, and outside the measured range the nearest shapes answer.
+    """
+    table = np.asarray(rows, dtype=float)
+    point = np.log2(np.maximum(np.asarray(gemm, dtype=float), 1.0))
+    dist2 = ((np.log2(table[:, :3]) - point) ** 2).sum(axis=1)
+    nearest = np.argsort(dist2)[:NEAREST]
+    weights = 1.0 / (dist2[nearest] + 1e-2)
+    return float(np.exp((weights * np.log(table[nearest, 3])).sum() / weights.sum()))
+
+
+def _rates(raw: Mapping[str, Any], source: str) -> dict[str, list[list[float]]]:
+    """Validate ``gemm_rates``: GEMM classes to non-empty lists of four positive numbers."""
+    out: dict[str, list[list[float]]] = {}
+    for kind, rows in raw.items():
+        if kind not in GEMM_KINDS:
+            raise ConfigError(
+                f"{source} key 'gemm_rates' has unknown class {kind!r}; allowed: {', '.join(GEMM_KINDS)}."
+            )
+        try:
+            table = [[float(v) for v in row] for row in rows]
+        except (TypeError, ValueError):
+            table = []
+        if not table or any(len(row) != 4 or min(row) <= 0 for row in table):
+            raise ConfigError(
+                f"{source} key 'gemm_rates.{kind}' must be a non-empty list of [m, n, k, gflops] "
+                "rows of positive numbers."
+            )
+        out[str(kind)] = table
+    return out
 
 
 def _mapping(raw: Mapping[str, Any], key: str, source: str, prefix: str = "") -> Mapping[str, Any]:
