@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ from archsearch.hardware.calibrate import CalibrateConfig, calibrate, run
 from archsearch.hardware.fitting import fit_context_overheads, fit_gemm_class
 from archsearch.hardware.microbench import GemmSample
 from archsearch.hardware.probes import RUNTIME_FUSED, probe_spec, spec_kernels
-from archsearch.hardware.profile import HardwareProfile, load_hardware
+from archsearch.hardware.profile import HardwareProfile, interpolate_rate, load_hardware
 from archsearch.net.kernels import GEMM_KINDS, KERNEL_KINDS, Kernel
 from archsearch.net.model import build
 from archsearch.resources import ROOT
@@ -183,3 +185,31 @@ def test_an_onnxruntime_calibration_times_probes_there_and_prices_fused_kernels_
 def test_calibrate_refuses_an_unknown_runtime_before_measuring() -> None:
     with pytest.raises(ConfigError, match="runtime is 'tflite'; allowed: torch, onnxruntime"):
         calibrate(threads=1, quick=True, runtime="tflite")
+
+
+def test_a_gemm_is_priced_at_the_rate_of_its_nearest_measured_shapes() -> None:
+    rows = [[16, 784, 9, 2.0], [64, 50176, 25, 40.0], [32, 196, 288, 20.0], [128, 12544, 576, 80.0]]
+    profile = HardwareProfile.from_dict(
+        {"peak_gflops": 100, "bandwidth_gbs": 1e6, "gemm_rates": {"convkxk": rows}}, source="test"
+    )
+    assert HardwareProfile.from_dict(profile.to_dict()) == profile  # the YAML round trip keeps them
+    exact = Kernel("convkxk", flops=2 * 64 * 50176 * 25, gemm=(64, 50176, 25))
+    assert profile.kernel_seconds(exact)[1] == pytest.approx(exact.flops / 40e9, rel=0.02)
+    between = interpolate_rate(rows, (48, 20000, 40))
+    assert min(r[3] for r in rows) < between < max(r[3] for r in rows)
+    # A class without measured rows keeps the peak-and-curve model.
+    linear = Kernel("linear", flops=2 * 10**6, gemm=(10, 1000, 100))
+    assert profile.kernel_seconds(linear)[1] == pytest.approx(2e6 / 100e9)
+
+
+@pytest.mark.parametrize(
+    "rates, words",
+    [
+        ({"conv7x7": [[1, 1, 1, 1.0]]}, "unknown class 'conv7x7'"),
+        ({"conv1x1": [[1, 1, 1]]}, "'gemm_rates.conv1x1' must be a non-empty list of [m, n, k, gflops]"),
+        ({"conv1x1": [[1, 1, 1, 0]]}, "rows of positive numbers"),
+    ],
+)
+def test_bad_gemm_rates_name_the_key(rates: dict[str, Any], words: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        HardwareProfile.from_dict({"peak_gflops": 1, "bandwidth_gbs": 1, "gemm_rates": rates}, source="p")
