@@ -12,6 +12,7 @@ import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,22 @@ class HardwareProfile:
             eff *= size / (size + half) if size > 0 else 1.0
         return eff
 
+    @cached_property
+    def _rate_tables(self) -> dict[str, np.ndarray]:
+        """``gemm_rates`` as arrays, converted once per profile rather than once per kernel."""
+        return {kind: np.asarray(rows, dtype=float) for kind, rows in self.gemm_rates.items()}
+
+    @cached_property
+    def _rate_memo(self) -> dict[tuple[str, tuple[int, int, int]], float]:
+        return {}
+
+    def _measured_rate(self, kind: str, gemm: tuple[int, int, int]) -> float:
+        """:func:`interpolate_rate` of ``kind``'s table, remembered per shape (searches repeat them)."""
+        key = (kind, gemm)
+        if key not in self._rate_memo:
+            self._rate_memo[key] = interpolate_rate(self._rate_tables[kind], gemm)
+        return self._rate_memo[key]
+
     def kernel_seconds(self, kernel: Kernel) -> tuple[float, float, float]:
         """(latency, compute, memory) seconds of one kernel on this device.
 
@@ -202,7 +219,7 @@ class HardwareProfile:
         """
         compute = 0.0
         if kernel.flops and kernel.kind in self.gemm_rates:
-            compute = kernel.flops / (interpolate_rate(self.gemm_rates[kernel.kind], kernel.gemm) * 1e9)
+            compute = kernel.flops / (self._measured_rate(kernel.kind, kernel.gemm) * 1e9)
         elif kernel.flops:
             eff = self.gemm_efficiency(kernel.kind, *kernel.gemm)
             compute = kernel.flops / (self.peak_for(op_class(kernel.kind)) * eff)
@@ -253,7 +270,7 @@ def write_profile(profile: HardwareProfile, out: str | Path) -> Path:
 NEAREST = 4
 
 
-def interpolate_rate(rows: Sequence[Sequence[float]], gemm: tuple[int, int, int]) -> float:
+def interpolate_rate(rows: Sequence[Sequence[float]] | np.ndarray, gemm: tuple[int, int, int]) -> float:
     """GFLOP/s of a GEMM of shape ``gemm`` from measured ``[m, n, k, gflops]`` rows.
 
     The geometric mean of the ``NEAREST`` closest rows' rates, in log2 (m, n, k) space, weighted
