@@ -77,3 +77,22 @@ def test_digits_match_scikit_learns_loader() -> None:
     table, bunch = _digits_table(), load_digits()
     assert np.array_equal(table[:, :-1].reshape(-1, 8, 8), bunch.images)
     assert np.array_equal(table[:, -1], bunch.target)
+
+
+def test_the_command_line_entry_points_load_without_torch() -> None:
+    # report, export and the sweep's own dispatch read configs and settings first; torch (1-3 s
+    # of imports) loads only when something is built, trained or timed.
+    code = (
+        "import sys; import archsearch.cli.main, archsearch.cli.report, archsearch.cli.export, "
+        "archsearch.cli.finalize; from archsearch.train.settings import TrainerSettings; "
+        "TrainerSettings(); print('torch' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False"]

@@ -47,8 +47,9 @@ import torch
 
 from archsearch.errors import ConfigError
 from archsearch.hardware.cache import cache_key, cache_path, cpu_name
+from archsearch.hardware.choices import CLOCKS, MEMORY_FORMATS, RUNTIMES
 from archsearch.hardware.fitting import ContextFit, fit_gemm_class
-from archsearch.hardware.latency import CLOCKS, RUNTIMES, settle_allocator
+from archsearch.hardware.latency import settle_allocator
 from archsearch.hardware.microbench import (
     GemmSample,
     bf16_supported,
@@ -65,7 +66,7 @@ from archsearch.hardware.microbench import (
 from archsearch.hardware.ort import import_deploy
 from archsearch.hardware.probes import RUNTIME_FUSED, measure_context_overheads
 from archsearch.hardware.profile import HardwareProfile, check_profile_path, profile_yaml, write_profile
-from archsearch.hardware.runtime import MEMORY_FORMATS, torch_threads
+from archsearch.hardware.runtime import torch_threads
 
 __all__ = ["CalibrateConfig", "calibrate", "cpu_name", "run"]
 

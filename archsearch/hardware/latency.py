@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from archsearch.errors import ConfigError
-from archsearch.hardware.runtime import MEMORY_FORMATS, resolve_memory_format, to_memory_format, torch_threads
+from archsearch.hardware.choices import CLOCKS, MEMORY_FORMATS, RUNTIMES
+from archsearch.hardware.runtime import resolve_memory_format, to_memory_format, torch_threads
 
 __all__ = [
     "CLOCKS",
@@ -39,14 +40,6 @@ __all__ = [
     "to_memory_format",
     "torch_threads",
 ]
-
-#: ``auto`` is channels-last for a network with a 2-D convolution (as the trainer's
-#: ``memory_format: auto``, which is what trained models are left in), else contiguous.
-#: ``wall``: elapsed time; ``cpu``: the calling thread's CPU time (immune to other processes).
-CLOCKS = ("wall", "cpu")
-#: ``torch``: eager PyTorch, as trained; ``onnxruntime``: the model exported to ONNX (fp32) and
-#: run by ONNX Runtime's CPU provider, as deployed (:mod:`archsearch.hardware.ort`).
-RUNTIMES = ("torch", "onnxruntime")
 
 
 def latency_device(device: str, clock: str = "wall", runtime: str = "torch") -> str:

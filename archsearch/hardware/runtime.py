@@ -14,10 +14,9 @@ import torch
 from torch import nn
 
 from archsearch.errors import ConfigError
+from archsearch.hardware.choices import MEMORY_FORMATS
 
 __all__ = ["MEMORY_FORMATS", "resolve_memory_format", "to_memory_format", "torch_threads"]
-
-MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 M = TypeVar("M", bound=nn.Module)
 

@@ -192,8 +192,7 @@ class LatencySettings:
     device: str = "auto"  # auto = the GPU when there is one (torch runtime), else cpu
 
     def __post_init__(self) -> None:
-        from archsearch.hardware.latency import CLOCKS, RUNTIMES
-        from archsearch.hardware.runtime import MEMORY_FORMATS
+        from archsearch.hardware.choices import CLOCKS, MEMORY_FORMATS, RUNTIMES
 
         check_int("latency.batch_size", self.batch_size, 1)
         if self.threads is not None:

@@ -16,12 +16,13 @@ import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from archsearch.errors import ConfigError
-from archsearch.hardware.runtime import MEMORY_FORMATS
+from archsearch.hardware.choices import MEMORY_FORMATS
+
+if TYPE_CHECKING:  # torch loads only when an optimizer is checked or built
+    import torch
 
 __all__ = [
     "DEVICE_NAMES",
@@ -266,6 +267,8 @@ def _checked_optimizer(
 
 
 def _optimizer_class(target: Any, key: str) -> type[torch.optim.Optimizer]:
+    import torch
+
     found: Any = None
     if isinstance(target, str) and "." in target:
         module, _, name = target.rpartition(".")
