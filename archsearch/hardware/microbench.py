@@ -41,6 +41,7 @@ __all__ = [
     "GemmSample",
     "bf16_supported",
     "fire_gemm_shapes",
+    "forward_maker",
     "measure_call_overhead",
     "measure_copy_bandwidth",
     "measure_gemms",
@@ -230,8 +231,8 @@ def measure_gemms(
     samples = []
     each = budget_s / max(len(shapes), 1)
     for batch, cin, cout, kernel, side in shapes:
-        conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2).eval()
-        forward = _forward(conv, (batch, cin, side, side), fmt, runtime)
+        conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2)
+        forward = forward_maker(conv, (cin, side, side), fmt, runtime)(batch)
         first = median_seconds(forward, 1, 1)
         seconds = median_seconds(forward, repeats_for(first, each, 3, 30), 0)
         node = ConvNode("k", out=cout, kernel=kernel, act="none")
@@ -243,21 +244,27 @@ def measure_gemms(
 
 def measure_call_overhead(fmt: torch.memory_format, runtime: str) -> float:
     """Microseconds of one call of a 1-channel 1x1 conv on a 2x2 map: a run's fixed cost."""
-    conv = nn.Conv2d(1, 1, 1).eval()
-    return round(median_seconds(_forward(conv, (1, 1, 2, 2), fmt, runtime), 200, 20) * 1e6, 3)
+    forward = forward_maker(nn.Conv2d(1, 1, 1), (1, 2, 2), fmt, runtime)(1)
+    return round(median_seconds(forward, 200, 20) * 1e6, 3)
 
 
-def _forward(
-    module: nn.Module, shape: tuple[int, ...], fmt: torch.memory_format, runtime: str
-) -> Callable[[], object]:
-    """A no-argument forward of ``module`` on a random input of ``shape``, on ``runtime``."""
+def forward_maker(
+    module: nn.Module, input_shape: tuple[int, ...], fmt: torch.memory_format, runtime: str = "torch"
+) -> Callable[[int], Callable[[], object]]:
+    """For a batch size, a no-argument forward of ``module`` on a random input, on ``runtime``.
+
+    ``torch``: eager, in ``fmt``. ``onnxruntime``: the module exported to ONNX once (batch axis
+    dynamic) and run in an ONNX Runtime session with torch's current thread count.
+    """
+    module = module.eval()
     if runtime == "onnxruntime":
         from archsearch.hardware.ort import onnx_session, to_onnx_bytes
 
-        session = onnx_session(to_onnx_bytes(module, shape[1:]), torch.get_num_threads())
-        x = torch.randn(shape).numpy()
-        return partial(session.run, None, {session.get_inputs()[0].name: x})
-    return partial(to_memory_format(module, fmt), torch.randn(shape).contiguous(memory_format=fmt))
+        session = onnx_session(to_onnx_bytes(module, input_shape), torch.get_num_threads())
+        name = session.get_inputs()[0].name
+        return lambda batch: partial(session.run, None, {name: torch.randn(batch, *input_shape).numpy()})
+    module = to_memory_format(module, fmt)
+    return lambda batch: partial(module, torch.randn(batch, *input_shape).contiguous(memory_format=fmt))
 
 
 def measure_linears(count: int, seed: int, budget_s: float) -> list[GemmSample]:

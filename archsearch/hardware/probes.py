@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -18,8 +17,7 @@ import torch
 
 from archsearch.errors import SpecError
 from archsearch.hardware.fitting import ContextFit, fit_context_overheads
-from archsearch.hardware.microbench import median_seconds, repeats_for
-from archsearch.hardware.runtime import to_memory_format
+from archsearch.hardware.microbench import forward_maker, median_seconds, repeats_for
 from archsearch.net.cost import node_kernels
 from archsearch.net.kernels import KERNEL_KINDS, Kernel
 from archsearch.net.model import build
@@ -101,7 +99,7 @@ def measure_context_overheads(
     fmt: torch.memory_format,
     widths: tuple[int, int] = (4, 64),
     sides: tuple[int, ...] = (7, 14, 28),
-    large_batch: int = 32,
+    large_batch: int = 0,
     runtime: str = "torch",
 ) -> ContextFit:
     """Time ``count`` random probe networks and fit what kernels cost in them.
@@ -121,7 +119,7 @@ def measure_context_overheads(
     counts, busy_s, measured = [], [], []
     for i in range(count):
         net = probe_spec(rng, i, widths, rng.choice(sides))
-        forward_at = _probe_forward(net, fmt, runtime)
+        forward_at = forward_maker(build(net), net.input, fmt, runtime)
         for batch in (1, large_batch) if large_batch and i % 4 == 0 else (1,):
             kernels = [k for k in spec_kernels(net, batch) if k.kind not in skip]
             predicted = sum(busy(k) for k in kernels)
@@ -135,27 +133,3 @@ def measure_context_overheads(
     return fit_context_overheads(
         np.array(counts, dtype=float), single_us, np.array(busy_s), np.array(measured), bool(large_batch)
     )
-
-
-def _probe_forward(
-    net: NetSpec, fmt: torch.memory_format, runtime: str
-) -> Callable[[int], Callable[[], Any]]:
-    """For a batch size, a no-argument forward pass of ``net`` on ``runtime`` (random weights)."""
-    model = build(net).eval()
-    if runtime == "onnxruntime":
-        from archsearch.hardware.ort import onnx_session, to_onnx_bytes
-
-        session = onnx_session(to_onnx_bytes(model, net.input), torch.get_num_threads())
-        name = session.get_inputs()[0].name
-
-        def on_onnxruntime(batch: int) -> Callable[[], Any]:
-            x = np.random.default_rng(batch).standard_normal((batch, *net.input), dtype=np.float32)
-            return partial(session.run, None, {name: x})
-
-        return on_onnxruntime
-    model = to_memory_format(model, fmt)
-
-    def on_torch(batch: int) -> Callable[[], Any]:
-        return partial(model, torch.randn(batch, *net.input).contiguous(memory_format=fmt))
-
-    return on_torch
