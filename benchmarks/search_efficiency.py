@@ -187,9 +187,17 @@ def reached(run: Sequence[Row], axis: str, target: float, box: tuple[list[float]
     return None
 
 
-def report(rows: Sequence[Row], axis: str, budget: float, unit: str, out: Path | None) -> None:
+def report(
+    rows: Sequence[Row],
+    axis: str,
+    budget: float,
+    unit: str,
+    out: Path | None,
+    targets: Sequence[str] | None = None,
+) -> None:
     """Print hypervolume mean ± sd per method at fractions of ``budget`` on ``axis``, and the
-    fraction each method needs to reach the best final mean of the methods after the first."""
+    fraction each method needs to reach the best final mean of the ``targets`` methods (by
+    default every method after the first)."""
     box = shared_box(rows)
     methods = list(dict.fromkeys(r.method for r in rows))
     # Each method's own seeds: a slow peer may have been run on fewer of them.
@@ -207,7 +215,7 @@ def report(rows: Sequence[Row], axis: str, budget: float, unit: str, out: Path |
         ]
         for m in methods
     }
-    peers = methods[1:] or methods
+    peers = [m for m in methods if m in targets] if targets else (methods[1:] or methods)
     target = max(mean[m][-1] for m in peers)
     best = max(peers, key=lambda m: mean[m][-1])
     counts = sorted({len(v) for v in seeds_of.values()})
