@@ -249,11 +249,14 @@ def main() -> None:
     if "ax" in methods and (why := ax_missing()) is not None:
         print(why)
         methods.remove("ax")
-    out: Path | None = None
+    out: Path | None = args.out
     if args.source is not None:
         rows = [row for source in args.source for row in read_rows(source / "trials.csv")]
+        if out is not None:  # the runs' rows together, and the hypervolume CSVs beside them
+            out.mkdir(parents=True, exist_ok=True)
+            write_rows(rows, out / "trials.csv")
     else:
-        out = args.out or Path(tempfile.mkdtemp(prefix="peers_"))
+        out = out or Path(tempfile.mkdtemp(prefix="peers_"))
         out.mkdir(parents=True, exist_ok=True)
         rows = run_all(args, methods, out)
         write_rows(rows, out / "trials.csv")

@@ -60,7 +60,7 @@ def plot(curves: dict[str, dict[str, list[tuple[float, float, float, int]]]], ou
             hi = [m + s for m, s in zip(mean, sd, strict=True)]
             panel.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
         panel.set_xlabel(AXES[axis])
-        panel.set_ylabel("hypervolume (acc x log10 params x log10 MACs, 1 = box)")
+        panel.set_ylabel("hypervolume (log10 cost axes)")
         panel.grid(alpha=0.3)
     panels[0][0].legend(fontsize=8, loc="lower right")
     fig.suptitle(title)
