@@ -58,15 +58,7 @@ def test_digits_are_read_without_importing_scikit_learn() -> None:
         "d = load_dataset({'name': 'digits'}); "
         "print(len(d.train_y) + len(d.val_y) + len(d.test_y), 'sklearn' in sys.modules)"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={"PYTHONPATH": str(ROOT)},
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["1797", "False"]
+    assert _run_python(code) == ["1797", "False"]
 
 
 def test_digits_match_scikit_learns_loader() -> None:
@@ -87,6 +79,11 @@ def test_the_command_line_entry_points_load_without_torch() -> None:
         "archsearch.cli.finalize; from archsearch.train.settings import TrainerSettings; "
         "TrainerSettings(); print('torch' in sys.modules)"
     )
+    assert _run_python(code) == ["False"]
+
+
+def _run_python(code: str) -> list[str]:
+    """The words ``python -c code`` prints in a fresh interpreter that sees this checkout."""
     done = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -95,4 +92,4 @@ def test_the_command_line_entry_points_load_without_torch() -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["False"]
+    return done.stdout.split()

@@ -46,6 +46,7 @@ from typing import Any
 
 import torch
 
+from archsearch.checks import check_choice
 from archsearch.errors import ConfigError
 from archsearch.hardware.cache import cache_key, cache_path, cpu_name
 from archsearch.hardware.choices import CLOCKS, MEMORY_FORMATS, RUNTIMES
@@ -215,14 +216,11 @@ def _check_options(threads: int | None, memory_format: str, clock: str, runtime:
         ConfigError: an unknown memory format, clock or runtime, a CPU clock with other than
             one thread, or ``onnxruntime`` without the deploy extra.
     """
-    if runtime not in RUNTIMES:
-        raise ConfigError(f"runtime is {runtime!r}; allowed: {', '.join(RUNTIMES)}.")
+    check_choice("runtime", runtime, RUNTIMES)
     if runtime == "onnxruntime":
         import_deploy()  # say which extra is missing before measuring anything
-    if memory_format not in MEMORY_FORMATS:
-        raise ConfigError(f"memory_format is {memory_format!r}; allowed: {', '.join(MEMORY_FORMATS)}.")
-    if clock not in CLOCKS:
-        raise ConfigError(f"clock is {clock!r}; allowed: {', '.join(CLOCKS)}.")
+    check_choice("memory_format", memory_format, MEMORY_FORMATS)
+    check_choice("clock", clock, CLOCKS)
     if clock == "cpu" and threads != 1:
         raise ConfigError(f"clock=cpu times only the calling thread, so it needs threads=1 (got {threads}).")
     return torch.contiguous_format if memory_format == "contiguous" else torch.channels_last

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from archsearch.checks import check_choice
 from archsearch.errors import ConfigError
 from archsearch.hardware.choices import CLOCKS, MEMORY_FORMATS, RUNTIMES
 from archsearch.hardware.runtime import resolve_memory_format, to_memory_format, torch_threads
@@ -184,8 +185,7 @@ def measure_latency(
             warm-up, an unknown memory format or clock, a CPU clock with more than one
             thread or on an accelerator, or a device this torch cannot use.
     """
-    if runtime not in RUNTIMES:
-        raise ConfigError(f"runtime is {runtime!r}; allowed: {', '.join(RUNTIMES)}.")
+    check_choice("runtime", runtime, RUNTIMES)
     dev = _check_arguments(
         input_shape, batch_size, threads, warmup, repeats, latency_device(device, clock, runtime), clock
     )
@@ -271,8 +271,7 @@ def _check_arguments(
             f"input_shape must be positive integers without the batch size, got {input_shape!r}."
         )
     dev = _resolve_device(device)
-    if clock not in CLOCKS:
-        raise ConfigError(f"clock is {clock!r}; allowed: {', '.join(CLOCKS)}.")
+    check_choice("clock", clock, CLOCKS)
     if clock == "cpu" and (dev.type != "cpu" or threads != 1):
         raise ConfigError(
             "clock=cpu times only the calling thread, so it needs device=cpu and threads=1 "

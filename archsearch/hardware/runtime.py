@@ -13,6 +13,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from archsearch.checks import check_choice
 from archsearch.errors import ConfigError
 from archsearch.hardware.choices import MEMORY_FORMATS
 
@@ -51,8 +52,7 @@ def resolve_memory_format(choice: str, model: nn.Module) -> torch.memory_format:
     is never slower here and much faster on some nets and data. On CUDA it is what tensor cores
     want under mixed precision. A model without convolutions stays contiguous.
     """
-    if choice not in MEMORY_FORMATS:
-        raise ConfigError(f"memory_format is {choice!r}; allowed: {', '.join(MEMORY_FORMATS)}.")
+    check_choice("memory_format", choice, MEMORY_FORMATS)
     if choice == "channels_last" or (
         choice == "auto" and any(isinstance(m, nn.Conv2d) for m in model.modules())
     ):
