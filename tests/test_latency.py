@@ -12,11 +12,13 @@ from torch import nn
 from archsearch.errors import ConfigError
 from archsearch.hardware.latency import measure_latency
 from archsearch.hardware.profile import HardwareProfile
+from archsearch.hardware.runtime import stored_in, to_memory_format
 from archsearch.net import nodes as S
 from archsearch.net.cost import analyze, node_kernels
 from archsearch.net.kernels import KERNEL_KINDS, Kernel
 from archsearch.net.model import build
 from archsearch.net.spec import NetSpec
+from archsearch.train.device import model_memory_format
 
 TINY = NetSpec.from_dict(
     {
@@ -74,6 +76,36 @@ def test_model_keeps_its_training_flag_and_memory_format() -> None:
     assert measure_latency(mlp, (1, 4, 4), warmup=0, repeats=1).memory_format == "contiguous"
 
 
+def test_a_net_whose_every_weight_fits_both_formats_is_still_measured_channels_last() -> None:
+    # 1x1 convs and a stem on one input channel: each weight passes is_contiguous() for both
+    # formats, and left with its NCHW strides it made oneDNN run the whole net in NCHW.
+    spec = NetSpec.from_dict(
+        {
+            "name": "pointwise",
+            "input": [1, 8, 8],
+            "num_classes": 3,
+            "nodes": [
+                {"name": "stem", "op": "conv", "out": 8, "kernel": 3, "bn": True},
+                {"name": "fire2", "op": "fire", "squeeze": 4, "expand": {1: 8}, "bn": True},
+                {"name": "head", "op": "conv", "out": "num_classes", "act": "none"},
+                {"name": "gap", "op": "global_avgpool"},
+            ],
+        }
+    )
+    model = build(spec)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.dim() == 4)
+    seen: list[torch.Tensor] = []
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.register_forward_hook(lambda _m, _i, out: seen.append(out))
+    result = measure_latency(model, spec.input, batch_size=2, threads=1, warmup=0, repeats=1)
+    assert result.memory_format == "channels_last" and len(seen) == 3
+    assert all(stored_in(t, torch.channels_last) and not stored_in(t, torch.contiguous_format) for t in seen)
+    assert all(stored_in(p, torch.contiguous_format) for p in model.parameters() if p.dim() == 4)
+    assert model_memory_format(to_memory_format(model, torch.channels_last)) == torch.channels_last
+    assert model_memory_format(build(spec)) == torch.contiguous_format
+
+
 def test_cpu_clock_times_the_thread_and_needs_one_thread() -> None:
     result = measure_latency(build(TINY), TINY.input, threads=1, warmup=1, repeats=3, clock="cpu")
     assert result.clock == "cpu" and result.median_ms > 0
@@ -108,9 +140,14 @@ def test_fire_node_runs_squeeze_expand_branches_and_a_concat_each_with_bn_and_ac
     assert kinds == ["conv1x1", "batchnorm", "relu"] * 2 + ["convkxk", "batchnorm", "relu", "concat"]
     squeeze, _, _, expand1, _, _, expand3, bn3, relu3, cat = kernels
     # squeeze: 2 images x 9 pixels x 2 out x 4 in MACs; weights 8 + input 72 + output 36 elements.
-    assert squeeze == Kernel("conv1x1", flops=2 * 18 * 2 * 4, bytes=4 * (8 + 72 + 36), gemm=(2, 18, 4))
+    assert squeeze == Kernel(
+        "conv1x1", flops=2 * 18 * 2 * 4, bytes=4 * (8 + 72 + 36), gemm=(2, 18, 4), batch=2
+    )
     assert expand1.gemm == (3, 18, 2)
-    assert expand3 == Kernel("convkxk", flops=2 * 18 * 5 * 18, bytes=4 * (90 + 36 + 90), gemm=(5, 18, 18))
+    assert expand3 == Kernel(
+        "convkxk", flops=2 * 18 * 5 * 18, bytes=4 * (90 + 36 + 90), gemm=(5, 18, 18), batch=2
+    )
+    assert all(k.batch == 2 for k in kernels)
     assert bn3.bytes == relu3.bytes == 4 * 2 * 90  # read and write the branch output
     assert cat.bytes == 4 * 2 * 2 * 72  # read the branches, write the module output
 
@@ -122,7 +159,7 @@ def test_sum_projects_mismatched_inputs_then_adds_and_pools_stream_in_and_out() 
     assert kernels[0] == Kernel("conv1x1", flops=2 * 96 * 2, bytes=12 + 32 + 96, gemm=(6, 16, 2))
     assert kernels[1].bytes == 3 * 96
     pool = node_kernels(S.MaxPoolNode("p"), [(6, 4, 4)], (6, 2, 2), batch_size=3, bytes_per_element=1)
-    assert pool == (Kernel("maxpool", bytes=3 * (96 + 24)),)
+    assert pool == (Kernel("maxpool", bytes=3 * (96 + 24), batch=3),)
     assert node_kernels(S.DropoutNode("d"), [(6, 2, 2)], (6, 2, 2)) == (Kernel("identity"),)
 
 

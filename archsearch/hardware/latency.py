@@ -27,7 +27,7 @@ from torch import nn
 from archsearch.checks import check_choice
 from archsearch.errors import ConfigError
 from archsearch.hardware.choices import CLOCKS, MEMORY_FORMATS, RUNTIMES
-from archsearch.hardware.runtime import resolve_memory_format, to_memory_format, torch_threads
+from archsearch.hardware.runtime import resolve_memory_format, stored_in, to_memory_format, torch_threads
 
 __all__ = [
     "CLOCKS",
@@ -92,7 +92,7 @@ class LatencyResult:
 
 
 def _in_format(model: nn.Module, fmt: torch.memory_format) -> bool:
-    return all(p.is_contiguous(memory_format=fmt) for p in model.parameters() if p.dim() == 4)
+    return all(stored_in(p, fmt) for p in model.parameters() if p.dim() == 4)
 
 
 def settle_allocator() -> None:

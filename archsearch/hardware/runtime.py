@@ -17,7 +17,7 @@ from archsearch.checks import check_choice
 from archsearch.errors import ConfigError
 from archsearch.hardware.choices import MEMORY_FORMATS
 
-__all__ = ["MEMORY_FORMATS", "resolve_memory_format", "to_memory_format", "torch_threads"]
+__all__ = ["MEMORY_FORMATS", "resolve_memory_format", "stored_in", "to_memory_format", "torch_threads"]
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -63,3 +63,18 @@ def resolve_memory_format(choice: str, model: nn.Module) -> torch.memory_format:
 def to_memory_format(module: M, fmt: torch.memory_format) -> M:
     """``module.to(memory_format=fmt)`` (in place, returned), typed: torch's stubs lack that overload."""
     return module.to(memory_format=fmt)  # type: ignore[call-overload]
+
+
+def stored_in(tensor: torch.Tensor, fmt: torch.memory_format) -> bool:
+    """Whether a 4-D tensor has exactly the strides ``tensor.to(memory_format=fmt)`` gives it.
+
+    ``Tensor.is_contiguous(memory_format=...)`` is no test of a weight's format: it holds for
+    both formats when a dimension is 1 (a 1x1 conv, a conv on one input channel). Such a
+    weight left with NCHW strides makes oneDNN run its conv, and the network after it, in NCHW:
+    measured on the build VM, 24 ms against 7 ms per batch of 64 for a net of 1x1 Fire modules
+    on a grey image, whose every weight passes both tests.
+    """
+    _, c, h, w = tensor.shape
+    if fmt == torch.channels_last:
+        return tensor.stride() == (c * h * w, 1, w * c, c)
+    return tensor.stride() == (c * h * w, h * w, w, 1)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from archsearch.errors import ConfigError
+from archsearch.hardware.runtime import stored_in
 from archsearch.train.settings import DEVICE_NAMES
 
 __all__ = ["autocast", "model_memory_format", "resolve_device", "resolve_precision"]
@@ -57,8 +58,10 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 
 def model_memory_format(model: nn.Module) -> torch.memory_format:
-    """Channels-last if any 4-D weight is stored so (a 1x1 or single-input-channel kernel fits both)."""
+    """Channels-last if any 4-D weight has channels-last strides and not NCHW ones (see
+    :func:`archsearch.hardware.runtime.stored_in`; ``to_memory_format`` gives even a 1x1 kernel
+    its channels-last strides)."""
     for p in model.parameters():
-        if p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last):
+        if p.dim() == 4 and stored_in(p, torch.channels_last) and not stored_in(p, torch.contiguous_format):
             return torch.channels_last
     return torch.contiguous_format
