@@ -10,8 +10,11 @@ this host's auto profile for ``--threads``, ``--clock`` and each runtime (the on
 ``latency.runtime`` selects with ``hardware=auto``), calibrating it first if it is missing.
 
 Networks are timed in interleaved rounds (every network once per round, in a fresh random order)
-and each latency is the median over all rounds' repeats, so a burst of load from other processes
-spreads over many networks instead of ruining one. The load average is printed for that reason;
+and each latency is the least of its per-round medians: the network as this machine runs it when
+nothing slows it. A virtual machine's speed drifts by up to 1.6x within seconds, even on the
+thread's CPU clock (a neighbour on the sibling hyperthread, frequency changes); the calibration
+takes its figures the same way (:func:`archsearch.hardware.microbench.fastest_medians`), so both
+describe the same machine. The load average is printed for that reason;
 ``--clock cpu`` (with ``--threads 1``) times the thread's CPU time, which other jobs on a shared
 machine do not inflate. Calibrate the profile with the same threads and clock.
 
@@ -25,7 +28,6 @@ import argparse
 import json
 import os
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -76,9 +78,10 @@ def measure_all(
     clock: str,
     runtime: str = "torch",
 ) -> dict[int, list[float]]:
-    """Median latency (ms) of every spec at every batch size, over interleaved rounds."""
+    """Latency (ms) of every spec at every batch size: the least per-round median over
+    interleaved rounds."""
     models = [build(s) for s in specs]
-    samples: dict[tuple[int, int], list[float]] = {(i, b): [] for i in range(len(specs)) for b in batch_sizes}
+    medians: dict[tuple[int, int], list[float]] = {(i, b): [] for i in range(len(specs)) for b in batch_sizes}
     order = list(range(len(specs)))
     rng = random.Random(seed)
     for r in range(rounds):
@@ -96,9 +99,9 @@ def measure_all(
                     clock=clock,
                     runtime=runtime,
                 )
-                samples[(i, b)].extend(result.samples_ms)
+                medians[(i, b)].append(result.median_ms)
         print(f"  round {r + 1}/{rounds}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    return {b: [statistics.median(samples[(i, b)]) for i in range(len(specs))] for b in batch_sizes}
+    return {b: [min(medians[(i, b)]) for i in range(len(specs))] for b in batch_sizes}
 
 
 def load_profile(name: str, threads: int, clock: str, runtime: str) -> HardwareProfile:
@@ -136,7 +139,7 @@ def print_results(
     """The rank correlations and the estimate's errors against one runtime's measured latency."""
     print(
         f"\n[{runtime}] Spearman rho with measured latency ({count} networks, {clock} clock, "
-        f"median of {rounds} rounds):"
+        f"least of {rounds} rounds' medians):"
     )
     print(f"{'metric':>16} " + " ".join(f"{'batch ' + str(b):>10}" for b in batch_sizes))
     for m in METRICS:
@@ -173,7 +176,7 @@ def main() -> None:
     parser.add_argument("--input", default="1,28,28", help="C,H,W")
     parser.add_argument("--batch-sizes", default="1,64")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved measurement rounds")
     parser.add_argument(
         "--clock", choices=("wall", "cpu"), default="wall", help="cpu: thread CPU time (needs --threads 1)"
     )

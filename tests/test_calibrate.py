@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import re
@@ -18,7 +19,7 @@ from archsearch.errors import ConfigError
 from archsearch.hardware.calibrate import CalibrateConfig, calibrate, run
 from archsearch.hardware.fitting import fit_context_overheads, fit_gemm_class
 from archsearch.hardware.microbench import GemmSample
-from archsearch.hardware.probes import RUNTIME_FUSED, probe_spec, spec_kernels
+from archsearch.hardware.probes import RUNTIME_FUSED, fire_probe_spec, probe_spec, spec_kernels
 from archsearch.hardware.profile import HardwareProfile, interpolate_rate, load_hardware
 from archsearch.net.kernels import GEMM_KINDS, KERNEL_KINDS, Kernel
 from archsearch.net.model import build
@@ -136,6 +137,35 @@ def test_in_network_fit_recovers_scale_factor_and_extra_per_kernel() -> None:
     assert fit.median_ape < 1e-6
 
 
+@pytest.mark.parametrize("fit_scale", [False, True])
+def test_large_batch_probes_fit_what_each_kernel_adds_per_image(fit_scale: bool) -> None:
+    rng = np.random.default_rng(2)
+    single = {kind: float(i + 1) for i, kind in enumerate(KERNEL_KINDS)}
+    counts = rng.integers(0, 6, size=(40, len(KERNEL_KINDS))).astype(float)
+    batch = np.where(np.arange(40) % 4 == 0, 16, 1)
+    busy = rng.uniform(1e-5, 1e-4, size=40) * batch
+    per_kernel = np.array([1.5 * single[k] + 2.0 for k in KERNEL_KINDS]) * 1e-6
+    scale = 1.2 if fit_scale else 1.0
+    measured = scale * busy + counts @ per_kernel + counts.sum(axis=1) * batch * 0.7e-6
+    fit = fit_context_overheads(counts, single, busy, measured, fit_scale, batch)
+    assert (fit.factor, fit.extra_us) == (pytest.approx(1.5, rel=1e-2), pytest.approx(2.0, rel=2e-2))
+    assert fit.per_image_us == pytest.approx(0.7, rel=1e-2)
+    assert fit.busy_scale == pytest.approx(scale, rel=1e-2)
+    # Without large-batch probes there is nothing to fit it from.
+    small = batch == 1
+    assert fit_context_overheads(counts[small], single, busy[small], measured[small]).per_image_us == 0.0
+
+
+def test_a_profile_charges_each_kernel_its_cost_per_image_of_the_batch() -> None:
+    profile = HardwareProfile("p", 100.0, 10.0, overheads_us={"relu": 2.0}, per_image_us={"relu": 0.5})
+    assert HardwareProfile.from_dict(profile.to_dict()) == profile
+    one, many = (profile.kernel_seconds(Kernel("relu", batch=b))[0] for b in (1, 64))
+    assert (one, many) == (pytest.approx(2.5e-6), pytest.approx(34e-6))
+    assert profile.kernel_seconds(Kernel("add", batch=64))[0] == 0.0  # no entry: no cost per image
+    with pytest.raises(ConfigError, match=r"'per_image_us.relu' must be >= 0"):
+        HardwareProfile.from_dict({**profile.to_dict(), "per_image_us": {"relu": -1}})
+
+
 def test_a_probe_faster_than_its_roofline_does_not_collapse_the_fit() -> None:
     rng = np.random.default_rng(1)
     single = {kind: float(i + 1) for i, kind in enumerate(KERNEL_KINDS)}
@@ -167,6 +197,17 @@ def test_probe_networks_build_and_together_run_every_kernel_kind() -> None:
         build(net)  # every probe is a valid, buildable network
         seen |= {k.kind for k in spec_kernels(net)}
     assert seen == set(KERNEL_KINDS)
+
+
+def test_fire_probes_are_fire_module_networks_that_build() -> None:
+    rng = random.Random(5)
+    ops: set[str] = set()
+    for i in range(30):
+        net = fire_probe_spec(rng, i, rng.choice((8, 28, 32)))
+        build(net)
+        ops |= {n.op for n in net.nodes}
+        assert net.nodes[0].op == "conv" and any(n.op == "fire" for n in net.nodes)
+    assert ops == {"conv", "fire", "maxpool", "add", "dropout", "global_avgpool"}
 
 
 def test_an_onnxruntime_calibration_times_probes_there_and_prices_fused_kernels_at_nothing() -> None:
@@ -202,12 +243,28 @@ def test_a_gemm_is_priced_at_the_rate_of_its_nearest_measured_shapes() -> None:
     assert profile.kernel_seconds(linear)[1] == pytest.approx(2e6 / 100e9)
 
 
+def test_rows_with_a_batch_price_a_gemm_from_shapes_run_at_its_batch() -> None:
+    # The same GEMM (64 output channels, 3136 pixels, 64 deep) as one 56x56 image and as 64
+    # images of 7x7: the per-image loop makes the second slower, so rows keep their batch.
+    rows = [[64, 3136, 64, 100.0, 1], [64, 3136, 64, 60.0, 64], [64, 49, 64, 20.0, 1]]
+    assert interpolate_rate(rows, (64, 3136, 64), batch=64) == pytest.approx(60.0, rel=1e-3)
+    assert interpolate_rate(rows, (64, 3136, 64), batch=1) == pytest.approx(100.0, rel=1e-3)
+    # Rows without a batch (older profiles) cannot tell the two apart.
+    blind = interpolate_rate([r[:4] for r in rows], (64, 3136, 64), batch=64)
+    assert blind == pytest.approx((100.0 * 60.0) ** 0.5, rel=1e-2)
+    profile = HardwareProfile("p", 100.0, 10.0, gemm_rates={"conv1x1": rows})
+    kernel = Kernel("conv1x1", flops=2 * 64 * 3136 * 64, gemm=(64, 3136, 64))
+    one, many = (profile.kernel_seconds(dataclasses.replace(kernel, batch=b))[1] for b in (1, 64))
+    assert many / one == pytest.approx(100.0 / 60.0, rel=1e-3)
+
+
 @pytest.mark.parametrize(
     "rates, words",
     [
         ({"conv7x7": [[1, 1, 1, 1.0]]}, "unknown class 'conv7x7'"),
         ({"conv1x1": [[1, 1, 1]]}, "'gemm_rates.conv1x1' must be a non-empty list of [m, n, k, gflops]"),
-        ({"conv1x1": [[1, 1, 1, 0]]}, "rows of positive numbers"),
+        ({"conv1x1": [[1, 1, 1, 0]]}, "rows (all alike) of positive numbers"),
+        ({"conv1x1": [[1, 1, 1, 1.0], [1, 1, 1, 1.0, 8]]}, "or [m, n, k, gflops, batch] rows (all alike)"),
     ],
 )
 def test_bad_gemm_rates_name_the_key(rates: dict[str, Any], words: str) -> None:

@@ -4,7 +4,7 @@
 micro-benchmarks on the CPU and writes (and prints) a profile that ``hardware=mybox`` selects.
 Without ``out=`` the profile becomes ``hardware=auto``'s cached profile for its settings
 (:mod:`archsearch.hardware.auto`). Nothing else is written: no Hydra output folder, no logs.
-Progress goes to stderr, the YAML to stdout. A full run takes 15-25 s on a 2-core machine;
+Progress goes to stderr, the YAML to stdout. A full run takes 20-25 s on a 2-core machine;
 ``quick=true`` about 2 s.
 
 What is measured, and the term of the latency model (:mod:`archsearch.net.cost`) it sets:
@@ -16,15 +16,20 @@ What is measured, and the term of the latency model (:mod:`archsearch.net.cost`)
   (64 x 64 x 14 x 14) -> its rate in ``bandwidths``;
 - about 100 random convolutions of stem and Fire shapes (1x1 and kxk, batch 1 to 64; on ONNX
   Runtime for ``runtime=onnxruntime``) and a dozen linear layers -> each one's achieved rate
-  (``gemm_rates``, which the estimate interpolates), and per class ``peaks``, ``bandwidths``
-  and GEMM ``efficiency`` half-sizes fitted by least squares in log time (kept for reference);
-- 160 random probe networks built by ``archsearch.net.model.build`` at batch 1 -> ``overheads_us``:
-  what each kernel costs beyond its roofline inside a network (module calls, graph glue,
-  dispatch with cold caches), fitted as ``factor * hot-loop cost + extra``; for ONNX Runtime,
-  48 probes exported there, every fourth also timed at batch 32 to fit a scale on the roofline.
+  and batch (``gemm_rates``, which the estimate interpolates), and per class ``peaks``,
+  ``bandwidths`` and GEMM ``efficiency`` half-sizes fitted by least squares in log time (kept
+  for reference);
+- 160 probe networks built by ``archsearch.net.model.build`` (48 exported to ONNX Runtime for
+  ``runtime=onnxruntime``), half of them Fire-module networks like the ``fire`` spaces', at
+  batch 1 -> ``overheads_us``: what each kernel costs beyond its roofline inside a network
+  (module calls, graph glue, dispatch with cold caches), fitted as ``factor * hot-loop cost +
+  extra``; every fourth also at batch 16 -> ``per_image_us``, what each kernel adds per image
+  in a network, and for ONNX Runtime a scale on the roofline.
 
-Every figure is a median over repeats. ``clock=wall`` describes the machine as loaded while
-calibrating; ``clock=cpu`` (with ``threads=1``) times the thread's CPU time and so describes
+All cases are built first and then timed together in interleaved rounds
+(:mod:`archsearch.hardware.timing`): every figure is a case's least round median, so the
+profile describes the machine in one state even when a virtual machine's speed drifts by
+1.7x within seconds. ``clock=wall`` describes the machine as loaded while calibrating; ``clock=cpu`` (with ``threads=1``) times the thread's CPU time and so describes
 the hardware even when other jobs share it. A profile is valid for the thread count and memory
 format it was measured with; both are recorded under ``measured``.
 """
@@ -38,7 +43,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -54,20 +59,17 @@ from archsearch.hardware.latency import settle_allocator
 from archsearch.hardware.microbench import (
     GemmSample,
     bf16_supported,
-    fire_gemm_shapes,
-    measure_call_overhead,
     measure_copy_bandwidth,
-    measure_gemms,
-    measure_linears,
     measure_matmul,
-    measure_overheads,
-    measure_stream_rates,
-    timing_clock,
+    stream_rates,
 )
 from archsearch.hardware.ort import import_deploy
-from archsearch.hardware.probes import RUNTIME_FUSED, measure_context_overheads
+from archsearch.hardware.plan import calibration_cases
+from archsearch.hardware.probes import RUNTIME_FUSED, fit_probes
 from archsearch.hardware.profile import HardwareProfile, check_profile_path, profile_yaml, write_profile
 from archsearch.hardware.runtime import torch_threads
+from archsearch.hardware.timing import ROUNDS, time_groups, timing_clock
+from archsearch.net.kernels import KERNEL_KINDS
 
 __all__ = ["CalibrateConfig", "calibrate", "cpu_name", "run"]
 
@@ -240,12 +242,21 @@ def _measure(
     say(f"matmul: fp32 {fp32:.1f} GFLOP/s" + (f", bf16 {bf16:.1f} GFLOP/s" if bf16 else ""))
     copy_gbs = measure_copy_bandwidth(16 if quick else 256)
     say(f"copy: {copy_gbs:.1f} GB/s")
-    single = measure_overheads(fmt)
+    cases = calibration_cases(quick, seed, fmt, runtime, HardwareProfile("guess", fp32 / 2, copy_gbs / 2))
+    started = time.perf_counter()
+    rounds = 2 if quick else ROUNDS
+    times = time_groups(cases.groups(), rounds, seed)
+    say(f"timed {cases.count} cases in {rounds} interleaved rounds in {time.perf_counter() - started:.1f} s")
+    single = {k: round(v * 1e6, 3) for k, v in zip(cases.single, times["single"], strict=True)}
     say("single-op overhead (us): " + ", ".join(f"{k} {v:.1f}" for k, v in single.items()))
-    stream_shape = (8, 64, 14, 14) if quick else (64, 64, 14, 14)
-    rates = measure_stream_rates(stream_shape, single, fmt)
+    rates = stream_rates(cases.stream, times["stream"], single)
     say("streaming (GB/s): " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items()))
-    fits, rates_table = _fit_gemms(quick, seed, fmt, single, fp32, copy_gbs, say, runtime)
+    if "call" in times:  # ONNX Runtime's own fixed cost per call comes off its convs' times
+        call = round(times["call"][0] * 1e6, 3)
+        single = {**single, "conv1x1": call, "convkxk": call}
+    fits, rates_table = _fit_gemms(
+        cases.gemm_samples(times["gemm"], times["linear"]), single, fp32, copy_gbs, say
+    )
     roofline = HardwareProfile(
         name=name,
         peak_gflops=fp32,
@@ -255,37 +266,33 @@ def _measure(
         efficiency={kind: f["half"] for kind, f in fits.items()},
         gemm_rates=rates_table,
     )
-    ort = runtime == "onnxruntime"
-    context = measure_context_overheads(
-        (12 if quick else 48) if ort else (30 if quick else 160),  # ONNX export: ~0.1 s a probe
-        seed,
-        0.6 if quick else 12.0,
+    # Every fourth probe also runs at a large batch: that fits the cost per image, and for ONNX
+    # Runtime a scale on the roofline. Eager torch keeps its measured rates: random probes put
+    # its scale at 1.6x, which made the fire nets' batch-64 estimate 1.4x high.
+    context = fit_probes(
+        cases.probe,
+        cases.probe_seconds(times),
         lambda k: roofline.kernel_seconds(k)[0],
         single,
-        fmt,
-        (2, 12) if quick else (4, 64),
-        (6, 8) if quick else (7, 14, 28),
-        # ONNX Runtime's probes also run at a large batch, to fit a scale on the roofline. Eager
-        # torch keeps its measured rates: random probes put its scale at 1.6-1.7x, which made the
-        # fire nets' batch-64 estimate 1.28x high (median error 29% against 22% unscaled).
-        (8 if quick else 32) if ort else 0,
-        runtime,
+        runtime == "onnxruntime",
     )
     say(
         f"in networks on {runtime}: roofline time x {context.busy_scale:.2f}, overhead "
-        f"{context.factor:.2f} x single-op + {context.extra_us:.1f} us per kernel "
+        f"{context.factor:.2f} x single-op + {context.extra_us:.1f} us per kernel + "
+        f"{context.per_image_us:.2f} us per kernel and image "
         f"(fit median error {100 * context.median_ape:.0f}%)"
     )
     figures = {
         "matmul_gflops": {"fp32": round(fp32, 2), "bf16": round(bf16, 2) if bf16 else None},
         "copy_mib": 16 if quick else 256,
-        "stream_shape": list(stream_shape),
+        "stream_shape": list(cases.stream_shape),
         "single_op_overhead_us": single,
         "gemm_fits": fits,
         "in_network_overhead": {
             "factor": context.factor,
             "extra_us": context.extra_us,
             "busy_scale": context.busy_scale,
+            "per_image_us": context.per_image_us,
             "median_ape": context.median_ape,
         },
     }
@@ -301,8 +308,8 @@ def _in_networks(
     roofline: HardwareProfile, context: ContextFit, fused: tuple[str, ...]
 ) -> tuple[HardwareProfile, ContextFit]:
     """The micro-benchmarks' roofline as networks run it: peaks, streaming rates and measured
-    GEMM rates divided by the fitted scale, and the kernels the runtime fuses away free (no
-    overhead, no streaming time)."""
+    GEMM rates divided by the fitted scale, each kernel's cost per image, and the kernels the
+    runtime fuses away free (no overhead, no streaming time)."""
     scale = context.busy_scale
     rates = {k: v / scale for k, v in roofline.bandwidths.items()}
     scaled = dataclasses.replace(
@@ -313,37 +320,27 @@ def _in_networks(
         bandwidths={k: round(v, 2) for k, v in {**rates, **dict.fromkeys(fused, FUSED_GBS)}.items()},
         # The fit scaled the whole roofline time, GEMMs' measured rates included.
         gemm_rates={
-            k: [[*r[:3], round(r[3] / scale, 3)] for r in rows] for k, rows in roofline.gemm_rates.items()
+            k: [[*r[:3], round(r[3] / scale, 3), *r[4:]] for r in rows]
+            for k, rows in roofline.gemm_rates.items()
         },
+        per_image_us={k: 0.0 if k in fused else context.per_image_us for k in KERNEL_KINDS},
     )
     overheads = {k: 0.0 if k in fused else v for k, v in context.overheads_us.items()}
     return scaled, dataclasses.replace(context, overheads_us=overheads)
 
 
 def _fit_gemms(
-    quick: bool,
-    seed: int,
-    fmt: torch.memory_format,
+    by_class: Mapping[str, Sequence[GemmSample]],
     single: Mapping[str, float],
     peak_gflops: float,
     bandwidth_gbs: float,
     say: Callable[[str], None],
-    runtime: str,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, list[list[float]]]]:
-    """Time random convs (on ``runtime``) and linear layers; fit each GEMM class's roofline (see
-    fit_gemm_class) and keep each timed kernel's achieved rate (``HardwareProfile.gemm_rates``)."""
-    shapes = fire_gemm_shapes(10 if quick else 96, seed, 0.05 if quick else 3.0)
-    by_class: dict[str, list[GemmSample]] = {"conv1x1": [], "convkxk": []}
-    for sample in measure_gemms(shapes, 1.0 if quick else 30.0, fmt, runtime):
-        by_class[sample.kernel.kind].append(sample)
-    by_class["linear"] = measure_linears(4 if quick else 12, seed, 0.2 if quick else 2.0)
-    if runtime != "torch":  # its own fixed cost per call comes off its convs' times
-        call = measure_call_overhead(fmt, runtime)
-        single = {**single, "conv1x1": call, "convkxk": call}
+    """Fit each GEMM class's roofline to its timed kernels (see fit_gemm_class) and keep each
+    timed kernel's achieved rate (``HardwareProfile.gemm_rates``)."""
     fits = {
         kind: fit_gemm_class(samples, single[kind], peak_gflops, bandwidth_gbs)
         for kind, samples in by_class.items()
-        if samples
     }
     for kind, f in fits.items():
         say(
@@ -357,6 +354,7 @@ def _fit_gemms(
             [
                 *s.kernel.gemm,
                 round(s.kernel.flops / max(s.seconds - single[kind] * 1e-6, 0.2 * s.seconds) / 1e9, 3),
+                s.kernel.batch,
             ]
             for s in samples
         ]

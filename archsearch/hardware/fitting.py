@@ -2,7 +2,8 @@
 
 :func:`fit_gemm_class` fits one GEMM class's roofline (peak, bandwidth and efficiency
 half-sizes) by least squares in log time; :func:`fit_context_overheads` fits the fixed cost a
-kernel pays inside a network, and a scale on its roofline time, by non-negative least squares.
+kernel pays inside a network (per call and per image), and a scale on its roofline time, by
+non-negative least squares.
 Both are pure numpy/scipy, so they can be checked on synthetic timings without measuring anything.
 """
 
@@ -34,6 +35,7 @@ class ContextFit:
         busy_scale: measured over predicted roofline (busy) time of whole networks: the
             micro-benchmarks' peaks and rates divided by it describe kernels as networks run
             them (caches shared with neighbours, another runtime's kernels).
+        per_image_us: what every kernel adds in a network per image of its batch.
     """
 
     factor: float
@@ -41,6 +43,7 @@ class ContextFit:
     overheads_us: dict[str, float]
     median_ape: float
     busy_scale: float = 1.0
+    per_image_us: float = 0.0
 
 
 def fit_context_overheads(
@@ -49,10 +52,12 @@ def fit_context_overheads(
     busy_s: np.ndarray,
     measured_s: np.ndarray,
     fit_scale: bool = True,
+    batch: np.ndarray | None = None,
 ) -> ContextFit:
-    """Fit ``scale``, ``factor`` and ``extra`` so probe networks' times are explained.
+    """Fit ``scale``, ``factor``, ``extra`` and ``per_image`` so probe networks' times are explained.
 
-    The model of one network is ``scale * busy + sum(counts * (factor * single + extra))``.
+    The model of one network is ``scale * busy + sum(counts * (factor * single + extra +
+    per_image * batch))``.
 
     Args:
         kernel_counts: one row per timed probe network, one column per ``KERNEL_KINDS`` entry.
@@ -60,27 +65,32 @@ def fit_context_overheads(
         busy_s: each network's roofline (busy) seconds, with the micro-benchmarks' rates.
         measured_s: each network's measured seconds.
         fit_scale: fit ``scale`` too; False keeps the micro-benchmarks' rates (scale 1).
+        batch: images per timed network (None: all 1). The networks at batch 1 fit ``factor``
+            and ``extra``; the larger ones, with those fixed, ``per_image`` (and ``scale``).
 
     Non-negative robust least squares on log times (:func:`_robust_log_fit`), so a 50 us net
-    counts as much as a 50 ms one and one odd probe cannot drag the fit. Two shared overhead
+    counts as much as a 50 ms one and one odd probe cannot drag the fit. Shared overhead
     parameters rather than one per kind: in networks the conv, batch norm and activation
     counts move together, so per-kind values are not identifiable, while the single-op loop
-    already gives each kind's relative cost. ``scale`` (at most 20) is identified by probes
-    timed at a batch where the roofline time dominates; without a probe whose roofline time is
-    a quarter of its time, it stays 1.
+    already gives each kind's relative cost. ``scale`` (at most 20) is fitted only with a probe
+    whose roofline time is a quarter of its time; otherwise it stays 1.
     """
     single = np.array([single_us[kind] for kind in KERNEL_KINDS]) * 1e-6
     target = np.maximum(np.asarray(measured_s, dtype=float), 1e-7)
     busy = np.asarray(busy_s, dtype=float)
-    design = np.stack([busy, kernel_counts @ single, kernel_counts.sum(axis=1)], axis=1)
-    if fit_scale and np.max(busy / target) >= 0.25:
-        scale, factor, extra = _robust_log_fit(design, target, (1.0, 1.0, 1e-6), (20.0, np.inf, np.inf))
+    images = np.ones(len(target)) if batch is None else np.asarray(batch, dtype=float)
+    total = kernel_counts.sum(axis=1)
+    design = np.stack([busy, kernel_counts @ single, total, total * images], axis=1)
+    large = images > 1
+    if not large.any() and fit_scale and np.max(busy / target) >= 0.25:
+        scale, factor, extra = _robust_log_fit(
+            design[:, :3], target, (1.0, 1.0, 1e-6), (20.0, np.inf, np.inf)
+        )
+        per_image = 0.0
     else:
-        # No probe's time is mostly roofline: its scale is not identifiable, keep the rates.
-        scale = 1.0
-        rest = np.maximum(target - busy, 1e-3 * target)
-        factor, extra = _robust_log_fit(design[:, 1:], rest, (1.0, 1e-6), (np.inf, np.inf))
-    ape = np.abs(design @ np.array([scale, factor, extra]) - target) / target
+        scale, factor, extra, per_image = _staged_fit(design, target, large, fit_scale)
+    params = np.array([scale, factor, extra, per_image])
+    ape = np.abs(design @ params - target) / target
     return ContextFit(
         factor=round(float(factor), 3),
         extra_us=round(float(extra) * 1e6, 3),
@@ -89,7 +99,36 @@ def fit_context_overheads(
         },
         median_ape=round(float(np.median(ape)), 3),
         busy_scale=round(float(scale), 3),
+        per_image_us=round(float(per_image) * 1e6, 4),
     )
+
+
+def _staged_fit(
+    design: np.ndarray, target: np.ndarray, large: np.ndarray, fit_scale: bool
+) -> tuple[float, float, float, float]:
+    """``scale, factor, extra, per_image`` fitted in turns (columns of ``design`` in that order).
+
+    The batch-1 probes, where they dominate, fit the per-call costs; the large-batch ones, with
+    those fixed, what each image adds and (``fit_scale``) the roofline's scale; three rounds of
+    turns settle both. Without large-batch probes the scale stays 1 (it is not identifiable
+    where no probe's time is mostly roofline) and nothing is charged per image.
+    """
+    small = ~large if large.any() else np.ones(len(target), dtype=bool)
+    scale, factor, extra, per_image = 1.0, 1.0, 1e-6, 0.0
+    for _ in range(3 if large.any() else 1):
+        rest = np.maximum(target - design[:, [0, 3]] @ np.array([scale, per_image]), 1e-3 * target)
+        factor, extra = _robust_log_fit(design[small, 1:3], rest[small], (factor, extra), (np.inf, np.inf))
+        if not large.any():
+            break
+        rest = np.maximum(target - design[:, 1:3] @ np.array([factor, extra]), 1e-3 * target)[large]
+        if fit_scale:
+            scale, per_image = _robust_log_fit(
+                design[large][:, [0, 3]], rest, (scale, max(per_image, 1e-9)), (20.0, np.inf)
+            )
+        else:
+            rest = np.maximum(rest - design[large, 0], 1e-3 * target[large])
+            (per_image,) = _robust_log_fit(design[large][:, 3:], rest, (max(per_image, 1e-9),), (np.inf,))
+    return scale, factor, extra, per_image
 
 
 def _robust_log_fit(

@@ -1,26 +1,26 @@
-"""Micro-benchmarks of single kernels for :mod:`archsearch.hardware.calibrate`.
+"""The micro-benchmark cases of :mod:`archsearch.hardware.calibrate`.
 
-Each function times one family of kernels in a hot loop (large matmuls, tensor copies, every
-kernel kind on a tiny tensor, streaming kinds on a Fire-sized tensor, random convolutions and
-linear layers) and returns medians over repeats. Nothing here fits a model: the figures go to
-:mod:`archsearch.hardware.fitting`. All timings read the clock :func:`timing_clock` selects.
+Each function builds one family of cases: a no-argument callable running one kernel (or one
+network) as the built models run it, with the :class:`~archsearch.net.kernels.Kernel` it
+stands for. Large matmuls and tensor copies, every kernel kind on a tiny tensor, streaming
+kinds on a Fire-sized tensor, random convolutions and linear layers. The calibration times
+all cases together in interleaved rounds (:func:`archsearch.hardware.timing.time_groups`);
+nothing here fits a model: the figures go to :mod:`archsearch.hardware.fitting`.
 """
 
 from __future__ import annotations
 
-import contextvars
 import random
-import statistics
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from archsearch.hardware.runtime import to_memory_format
+from archsearch.hardware.timing import fastest_times
 from archsearch.net.cost import node_kernels
 from archsearch.net.kernels import GEMM_KINDS, KERNEL_KINDS, Kernel
 from archsearch.net.layers import make_activation
@@ -38,23 +38,29 @@ from archsearch.net.ops import OPS
 
 __all__ = [
     "STREAM_KINDS",
+    "Case",
     "GemmSample",
     "bf16_supported",
+    "call_overhead_case",
     "fire_gemm_shapes",
     "forward_maker",
-    "measure_call_overhead",
+    "gemm_cases",
+    "linear_cases",
     "measure_copy_bandwidth",
-    "measure_gemms",
-    "measure_linears",
     "measure_matmul",
-    "measure_overheads",
-    "measure_stream_rates",
-    "median_seconds",
-    "repeats_for",
-    "timing_clock",
+    "overhead_cases",
+    "stream_cases",
+    "stream_rates",
 ]
 
 STREAM_KINDS = tuple(k for k in KERNEL_KINDS if k not in GEMM_KINDS and k != "identity")
+
+
+class Case(NamedTuple):
+    """A no-argument callable running one kernel, and the kernel it runs."""
+
+    fn: Callable[[], object]
+    kernel: Kernel
 
 
 @dataclass(frozen=True)
@@ -65,52 +71,11 @@ class GemmSample:
     seconds: float
 
 
-#: The clock every measurement reads (:func:`timing_clock` sets it for a block).
-_NOW: contextvars.ContextVar[Callable[[], float]] = contextvars.ContextVar("now", default=time.perf_counter)
-
-
-@contextmanager
-def timing_clock(clock: str) -> Iterator[None]:
-    """Time every measurement in the block with ``clock``.
-
-    Args:
-        clock: ``wall`` (elapsed time) or ``cpu`` (the calling thread's CPU time).
-    """
-    token = _NOW.set(time.thread_time if clock == "cpu" else time.perf_counter)
-    try:
-        yield
-    finally:
-        _NOW.reset(token)
-
-
-def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
-    """Median seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
-    now = _NOW.get()
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = now()
-        fn()
-        times.append(now() - start)
-    return statistics.median(times)
-
-
-def repeats_for(expected_s: float, budget_s: float, low: int = 3, high: int = 50) -> int:
-    """How many repeats fit a per-measurement time budget (at least ``low``)."""
-    return int(min(high, max(low, budget_s / max(expected_s, 1e-7))))
-
-
 def measure_matmul(sizes: Sequence[int], dtype: torch.dtype = torch.float32) -> float:
     """Best sustained GFLOP/s of square ``n x n`` matmuls over ``sizes``."""
-    best = 0.0
-    for n in sizes:
-        a = torch.randn(n, n).to(dtype)
-        b = torch.randn(n, n).to(dtype)
-        first = median_seconds(partial(torch.mm, a, b), repeats=1, warmup=1)
-        seconds = median_seconds(partial(torch.mm, a, b), repeats_for(first, 1.0, 3, 10), 0)
-        best = max(best, 2 * n**3 / seconds / 1e9)
-    return best
+    fns = [partial(torch.mm, torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)) for n in sizes]
+    seconds = fastest_times(fns, 1.0 * len(sizes), low=2, high=10)
+    return max(2 * n**3 / t / 1e9 for n, t in zip(sizes, seconds, strict=True))
 
 
 def bf16_supported() -> bool:
@@ -123,8 +88,7 @@ def measure_copy_bandwidth(megabytes: int) -> float:
     """GB/s of bytes read plus written by ``dst.copy_(src)`` for a ``megabytes`` MiB tensor."""
     src = torch.ones(megabytes * 2**18)
     dst = torch.empty_like(src)
-    first = median_seconds(lambda: dst.copy_(src), repeats=1, warmup=1)
-    seconds = median_seconds(lambda: dst.copy_(src), repeats_for(first, 1.0, 3, 20), 0)
+    (seconds,) = fastest_times([lambda: dst.copy_(src)], 1.0, high=20)
     return 2 * src.numel() * 4 / seconds / 1e9
 
 
@@ -138,9 +102,7 @@ _STREAM_NODES: dict[str, Node] = {
 }
 
 
-def _stream_case(
-    kind: str, shape: tuple[int, int, int, int], fmt: torch.memory_format
-) -> tuple[Callable[[], object], Kernel]:
+def _stream_case(kind: str, shape: tuple[int, int, int, int], fmt: torch.memory_format) -> Case:
     """A callable running one kernel of ``kind`` as the builder's modules do, and its Kernel.
 
     Ops of their own run through their registry builder. Batch norm and activations are
@@ -161,39 +123,35 @@ def _stream_case(
         module = nn.BatchNorm2d(c).eval() if kind == "batchnorm" else make_activation(kind)
     kernel = next(k for k in node_kernels(node, in_shapes, out, n) if k.kind == kind)
     xs = [x] * len(in_shapes)
-    return lambda: module(*xs), kernel
+    return Case(lambda: module(*xs), kernel)
 
 
-def measure_overheads(fmt: torch.memory_format) -> dict[str, float]:
-    """Microseconds per call of every kernel kind on a tiny tensor: dispatch and module-call cost."""
+def overhead_cases(fmt: torch.memory_format) -> dict[str, Callable[[], object]]:
+    """A call of every kernel kind on a tiny tensor: what it costs is dispatch and module calls."""
     tiny = (1, 1, 2, 2)
-    out: dict[str, float] = {}
-    for kind in STREAM_KINDS:
-        fn, _ = _stream_case(kind, tiny, fmt)
-        out[kind] = median_seconds(fn, 200, 20)
+    fns: dict[str, Callable[[], object]] = {kind: _stream_case(kind, tiny, fmt).fn for kind in STREAM_KINDS}
     x = torch.randn(tiny).contiguous(memory_format=fmt)
-    convs = {"conv1x1": nn.Conv2d(1, 1, 1), "convkxk": nn.Conv2d(1, 1, 3, padding=1)}
-    for kind, conv in convs.items():
-        out[kind] = median_seconds(partial(conv, x), 200, 20)
-    linear, flat = nn.Linear(1, 1), torch.randn(1, 1)
-    out["linear"] = median_seconds(lambda: linear(flat), 200, 20)
-    dropout = nn.Dropout(0.5).eval()
-    out["identity"] = median_seconds(lambda: dropout(x), 200, 20)
-    return {k: round(v * 1e6, 3) for k, v in out.items()}
+    fns["conv1x1"] = partial(to_memory_format(nn.Conv2d(1, 1, 1), fmt), x)
+    fns["convkxk"] = partial(to_memory_format(nn.Conv2d(1, 1, 3, padding=1), fmt), x)
+    fns["linear"] = partial(nn.Linear(1, 1), torch.randn(1, 1))
+    fns["identity"] = partial(nn.Dropout(0.5).eval(), x)
+    return fns
 
 
-def measure_stream_rates(
-    shape: tuple[int, int, int, int], overheads_us: dict[str, float], fmt: torch.memory_format
+def stream_cases(shape: tuple[int, int, int, int], fmt: torch.memory_format) -> dict[str, Case]:
+    """One kernel of every streaming kind on ``shape`` (batch, channels, height, width)."""
+    return {kind: _stream_case(kind, shape, fmt) for kind in STREAM_KINDS}
+
+
+def stream_rates(
+    cases: Mapping[str, Case], seconds: Sequence[float], overheads_us: Mapping[str, float]
 ) -> dict[str, float]:
-    """GB/s (read plus written, as ``node_kernels`` counts) of each streaming kind on ``shape``."""
+    """GB/s (read plus written, as ``node_kernels`` counts) of each timed streaming case."""
     rates = {}
-    for kind in STREAM_KINDS:
-        fn, kernel = _stream_case(kind, shape, fmt)
-        first = median_seconds(fn, 1, 1)
-        seconds = median_seconds(fn, repeats_for(first, 0.25, 5, 30), 0)
+    for (kind, case), time_s in zip(cases.items(), seconds, strict=True):
         # The tiny-op overhead is already its own model term; the rate is what is left.
-        busy = max(seconds - overheads_us[kind] * 1e-6, 0.2 * seconds)
-        rates[kind] = round(kernel.bytes / busy / 1e9, 3)
+        busy = max(time_s - overheads_us[kind] * 1e-6, 0.2 * time_s)
+        rates[kind] = round(case.kernel.bytes / busy / 1e9, 3)
     return rates
 
 
@@ -217,35 +175,30 @@ def fire_gemm_shapes(count: int, seed: int, max_gflop: float) -> list[tuple[int,
     return shapes
 
 
-def measure_gemms(
-    shapes: Sequence[tuple[int, int, int, int, int]],
-    budget_s: float,
-    fmt: torch.memory_format,
-    runtime: str = "torch",
-) -> list[GemmSample]:
-    """Median time of each conv in ``shapes`` (as ``nn.Conv2d`` with bias, 'same' padding).
+def gemm_cases(
+    shapes: Sequence[tuple[int, int, int, int, int]], fmt: torch.memory_format, runtime: str = "torch"
+) -> list[Case]:
+    """Each conv of ``shapes`` (as ``nn.Conv2d`` with bias, 'same' padding) on a random batch.
 
     ``runtime="onnxruntime"``: each conv exported to ONNX and run in an ONNX Runtime session
     with torch's current thread count (its own kernels, in its own NCHW layout).
     """
-    samples = []
-    each = budget_s / max(len(shapes), 1)
+    cases = []
     for batch, cin, cout, kernel, side in shapes:
         conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2)
-        forward = forward_maker(conv, (cin, side, side), fmt, runtime)(batch)
-        first = median_seconds(forward, 1, 1)
-        seconds = median_seconds(forward, repeats_for(first, each, 3, 30), 0)
         node = ConvNode("k", out=cout, kernel=kernel, act="none")
-        samples.append(
-            GemmSample(node_kernels(node, [(cin, side, side)], (cout, side, side), batch)[0], seconds)
+        cases.append(
+            Case(
+                forward_maker(conv, (cin, side, side), fmt, runtime)(batch),
+                node_kernels(node, [(cin, side, side)], (cout, side, side), batch)[0],
+            )
         )
-    return samples
+    return cases
 
 
-def measure_call_overhead(fmt: torch.memory_format, runtime: str) -> float:
-    """Microseconds of one call of a 1-channel 1x1 conv on a 2x2 map: a run's fixed cost."""
-    forward = forward_maker(nn.Conv2d(1, 1, 1), (1, 2, 2), fmt, runtime)(1)
-    return round(median_seconds(forward, 200, 20) * 1e6, 3)
+def call_overhead_case(fmt: torch.memory_format, runtime: str) -> Callable[[], object]:
+    """One call of a 1-channel 1x1 conv on a 2x2 map: a run's fixed cost on ``runtime``."""
+    return forward_maker(nn.Conv2d(1, 1, 1), (1, 2, 2), fmt, runtime)(1)
 
 
 def forward_maker(
@@ -267,16 +220,13 @@ def forward_maker(
     return lambda batch: partial(module, torch.randn(batch, *input_shape).contiguous(memory_format=fmt))
 
 
-def measure_linears(count: int, seed: int, budget_s: float) -> list[GemmSample]:
-    """Median time of random ``nn.Linear`` layers (classifier-sized, batch 1 to 64)."""
+def linear_cases(count: int, seed: int) -> list[Case]:
+    """Random ``nn.Linear`` layers (classifier-sized, batch 1 to 64) on random inputs."""
     rng = random.Random(seed)
-    samples = []
+    cases = []
     for _ in range(count):
         batch = rng.choice((1, 8, 64))
         fin, fout = (round(2 ** rng.uniform(3, 10)) for _ in range(2))
-        forward = partial(nn.Linear(fin, fout), torch.randn(batch, fin))
-        first = median_seconds(forward, 1, 1)
-        seconds = median_seconds(forward, repeats_for(first, budget_s / count), 0)
-        node = LinearNode("k", out=fout)
-        samples.append(GemmSample(node_kernels(node, [(fin,)], (fout,), batch)[0], seconds))
-    return samples
+        kernel = node_kernels(LinearNode("k", out=fout), [(fin,)], (fout,), batch)[0]
+        cases.append(Case(partial(nn.Linear(fin, fout), torch.randn(batch, fin)), kernel))
+    return cases

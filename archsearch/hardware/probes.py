@@ -1,29 +1,37 @@
 """Random probe networks that show what each kernel costs inside a whole network.
 
 A kernel amid other ops pays more than its hot-loop micro-benchmark shows (module calls, graph
-glue, dispatch with cold caches). :func:`measure_context_overheads` times random networks
-built by ``archsearch.net.model.build`` and fits that extra cost with
-:func:`archsearch.hardware.fitting.fit_context_overheads`.
+glue, dispatch with cold caches). :func:`probe_cases` builds random networks with
+``archsearch.net.model.build``; once the calibration has timed them, :func:`fit_probes` fits
+that extra cost with :func:`archsearch.hardware.fitting.fit_context_overheads`.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from archsearch.errors import SpecError
 from archsearch.hardware.fitting import ContextFit, fit_context_overheads
-from archsearch.hardware.microbench import forward_maker, median_seconds, repeats_for
+from archsearch.hardware.microbench import forward_maker
 from archsearch.net.cost import node_kernels
 from archsearch.net.kernels import KERNEL_KINDS, Kernel
 from archsearch.net.model import build
 from archsearch.net.spec import NetSpec
 
-__all__ = ["RUNTIME_FUSED", "measure_context_overheads", "probe_spec", "spec_kernels"]
+__all__ = [
+    "RUNTIME_FUSED",
+    "Probe",
+    "fire_probe_spec",
+    "fit_probes",
+    "probe_cases",
+    "probe_spec",
+    "spec_kernels",
+]
 
 #: Kernel kinds a runtime does not run as kernels of their own. ONNX Runtime folds batch norm
 #: into the preceding convolution (so does the exporter), fuses ReLU and ReLU6 (Clip) into it
@@ -80,6 +88,48 @@ def probe_spec(rng: random.Random, index: int, widths: tuple[int, int], side: in
             continue
 
 
+def fire_probe_spec(rng: random.Random, index: int, side: int) -> NetSpec:
+    """A random Fire-module network of the kind the ``fire`` search spaces sample.
+
+    A stem conv (16-64 channels, 3x3 or 5x5) on a one- or three-channel ``side`` map, 2 to 6
+    Fire modules (expand widths 16-128 split among 1x1, 3x3 and 5x5 kernels, squeeze 1/8 to
+    3/4 of that), two 2x2 max pools, sums bypassing a third of the modules, dropout, then a 1x1
+    head and global pooling, all with batch norm and ReLU: what most searched networks are.
+    """
+    stem = rng.choice((16, 32, 48, 64))
+    nodes: list[dict[str, Any]] = [
+        {"name": "stem", "op": "conv", "out": stem, "kernel": rng.choice((3, 5)), "bn": True}
+    ]
+    depth = rng.randint(2, 6)
+    pools = set(rng.sample(range(depth + 1), 2))
+    if 0 in pools:
+        nodes.append({"name": "pool0", "op": "maxpool", "kernel": 2})
+    prev, prev_c = nodes[-1]["name"], stem
+    for i in range(1, depth + 1):
+        e = rng.choice((16, 32, 48, 64, 96, 128))
+        k3 = round(e * rng.choice((0.0, 0.125, 0.25, 0.5, 0.75)))
+        k5 = round(e * rng.choice((0.0, 0.0, 0.25))) if k3 <= e * 0.5 else 0
+        expand = {k: c for k, c in ((1, e - k3 - k5), (3, k3), (5, k5)) if c > 0}
+        squeeze = max(1, round(e * rng.uniform(0.125, 0.75)))
+        nodes.append({"name": f"fire{i}", "op": "fire", "squeeze": squeeze, "expand": expand, "bn": True})
+        if rng.random() < 1 / 3:
+            nodes.append(
+                {"name": f"by{i}", "op": "add", "inputs": [prev, f"fire{i}"], "project": prev_c != e}
+            )
+        if i in pools:
+            nodes.append({"name": f"pool{i}", "op": "maxpool", "kernel": 2})
+        prev, prev_c = nodes[-1]["name"], e
+    nodes += [
+        {"name": "drop", "op": "dropout", "p": 0.5},
+        {"name": "head", "op": "conv", "out": "num_classes", "act": "none"},
+        {"name": "gap", "op": "global_avgpool"},
+    ]
+    channels = rng.choice((1, 3))
+    return NetSpec.from_dict(
+        {"name": f"fire_probe{index}", "input": [channels, side, side], "num_classes": 10, "nodes": nodes}
+    )
+
+
 def spec_kernels(net: NetSpec, batch_size: int = 1) -> list[Kernel]:
     """Every kernel of a network, in launch order (``node_kernels`` over its nodes)."""
     shapes = {"input": net.input, **net.validate()}
@@ -90,46 +140,67 @@ def spec_kernels(net: NetSpec, batch_size: int = 1) -> list[Kernel]:
     return kernels
 
 
-def measure_context_overheads(
+class Probe(NamedTuple):
+    """A no-argument forward of a probe network, the kernels its runtime runs for it, its batch."""
+
+    fn: Callable[[], object]
+    kernels: list[Kernel]
+    batch: int
+
+
+def probe_cases(
     count: int,
     seed: int,
-    budget_s: float,
-    busy: Callable[[Kernel], float],
-    single_us: Mapping[str, float],
     fmt: torch.memory_format,
     widths: tuple[int, int] = (4, 64),
     sides: tuple[int, ...] = (7, 14, 28),
     large_batch: int = 0,
+    too_slow: Callable[[list[Kernel]], bool] = lambda _kernels: False,
     runtime: str = "torch",
-) -> ContextFit:
-    """Time ``count`` random probe networks and fit what kernels cost in them.
+    fire_sides: tuple[int, ...] = (8, 28, 32),
+) -> list[Probe]:
+    """``count`` random probe networks on ``runtime``, each at batch 1.
 
-    Each probe net (:func:`probe_spec`) is timed at batch 1, and every fourth one also at
-    ``large_batch`` unless its roofline time there would eat more than its share of
-    ``budget_s``: batch 1 shows the fixed costs, the large batch the roofline part, whose
-    scale is fitted only then (``large_batch=0``: batch 1 only, the rates kept). Each timing
-    takes 3 to 30 repeats, as ``budget_s`` shared by the timings allows.
-    :func:`archsearch.hardware.fitting.fit_context_overheads` then fits the in-network overhead
-    and the scale of the roofline time ``busy`` predicts for the kernels ``runtime`` runs
-    (``onnxruntime``: without the ones it fuses away, :data:`RUNTIME_FUSED`).
+    Every other one is a Fire-module network (:func:`fire_probe_spec` on a ``fire_sides`` map),
+    the rest use every op the builder knows (:func:`probe_spec`). Every fourth (a Fire one)
+    also runs at ``large_batch`` unless ``too_slow`` says its kernels there would take too long
+    to time: batch 1 shows the fixed costs, the large batch what each image adds (and the
+    roofline's scale); ``large_batch=0``: batch 1 only. A probe's kernels leave out the ones
+    ``runtime`` fuses away (:data:`RUNTIME_FUSED`).
     """
     rng = random.Random(seed)
     skip = RUNTIME_FUSED[runtime]
-    share = budget_s / (count * 1.25)
-    counts, busy_s, measured = [], [], []
+    probes = []
     for i in range(count):
-        net = probe_spec(rng, i, widths, rng.choice(sides))
+        if i % 2:
+            net = probe_spec(rng, i, widths, rng.choice(sides))
+        else:
+            net = fire_probe_spec(rng, i, rng.choice(fire_sides))
         forward_at = forward_maker(build(net), net.input, fmt, runtime)
         for batch in (1, large_batch) if large_batch and i % 4 == 0 else (1,):
             kernels = [k for k in spec_kernels(net, batch) if k.kind not in skip]
-            predicted = sum(busy(k) for k in kernels)
-            if batch > 1 and predicted * 6 > share:
-                continue  # too slow to time within the budget: batch 1 only
-            forward = forward_at(batch)
-            first = median_seconds(forward, 1, 2)
-            measured.append(median_seconds(forward, repeats_for(first, share, 3, 30), 0))
-            counts.append([sum(k.kind == kind for k in kernels) for kind in KERNEL_KINDS])
-            busy_s.append(predicted)
+            if batch == 1 or not too_slow(kernels):
+                probes.append(Probe(forward_at(batch), kernels, batch))
+    return probes
+
+
+def fit_probes(
+    probes: Sequence[Probe],
+    seconds: Sequence[float],
+    busy: Callable[[Kernel], float],
+    single_us: Mapping[str, float],
+    fit_scale: bool,
+) -> ContextFit:
+    """What kernels cost in the timed probe networks, per call and per image, beyond the roofline
+    time ``busy`` predicts (:func:`archsearch.hardware.fitting.fit_context_overheads`;
+    ``fit_scale``: and a scale on it)."""
+    counts = [[sum(k.kind == kind for k in p.kernels) for kind in KERNEL_KINDS] for p in probes]
+    busy_s = [sum(busy(k) for k in p.kernels) for p in probes]
     return fit_context_overheads(
-        np.array(counts, dtype=float), single_us, np.array(busy_s), np.array(measured), bool(large_batch)
+        np.array(counts, dtype=float),
+        single_us,
+        np.array(busy_s),
+        np.array(seconds),
+        fit_scale,
+        np.array([p.batch for p in probes]),
     )

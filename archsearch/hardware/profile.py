@@ -58,12 +58,16 @@ class HardwareProfile:
             sizes of the GEMM dimensions ``m`` (output channels), ``n`` (output pixels times
             batch) and ``k`` (input channels times kernel area): a GEMM reaches the fraction
             ``prod(d / (d + half_d))`` of its class peak (Hockney's n-half, per dimension).
-        gemm_rates: per GEMM class, measured kernels as ``[m, n, k, gflops]`` rows (the
+        gemm_rates: per GEMM class, measured kernels as ``[m, n, k, gflops, batch]`` rows (the
             achieved GFLOP/s of a timed conv or linear layer of that GEMM shape, its dispatch
             overhead taken off). Where a class has them, a kernel's compute rate is interpolated
             from its nearest measured shapes (:func:`interpolate_rate`) instead of the class
             peak times its ``efficiency`` curve, which no three half-sizes fit well: a 1-channel
             stem conv runs at a rate the curve puts 3-5x too low.
+        per_image_us: per-kernel-kind cost per image of the batch, microseconds: what a kernel
+            pays in a network beyond its roofline and dispatch for every image it runs on (its
+            activations stream through caches its neighbours' outputs evicted). Calibrated from
+            probe networks timed at batch 1 and at a large batch; 0 where absent.
         description: one line for humans.
         calibrated: whether the numbers were measured on the device.
         extra: any other keys of the YAML (kept, not interpreted; e.g. ``measured``).
@@ -81,6 +85,7 @@ class HardwareProfile:
     bandwidths: Mapping[str, float] = field(default_factory=dict)
     efficiency: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     gemm_rates: Mapping[str, Sequence[Sequence[float]]] = field(default_factory=dict)
+    per_image_us: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], source: str = "hardware") -> HardwareProfile:
@@ -101,6 +106,7 @@ class HardwareProfile:
             "bandwidths",
             "efficiency",
             "gemm_rates",
+            "per_image_us",
         }
         try:
             peak = float(raw["peak_gflops"])
@@ -141,6 +147,9 @@ class HardwareProfile:
             bandwidths=_numbers(_mapping(raw, "bandwidths", source), "bandwidths", kinds, source),
             efficiency=efficiency,
             gemm_rates=_rates(_mapping(raw, "gemm_rates", source), source),
+            per_image_us=_numbers(
+                _mapping(raw, "per_image_us", source), "per_image_us", kinds, source, minimum=0.0
+            ),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,8 +160,10 @@ class HardwareProfile:
         out["bandwidths"] = dict(self.bandwidths)
         out["efficiency"] = {k: dict(v) for k, v in self.efficiency.items()}
         out["gemm_rates"] = {k: [list(row) for row in v] for k, v in self.gemm_rates.items()}
-        if not out["gemm_rates"]:
-            del out["gemm_rates"]
+        out["per_image_us"] = dict(self.per_image_us)
+        for key in ("gemm_rates", "per_image_us"):
+            if not out[key]:
+                del out[key]
         extra = out.pop("extra")
         out.update(extra)
         return out
@@ -180,6 +191,10 @@ class HardwareProfile:
         us = self.overheads_us.get(kind, self.overheads_us.get(op_class(kind), self.overhead_us))
         return float(us) * 1e-6
 
+    def per_image_for(self, kind: str) -> float:
+        """Seconds a kernel of ``kind`` adds in a network per image of its batch."""
+        return float(self.per_image_us.get(kind, self.per_image_us.get(op_class(kind), 0.0))) * 1e-6
+
     def bandwidth_for(self, kind: str) -> float:
         """Bytes per second a kernel of ``kind`` streams (read plus written)."""
         gbs = self.bandwidths.get(kind, self.bandwidths.get(op_class(kind), self.bandwidth_gbs))
@@ -200,31 +215,33 @@ class HardwareProfile:
         return {kind: np.asarray(rows, dtype=float) for kind, rows in self.gemm_rates.items()}
 
     @cached_property
-    def _rate_memo(self) -> dict[tuple[str, tuple[int, int, int]], float]:
+    def _rate_memo(self) -> dict[tuple[str, tuple[int, int, int], int], float]:
         return {}
 
-    def _measured_rate(self, kind: str, gemm: tuple[int, int, int]) -> float:
+    def _measured_rate(self, kind: str, gemm: tuple[int, int, int], batch: int) -> float:
         """:func:`interpolate_rate` of ``kind``'s table, remembered per shape (searches repeat them)."""
-        key = (kind, gemm)
+        key = (kind, gemm, batch)
         if key not in self._rate_memo:
-            self._rate_memo[key] = interpolate_rate(self._rate_tables[kind], gemm)
+            self._rate_memo[key] = interpolate_rate(self._rate_tables[kind], gemm, batch)
         return self._rate_memo[key]
 
     def kernel_seconds(self, kernel: Kernel) -> tuple[float, float, float]:
         """(latency, compute, memory) seconds of one kernel on this device.
 
-        ``latency = overhead + max(compute, memory)``: the roofline of the kernel's FLOPs at
-        its class's peak scaled by its GEMM efficiency (or at the rate measured for its nearest
-        GEMM shapes, see ``gemm_rates``), and of its bytes at its kind's rate.
+        ``latency = overhead + per_image * batch + max(compute, memory)``: a fixed cost, one per
+        image, and the roofline of the kernel's FLOPs at its class's peak scaled by its GEMM
+        efficiency (or at the rate measured for its nearest GEMM shapes, see ``gemm_rates``)
+        and of its bytes at its kind's rate.
         """
         compute = 0.0
         if kernel.flops and kernel.kind in self.gemm_rates:
-            compute = kernel.flops / (self._measured_rate(kernel.kind, kernel.gemm) * 1e9)
+            compute = kernel.flops / (self._measured_rate(kernel.kind, kernel.gemm, kernel.batch) * 1e9)
         elif kernel.flops:
             eff = self.gemm_efficiency(kernel.kind, *kernel.gemm)
             compute = kernel.flops / (self.peak_for(op_class(kernel.kind)) * eff)
         memory = kernel.bytes / self.bandwidth_for(kernel.kind)
-        return self.overhead_for(kernel.kind) + max(compute, memory), compute, memory
+        fixed = self.overhead_for(kernel.kind) + self.per_image_for(kernel.kind) * kernel.batch
+        return fixed + max(compute, memory), compute, memory
 
 
 def profile_yaml(profile: HardwareProfile) -> str:
@@ -270,23 +287,29 @@ def write_profile(profile: HardwareProfile, out: str | Path) -> Path:
 NEAREST = 4
 
 
-def interpolate_rate(rows: Sequence[Sequence[float]] | np.ndarray, gemm: tuple[int, int, int]) -> float:
-    """GFLOP/s of a GEMM of shape ``gemm`` from measured ``[m, n, k, gflops]`` rows.
+def interpolate_rate(
+    rows: Sequence[Sequence[float]] | np.ndarray, gemm: tuple[int, int, int], batch: int = 1
+) -> float:
+    """GFLOP/s of a GEMM of shape ``gemm`` (``batch`` images) from measured rows.
 
-    The geometric mean of the ``NEAREST`` closest rows' rates, in log2 (m, n, k) space, weighted
-    by inverse squared distance (an exact match takes that row's rate): doubling a dimension
-    is the same step everywhere, and outside the measured range the nearest shapes answer.
+    Rows are ``[m, n, k, gflops]`` or ``[m, n, k, gflops, batch]``. The geometric mean of the
+    ``NEAREST`` closest rows' rates, in log2 (m, n, k) space, and batch too where rows give it,
+    weighted by inverse squared distance (an exact match takes that row's rate): doubling a
+    dimension is the same step everywhere, and outside the measured range the nearest shapes
+    answer. The batch counts apart from ``n`` (pixels of all images): a conv of 64 images of 7x7
+    runs a loop a conv of one 56x56 image does not (0.6-0.8x the rate on ONNX Runtime).
     """
     table = np.asarray(rows, dtype=float)
-    point = np.log2(np.maximum(np.asarray(gemm, dtype=float), 1.0))
-    dist2 = ((np.log2(table[:, :3]) - point) ** 2).sum(axis=1)
+    point = np.log2(np.maximum(np.asarray([*gemm, batch], dtype=float), 1.0))
+    coords = [0, 1, 2, 4][: table.shape[1] - 1]  # m, n, k and, in five-column rows, the batch
+    dist2 = ((np.log2(table[:, coords]) - point[: len(coords)]) ** 2).sum(axis=1)
     nearest = np.argsort(dist2)[:NEAREST]
     weights = 1.0 / (dist2[nearest] + 1e-2)
     return float(np.exp((weights * np.log(table[nearest, 3])).sum() / weights.sum()))
 
 
 def _rates(raw: Mapping[str, Any], source: str) -> dict[str, list[list[float]]]:
-    """Validate ``gemm_rates``: GEMM classes to non-empty lists of four positive numbers."""
+    """Validate ``gemm_rates``: GEMM classes to non-empty lists of four or five positive numbers."""
     out: dict[str, list[list[float]]] = {}
     for kind, rows in raw.items():
         if kind not in GEMM_KINDS:
@@ -297,10 +320,14 @@ def _rates(raw: Mapping[str, Any], source: str) -> dict[str, list[list[float]]]:
             table = [[float(v) for v in row] for row in rows]
         except (TypeError, ValueError):
             table = []
-        if not table or any(len(row) != 4 or min(row) <= 0 for row in table):
+        if (
+            not table
+            or len({len(row) for row in table}) > 1
+            or any(len(row) not in (4, 5) or min(row) <= 0 for row in table)
+        ):
             raise ConfigError(
                 f"{source} key 'gemm_rates.{kind}' must be a non-empty list of [m, n, k, gflops] "
-                "rows of positive numbers."
+                "or [m, n, k, gflops, batch] rows (all alike) of positive numbers."
             )
         out[str(kind)] = table
     return out

@@ -176,7 +176,7 @@ def node_kernels(
         The kernels in launch order, with FLOPs and bytes for the whole batch.
     """
     kernels = OPS[node.op].kernels(node, in_shapes, out, batch_size)
-    return tuple(dataclasses.replace(k, bytes=bytes_per_element * k.bytes) for k in kernels)
+    return tuple(dataclasses.replace(k, bytes=bytes_per_element * k.bytes, batch=batch_size) for k in kernels)
 
 
 def analyze(

@@ -64,12 +64,14 @@ class Kernel:
         bytes: bytes the kernel reads plus writes (elements, in what the op rules return;
             :func:`archsearch.net.cost.node_kernels` scales them by the element width).
         gemm: (m, n, k) of the GEMM for GEMM-like kinds, else (0, 0, 0).
+        batch: images in the batch it runs on (a profile's ``per_image_us`` scales with it).
     """
 
     kind: str
     flops: int = 0
     bytes: int = 0
     gemm: tuple[int, int, int] = (0, 0, 0)
+    batch: int = 1
 
 
 class OpCost(NamedTuple):

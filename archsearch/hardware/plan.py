@@ -1,0 +1,135 @@
+"""Everything one calibration times, built before anything is timed.
+
+:func:`calibration_cases` builds the cases of every micro-benchmark family
+(:mod:`archsearch.hardware.microbench`) and the probe networks
+(:mod:`archsearch.hardware.probes`); :meth:`CalibrationCases.groups` hands them to
+:func:`archsearch.hardware.timing.time_groups`, which times all of them together in
+interleaved rounds, so every figure of a profile describes the machine in the same phase.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from archsearch.hardware.microbench import (
+    Case,
+    GemmSample,
+    call_overhead_case,
+    fire_gemm_shapes,
+    gemm_cases,
+    linear_cases,
+    overhead_cases,
+    stream_cases,
+)
+from archsearch.hardware.probes import Probe, probe_cases
+from archsearch.hardware.profile import HardwareProfile
+from archsearch.hardware.timing import ROUNDS, Group
+
+__all__ = ["CalibrationCases", "calibration_cases"]
+
+
+@dataclass(frozen=True)
+class CalibrationCases:
+    """The cases of one calibration, by family.
+
+    Attributes:
+        single: every kernel kind on a tiny tensor (its dispatch cost), by kind.
+        stream: every streaming kind on ``stream_shape``, by kind.
+        stream_shape: (batch, channels, height, width) of the streaming cases.
+        gemm: random convolutions of stem and Fire shapes.
+        linear: random linear layers.
+        probe: random probe networks (some also at a large batch).
+        call: ONNX Runtime's fixed cost of one run (None on torch).
+        quick: a few-second calibration (smaller budgets).
+    """
+
+    single: dict[str, Callable[[], object]]
+    stream: dict[str, Case]
+    stream_shape: tuple[int, int, int, int]
+    gemm: list[Case]
+    linear: list[Case]
+    probe: list[Probe]
+    call: Callable[[], object] | None
+    quick: bool
+
+    @property
+    def count(self) -> int:
+        """How many cases there are."""
+        rest = len(self.gemm) + len(self.linear) + len(self.probe) + (self.call is not None)
+        return len(self.single) + len(self.stream) + rest
+
+    def groups(self) -> dict[str, Group]:
+        """The families as :func:`archsearch.hardware.timing.time_groups` takes them, with their
+        time budgets: about 20 s in all (2 s with ``quick``) on the 2-core build VM."""
+        quick = self.quick
+        groups = {
+            "single": Group(list(self.single.values()), 0.05, 50, 50),
+            "stream": Group([c.fn for c in self.stream.values()], 0.1 * len(self.stream), 5, 30),
+            "gemm": Group([c.fn for c in self.gemm], 1.0 if quick else 10.0),
+            "linear": Group([c.fn for c in self.linear], 0.2 if quick else 1.0),
+            "probe": Group([p.fn for p in self.probe if p.batch == 1], probe_budget(quick)),
+            # A large batch takes milliseconds: one timed call a round is enough.
+            "probe_large": Group([p.fn for p in self.probe if p.batch > 1], large_budget(quick), 1, 10),
+        }
+        if self.call is not None:
+            groups["call"] = Group([self.call], 0.01, 50, 50)
+        return groups
+
+    def probe_seconds(self, times: Mapping[str, Sequence[float]]) -> list[float]:
+        """The probes' times (from :meth:`groups`' groups) in the order of ``probe``."""
+        small, large = iter(times["probe"]), iter(times["probe_large"])
+        return [next(large) if p.batch > 1 else next(small) for p in self.probe]
+
+    def gemm_samples(self, gemm_s: Sequence[float], linear_s: Sequence[float]) -> dict[str, list[GemmSample]]:
+        """The timed convolutions and linear layers by GEMM class."""
+        by_class: dict[str, list[GemmSample]] = {"conv1x1": [], "convkxk": [], "linear": []}
+        for case, seconds in [*zip(self.gemm, gemm_s, strict=True), *zip(self.linear, linear_s, strict=True)]:
+            by_class[case.kernel.kind].append(GemmSample(case.kernel, seconds))
+        return {kind: samples for kind, samples in by_class.items() if samples}
+
+
+def probe_budget(quick: bool) -> float:
+    """Seconds the probe networks' timed calls at batch 1 share."""
+    return 0.6 if quick else 6.0
+
+
+def large_budget(quick: bool) -> float:
+    """Seconds the probe networks' timed calls at the large batch share."""
+    return 0.4 if quick else 4.0
+
+
+def calibration_cases(
+    quick: bool, seed: int, fmt: torch.memory_format, runtime: str, guess: HardwareProfile
+) -> CalibrationCases:
+    """Build every case of a calibration on ``runtime`` (``torch`` or ``onnxruntime``).
+
+    ``guess`` (a roofline from the large matmul and copy) decides which probes are too slow to
+    time at the large batch within their share of the budget.
+    """
+    ort = runtime == "onnxruntime"
+    count = (12 if quick else 48) if ort else (30 if quick else 160)  # ONNX export: ~0.1 s a probe
+    # A large-batch probe whose guessed time is over half its share a round is not timed there.
+    share = large_budget(quick) / (count // 4) / ROUNDS
+    stream_shape = (8, 64, 14, 14) if quick else (64, 64, 14, 14)
+    return CalibrationCases(
+        single=overhead_cases(fmt),
+        stream=stream_cases(stream_shape, fmt),
+        stream_shape=stream_shape,
+        gemm=gemm_cases(fire_gemm_shapes(10 if quick else 96, seed, 0.05 if quick else 3.0), fmt, runtime),
+        linear=linear_cases(4 if quick else 12, seed),
+        probe=probe_cases(
+            count,
+            seed,
+            fmt,
+            (2, 12) if quick else (4, 64),
+            (6, 8) if quick else (7, 14, 28),
+            8 if quick else 16,
+            lambda kernels: sum(guess.kernel_seconds(k)[0] for k in kernels) * 2 > share,
+            runtime,
+        ),
+        call=call_overhead_case(fmt, runtime) if ort else None,
+        quick=quick,
+    )
