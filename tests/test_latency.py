@@ -145,7 +145,7 @@ def test_fire_node_runs_squeeze_expand_branches_and_a_concat_each_with_bn_and_ac
     )
     assert expand1.gemm == (3, 18, 2)
     assert expand3 == Kernel(
-        "convkxk", flops=2 * 18 * 5 * 18, bytes=4 * (90 + 36 + 90), gemm=(5, 18, 18), batch=2
+        "convkxk", flops=2 * 18 * 5 * 18, bytes=4 * (90 + 36 + 90), gemm=(5, 18, 18), batch=2, taps=9
     )
     assert all(k.batch == 2 for k in kernels)
     assert bn3.bytes == relu3.bytes == 4 * 2 * 90  # read and write the branch output

@@ -29,8 +29,9 @@ What is measured, and the term of the latency model (:mod:`archsearch.net.cost`)
 All cases are built first and then timed together in interleaved rounds
 (:mod:`archsearch.hardware.timing`): every figure is a case's least round median, so the
 profile describes the machine in one state even when a virtual machine's speed drifts by
-1.7x within seconds. ``clock=wall`` describes the machine as loaded while calibrating; ``clock=cpu`` (with ``threads=1``) times the thread's CPU time and so describes
-the hardware even when other jobs share it. A profile is valid for the thread count and memory
+1.7x within seconds. ``clock=wall`` describes the machine as loaded while calibrating;
+``clock=cpu`` (with ``threads=1``) times the thread's CPU time and so describes the hardware
+even when other jobs share it. A profile is valid for the thread count and memory
 format it was measured with; both are recorded under ``measured``.
 """
 
@@ -54,7 +55,7 @@ from archsearch.checks import check_choice
 from archsearch.errors import ConfigError
 from archsearch.hardware.cache import cache_key, cache_path, cpu_name
 from archsearch.hardware.choices import CLOCKS, MEMORY_FORMATS, RUNTIMES
-from archsearch.hardware.fitting import ContextFit, fit_gemm_class
+from archsearch.hardware.fitting import ContextFit, GemmTables, fit_gemm_tables
 from archsearch.hardware.latency import settle_allocator
 from archsearch.hardware.microbench import (
     GemmSample,
@@ -254,9 +255,8 @@ def _measure(
     if "call" in times:  # ONNX Runtime's own fixed cost per call comes off its convs' times
         call = round(times["call"][0] * 1e6, 3)
         single = {**single, "conv1x1": call, "convkxk": call}
-    fits, rates_table = _fit_gemms(
-        cases.gemm_samples(times["gemm"], times["linear"]), single, fp32, copy_gbs, say
-    )
+    tables = _fit_gemms(cases.gemm_samples(times["gemm"], times["linear"]), single, fp32, copy_gbs, say)
+    fits = tables.fits
     roofline = HardwareProfile(
         name=name,
         peak_gflops=fp32,
@@ -264,7 +264,8 @@ def _measure(
         peaks={kind: f["gflops"] for kind, f in fits.items()},
         bandwidths={**rates, **{kind: f["gbs"] for kind, f in fits.items()}},
         efficiency={kind: f["half"] for kind, f in fits.items()},
-        gemm_rates=rates_table,
+        gemm_rates=tables.rates,
+        gemm_lines=tables.lines,
     )
     # Every fourth probe also runs at a large batch: that fits the cost per image, and for ONNX
     # Runtime a scale on the roofline. Eager torch keeps its measured rates: random probes put
@@ -288,6 +289,7 @@ def _measure(
         "stream_shape": list(cases.stream_shape),
         "single_op_overhead_us": single,
         "gemm_fits": fits,
+        "gemm_errors": tables.errors,
         "in_network_overhead": {
             "factor": context.factor,
             "extra_us": context.extra_us,
@@ -324,6 +326,14 @@ def _in_networks(
             for k, rows in roofline.gemm_rates.items()
         },
         per_image_us={k: 0.0 if k in fused else context.per_image_us for k in KERNEL_KINDS},
+        # A line's times grow with the scale as its rate falls.
+        gemm_lines={
+            k: [
+                [t, b, round(f * scale, 3), round(p * scale, 4), round(g / scale, 3)]
+                for t, b, f, p, g in rows
+            ]
+            for k, rows in roofline.gemm_lines.items()
+        },
     )
     overheads = {k: 0.0 if k in fused else v for k, v in context.overheads_us.items()}
     return scaled, dataclasses.replace(context, overheads_us=overheads)
@@ -335,33 +345,22 @@ def _fit_gemms(
     peak_gflops: float,
     bandwidth_gbs: float,
     say: Callable[[str], None],
-) -> tuple[dict[str, dict[str, Any]], dict[str, list[list[float]]]]:
-    """Fit each GEMM class's roofline to its timed kernels (see fit_gemm_class) and keep each
-    timed kernel's achieved rate (``HardwareProfile.gemm_rates``)."""
-    fits = {
-        kind: fit_gemm_class(samples, single[kind], peak_gflops, bandwidth_gbs)
-        for kind, samples in by_class.items()
-    }
-    for kind, f in fits.items():
-        say(
-            f"{kind}: {f['gflops']:.1f} GFLOP/s, {f['gbs']:.1f} GB/s, half m/n/k "
-            f"{f['half']['m']:.0f}/{f['half']['n']:.0f}/{f['half']['k']:.0f}, "
-            f"fit median error {100 * f['median_ape']:.0f}% over {len(by_class[kind])} shapes"
+) -> GemmTables:
+    """:func:`~archsearch.hardware.fitting.fit_gemm_tables`, with a line per class said."""
+    tables = fit_gemm_tables(by_class, single, peak_gflops, bandwidth_gbs)
+    for kind, f in tables.fits.items():
+        err = tables.errors.get(kind)
+        choice = (
+            f"; priced by {'lines' if kind in tables.lines else 'nearest shapes'} (median error "
+            f"{100 * err['lines']:.0f}% lines, {100 * err['rates']:.0f}% nearest shapes)"
+            if err and err["lines"] < float("inf")
+            else ""
         )
-    rates = {
-        kind: [
-            # Dispatch is priced on its own (overheads_us): the rate is of the rest, at least 20%.
-            [
-                *s.kernel.gemm,
-                round(s.kernel.flops / max(s.seconds - single[kind] * 1e-6, 0.2 * s.seconds) / 1e9, 3),
-                s.kernel.batch,
-            ]
-            for s in samples
-        ]
-        for kind, samples in by_class.items()
-        if samples
-    }
-    return fits, rates
+        say(
+            f"{kind}: {f['gflops']:.1f} GFLOP/s over {len(by_class[kind])} shapes, roofline fit median "
+            f"error {100 * f['median_ape']:.0f}%{choice}"
+        )
+    return tables
 
 
 def run(cfg: CalibrateConfig) -> HardwareProfile:

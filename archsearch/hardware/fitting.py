@@ -15,12 +15,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import least_squares
+from scipy.optimize import least_squares, nnls
 
+from archsearch.hardware.gemm import interpolate_rate
 from archsearch.hardware.microbench import GemmSample
-from archsearch.net.kernels import KERNEL_KINDS
+from archsearch.net.kernels import KERNEL_KINDS, Kernel
 
-__all__ = ["ContextFit", "fit_context_overheads", "fit_gemm_class"]
+__all__ = [
+    "ContextFit",
+    "GemmTables",
+    "fit_context_overheads",
+    "fit_gemm_class",
+    "fit_gemm_lines",
+    "fit_gemm_tables",
+    "rate_table_error",
+]
 
 
 @dataclass(frozen=True)
@@ -195,3 +204,118 @@ def fit_gemm_class(
         "half": {d: round(float(h), 2) for d, h in zip(("m", "n", "k"), halves, strict=True)},
         "median_ape": round(float(np.median(ape)), 3),
     }
+
+
+#: Vector widths ``fit_gemm_lines`` tries for the output channels (1: no rounding).
+BLOCKS = (1, 8, 16)
+
+
+def _busy(samples: Sequence[GemmSample], overhead_us: float) -> np.ndarray:
+    """Each sample's time less its dispatch (priced on its own), at least a fifth of it."""
+    seconds = np.array([s.seconds for s in samples])
+    return np.maximum(seconds - overhead_us * 1e-6, 0.2 * seconds)
+
+
+def fit_gemm_lines(samples: Sequence[GemmSample], overhead_us: float) -> tuple[list[list[float]], float]:
+    """Lines ``fixed + per_image * batch + padded flops / rate`` through one class's timings.
+
+    One line per kernel area with at least four samples (non-negative least squares on
+    relative errors of the time less dispatch), all with the output-channel block of
+    :data:`BLOCKS` that fits best.
+
+    Returns:
+        ``gemm_lines`` rows (``[taps, block, fixed_us, per_image_us, gflops]``) and their median
+        relative error; no rows and an infinite error with too few samples.
+    """
+    busy = _busy(samples, overhead_us)
+    best: tuple[list[list[float]], float] = ([], math.inf)
+    for block in BLOCKS:
+        rows, errors = [], []
+        for taps in sorted({s.kernel.taps for s in samples}):
+            idx = [i for i, s in enumerate(samples) if s.kernel.taps == taps]
+            if len(idx) < 4:
+                continue
+            design = np.array([_line_features(samples[i].kernel, block) for i in idx])
+            x, _ = nnls(design / busy[idx, None], np.ones(len(idx)))
+            x[2] = max(x[2], 1e-15)
+            row = [float(taps), float(block), x[0] * 1e6, x[1] * 1e6, 1e-9 / x[2]]
+            rows.append([round(float(v), 4) for v in row])
+            errors += list(np.abs(design @ x - busy[idx]) / busy[idx])
+        if rows and float(np.median(errors)) < best[1]:
+            best = (rows, float(np.median(errors)))
+    return best
+
+
+def _line_features(kernel: Kernel, block: int) -> list[float]:
+    m, n, k = kernel.gemm
+    return [1.0, float(kernel.batch), 2.0 * math.ceil(m / block) * block * n * k]
+
+
+def rate_table_error(samples: Sequence[GemmSample], overhead_us: float) -> float:
+    """Median relative error of pricing each sample from the others' rates (leave one out),
+    as :func:`archsearch.hardware.gemm.interpolate_rate` prices a kernel it has not seen."""
+    busy = _busy(samples, overhead_us)
+    rows = np.array(
+        [
+            [*s.kernel.gemm, s.kernel.flops / b / 1e9, s.kernel.batch]
+            for s, b in zip(samples, busy, strict=True)
+        ]
+    )
+    if len(rows) < 2:
+        return math.inf
+    errors = [
+        abs(
+            s.kernel.flops
+            / (interpolate_rate(np.delete(rows, i, axis=0), s.kernel.gemm, s.kernel.batch) * 1e9)
+            - b
+        )
+        / b
+        for i, (s, b) in enumerate(zip(samples, busy, strict=True))
+    ]
+    return float(np.median(errors))
+
+
+@dataclass(frozen=True)
+class GemmTables:
+    """What a calibration keeps of its timed GEMMs, by class.
+
+    Attributes:
+        fits: :func:`fit_gemm_class`'s roofline fit (kept for reference).
+        rates: ``gemm_rates`` rows, each timed kernel's rate less its dispatch, and batch.
+        lines: ``gemm_lines`` rows, for the classes whose lines beat their rate table.
+        errors: median relative error of the lines and of the rate table (leave one out).
+    """
+
+    fits: dict[str, dict[str, Any]]
+    rates: dict[str, list[list[float]]]
+    lines: dict[str, list[list[float]]]
+    errors: dict[str, dict[str, float]]
+
+
+def fit_gemm_tables(
+    by_class: Mapping[str, Sequence[GemmSample]],
+    single_us: Mapping[str, float],
+    peak_gflops: float,
+    bandwidth_gbs: float,
+) -> GemmTables:
+    """Each class's roofline fit, rate table and, for convolutions, lines if they predict the
+    class's timings better than its rate table does (each judged on kernels it has not seen
+    only for the table; the lines have three parameters per kernel area)."""
+    fits, rates, lines, errors = {}, {}, {}, {}
+    for kind, samples in by_class.items():
+        fits[kind] = fit_gemm_class(samples, single_us[kind], peak_gflops, bandwidth_gbs)
+        busy = _busy(samples, single_us[kind])
+        rates[kind] = [
+            [*s.kernel.gemm, round(float(s.kernel.flops / b / 1e9), 3), s.kernel.batch]
+            for s, b in zip(samples, busy, strict=True)
+        ]
+        if kind == "linear":
+            continue
+        rows, line_error = fit_gemm_lines(samples, single_us[kind])
+        errors[kind] = {
+            "lines": round(float(line_error), 3),
+            "rates": round(float(rate_table_error(samples, single_us[kind])), 3),
+        }
+        if line_error < errors[kind]["rates"]:
+            lines[kind] = rows
+    return GemmTables(fits, rates, lines, errors)

@@ -20,6 +20,7 @@ import numpy as np
 import yaml
 
 from archsearch.errors import ConfigError
+from archsearch.hardware.gemm import check_lines, check_rates, interpolate_rate, line_seconds
 from archsearch.net.kernels import GEMM_KINDS, KERNEL_KINDS, OP_CLASSES, Kernel, op_class
 from archsearch.resources import find_config
 
@@ -64,6 +65,10 @@ class HardwareProfile:
             from its nearest measured shapes (:func:`interpolate_rate`) instead of the class
             peak times its ``efficiency`` curve, which no three half-sizes fit well: a 1-channel
             stem conv runs at a rate the curve puts 3-5x too low.
+        gemm_lines: per GEMM class, lines fitted to its timed kernels, one per kernel area, as
+            ``[taps, block, fixed_us, per_image_us, gflops]`` rows
+            (:func:`archsearch.hardware.gemm.line_seconds`); where a class has them they price
+            its kernels instead of ``gemm_rates``.
         per_image_us: per-kernel-kind cost per image of the batch, microseconds: what a kernel
             pays in a network beyond its roofline and dispatch for every image it runs on (its
             activations stream through caches its neighbours' outputs evicted). Calibrated from
@@ -86,6 +91,7 @@ class HardwareProfile:
     efficiency: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     gemm_rates: Mapping[str, Sequence[Sequence[float]]] = field(default_factory=dict)
     per_image_us: Mapping[str, float] = field(default_factory=dict)
+    gemm_lines: Mapping[str, Sequence[Sequence[float]]] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], source: str = "hardware") -> HardwareProfile:
@@ -107,6 +113,7 @@ class HardwareProfile:
             "efficiency",
             "gemm_rates",
             "per_image_us",
+            "gemm_lines",
         }
         try:
             peak = float(raw["peak_gflops"])
@@ -146,7 +153,8 @@ class HardwareProfile:
             ),
             bandwidths=_numbers(_mapping(raw, "bandwidths", source), "bandwidths", kinds, source),
             efficiency=efficiency,
-            gemm_rates=_rates(_mapping(raw, "gemm_rates", source), source),
+            gemm_rates=check_rates(_mapping(raw, "gemm_rates", source), source),
+            gemm_lines=check_lines(_mapping(raw, "gemm_lines", source), source),
             per_image_us=_numbers(
                 _mapping(raw, "per_image_us", source), "per_image_us", kinds, source, minimum=0.0
             ),
@@ -161,7 +169,8 @@ class HardwareProfile:
         out["efficiency"] = {k: dict(v) for k, v in self.efficiency.items()}
         out["gemm_rates"] = {k: [list(row) for row in v] for k, v in self.gemm_rates.items()}
         out["per_image_us"] = dict(self.per_image_us)
-        for key in ("gemm_rates", "per_image_us"):
+        out["gemm_lines"] = {k: [list(row) for row in v] for k, v in self.gemm_lines.items()}
+        for key in ("gemm_rates", "per_image_us", "gemm_lines"):
             if not out[key]:
                 del out[key]
         extra = out.pop("extra")
@@ -230,11 +239,13 @@ class HardwareProfile:
 
         ``latency = overhead + per_image * batch + max(compute, memory)``: a fixed cost, one per
         image, and the roofline of the kernel's FLOPs at its class's peak scaled by its GEMM
-        efficiency (or at the rate measured for its nearest GEMM shapes, see ``gemm_rates``)
-        and of its bytes at its kind's rate.
+        efficiency (or at the rate measured for its nearest GEMM shapes, see ``gemm_rates``, or
+        on the line fitted to them, ``gemm_lines``) and of its bytes at its kind's rate.
         """
         compute = 0.0
-        if kernel.flops and kernel.kind in self.gemm_rates:
+        if kernel.flops and kernel.kind in self.gemm_lines:
+            compute = line_seconds(self.gemm_lines[kernel.kind], kernel)
+        elif kernel.flops and kernel.kind in self.gemm_rates:
             compute = kernel.flops / (self._measured_rate(kernel.kind, kernel.gemm, kernel.batch) * 1e9)
         elif kernel.flops:
             eff = self.gemm_efficiency(kernel.kind, *kernel.gemm)
@@ -281,56 +292,6 @@ def write_profile(profile: HardwareProfile, out: str | Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-#: Measured shapes an interpolated GEMM rate averages over (inverse squared distance weights).
-NEAREST = 4
-
-
-def interpolate_rate(
-    rows: Sequence[Sequence[float]] | np.ndarray, gemm: tuple[int, int, int], batch: int = 1
-) -> float:
-    """GFLOP/s of a GEMM of shape ``gemm`` (``batch`` images) from measured rows.
-
-    Rows are ``[m, n, k, gflops]`` or ``[m, n, k, gflops, batch]``. The geometric mean of the
-    ``NEAREST`` closest rows' rates, in log2 (m, n, k) space, and batch too where rows give it,
-    weighted by inverse squared distance (an exact match takes that row's rate): doubling a
-    dimension is the same step everywhere, and outside the measured range the nearest shapes
-    answer. The batch counts apart from ``n`` (pixels of all images): a conv of 64 images of 7x7
-    runs a loop a conv of one 56x56 image does not (0.6-0.8x the rate on ONNX Runtime).
-    """
-    table = np.asarray(rows, dtype=float)
-    point = np.log2(np.maximum(np.asarray([*gemm, batch], dtype=float), 1.0))
-    coords = [0, 1, 2, 4][: table.shape[1] - 1]  # m, n, k and, in five-column rows, the batch
-    dist2 = ((np.log2(table[:, coords]) - point[: len(coords)]) ** 2).sum(axis=1)
-    nearest = np.argsort(dist2)[:NEAREST]
-    weights = 1.0 / (dist2[nearest] + 1e-2)
-    return float(np.exp((weights * np.log(table[nearest, 3])).sum() / weights.sum()))
-
-
-def _rates(raw: Mapping[str, Any], source: str) -> dict[str, list[list[float]]]:
-    """Validate ``gemm_rates``: GEMM classes to non-empty lists of four or five positive numbers."""
-    out: dict[str, list[list[float]]] = {}
-    for kind, rows in raw.items():
-        if kind not in GEMM_KINDS:
-            raise ConfigError(
-                f"{source} key 'gemm_rates' has unknown class {kind!r}; allowed: {', '.join(GEMM_KINDS)}."
-            )
-        try:
-            table = [[float(v) for v in row] for row in rows]
-        except (TypeError, ValueError):
-            table = []
-        if (
-            not table
-            or len({len(row) for row in table}) > 1
-            or any(len(row) not in (4, 5) or min(row) <= 0 for row in table)
-        ):
-            raise ConfigError(
-                f"{source} key 'gemm_rates.{kind}' must be a non-empty list of [m, n, k, gflops] "
-                "or [m, n, k, gflops, batch] rows (all alike) of positive numbers."
-            )
-        out[str(kind)] = table
-    return out
 
 
 def _mapping(raw: Mapping[str, Any], key: str, source: str, prefix: str = "") -> Mapping[str, Any]:

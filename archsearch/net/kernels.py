@@ -65,6 +65,7 @@ class Kernel:
             :func:`archsearch.net.cost.node_kernels` scales them by the element width).
         gemm: (m, n, k) of the GEMM for GEMM-like kinds, else (0, 0, 0).
         batch: images in the batch it runs on (a profile's ``per_image_us`` scales with it).
+        taps: a convolution's kernel area (9 for 3x3), else 1: ``gemm_lines`` are per area.
     """
 
     kind: str
@@ -72,6 +73,7 @@ class Kernel:
     bytes: int = 0
     gemm: tuple[int, int, int] = (0, 0, 0)
     batch: int = 1
+    taps: int = 1
 
 
 class OpCost(NamedTuple):

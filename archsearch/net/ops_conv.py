@@ -48,6 +48,7 @@ def conv_layer_kernels(
             flops=2 * out_elems * k,
             bytes=cout * k + in_elems + out_elems,
             gemm=(cout // groups, pixels, k),
+            taps=kernel * kernel,
         )
     ]
     if bn:
