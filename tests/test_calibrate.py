@@ -8,6 +8,7 @@ import random
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,14 @@ import yaml
 
 from archsearch.errors import ConfigError
 from archsearch.hardware.calibrate import CalibrateConfig, calibrate, run
-from archsearch.hardware.fitting import fit_context_overheads, fit_gemm_class
+from archsearch.hardware.fitting import fit_context_overheads, fit_gemm_class, fit_gemm_lines, fit_gemm_tables
 from archsearch.hardware.microbench import GemmSample
 from archsearch.hardware.probes import RUNTIME_FUSED, fire_probe_spec, probe_spec, spec_kernels
 from archsearch.hardware.profile import HardwareProfile, interpolate_rate, load_hardware
+from archsearch.net.cost import node_kernels
 from archsearch.net.kernels import GEMM_KINDS, KERNEL_KINDS, Kernel
 from archsearch.net.model import build
+from archsearch.net.nodes import ConvNode
 from archsearch.resources import ROOT
 
 
@@ -241,6 +244,68 @@ def test_a_gemm_is_priced_at_the_rate_of_its_nearest_measured_shapes() -> None:
     # A class without measured rows keeps the peak-and-curve model.
     linear = Kernel("linear", flops=2 * 10**6, gemm=(10, 1000, 100))
     assert profile.kernel_seconds(linear)[1] == pytest.approx(2e6 / 100e9)
+
+
+def _timed_convs(seconds: Callable[[int, int, int, int, int], float]) -> list[GemmSample]:
+    """Convs of random Fire shapes (batch, cin, cout, kernel, side) with the times ``seconds`` gives."""
+    rng = random.Random(4)
+    samples = []
+    for _ in range(60):
+        batch, cin, cout = rng.choice((1, 8, 64)), rng.randint(2, 128), rng.randint(2, 128)
+        kernel, side = rng.choice((3, 5)), rng.choice((4, 7, 14, 28))
+        node = ConvNode("k", out=cout, kernel=kernel, act="none")
+        k = node_kernels(node, [(cin, side, side)], (cout, side, side), batch)[0]
+        samples.append(GemmSample(k, seconds(batch, cin, cout, kernel, side)))
+    return samples
+
+
+def test_lines_recover_fixed_and_per_image_costs_and_the_vector_block_of_the_output_channels() -> None:
+    def seconds(batch: int, cin: int, cout: int, kernel: int, side: int) -> float:
+        # 5 us dispatch (priced apart), then 3 us + 0.5 us an image + 16-padded flops at 50 GFLOP/s
+        padded = 2 * batch * side * side * cin * kernel * kernel * 16 * -(-cout // 16)
+        return 5e-6 + 3e-6 * (kernel == 3) + 4e-6 * (kernel == 5) + 0.5e-6 * batch + padded / 50e9
+
+    samples = _timed_convs(seconds)
+    rows, error = fit_gemm_lines(samples, overhead_us=5.0)
+    assert error < 1e-3
+    assert [r[:2] for r in rows] == [[9.0, 16.0], [25.0, 16.0]]
+    assert [r[2] for r in rows] == [pytest.approx(3.0, rel=0.01), pytest.approx(4.0, rel=0.01)]
+    assert all(r[3] == pytest.approx(0.5, rel=0.01) and r[4] == pytest.approx(50.0, rel=0.01) for r in rows)
+    # A 17-channel conv costs what a 32-channel one does; the rate table cannot know that.
+    tables = fit_gemm_tables({"convkxk": samples}, {"convkxk": 5.0}, 100.0, 10.0)
+    assert tables.lines["convkxk"] == rows
+    assert tables.errors["convkxk"]["lines"] < tables.errors["convkxk"]["rates"]
+    profile = HardwareProfile("p", 100.0, 10.0, gemm_lines=tables.lines)
+    assert HardwareProfile.from_dict(profile.to_dict()) == profile
+    node = ConvNode("k", out=17, kernel=3, act="none")
+    k17 = node_kernels(node, [(8, 7, 7)], (17, 7, 7), 8)[0]
+    k32 = node_kernels(dataclasses.replace(node, out=32), [(8, 7, 7)], (32, 7, 7), 8)[0]
+    assert profile.kernel_seconds(k17)[1] == pytest.approx(profile.kernel_seconds(k32)[1])
+    assert profile.kernel_seconds(k17)[1] == pytest.approx(seconds(8, 8, 17, 3, 7) - 5e-6, rel=0.01)
+
+
+def test_the_rate_table_is_kept_where_the_timings_follow_no_line() -> None:
+    shuffled = random.Random(9)
+    samples = _timed_convs(lambda *_shape: shuffled.uniform(1e-5, 1e-3))
+    tables = fit_gemm_tables({"convkxk": samples}, {"convkxk": 1.0}, 100.0, 10.0)
+    assert "convkxk" in tables.rates
+    assert ("convkxk" in tables.lines) == (
+        tables.errors["convkxk"]["lines"] < tables.errors["convkxk"]["rates"]
+    )
+
+
+@pytest.mark.parametrize(
+    "lines, words",
+    [
+        ({"conv3d": [[9, 16, 1, 0, 50]]}, "unknown class 'conv3d'"),
+        ({"convkxk": [[9, 16, 1, 0]]}, "[taps, block, fixed_us, per_image_us, gflops] rows"),
+        ({"convkxk": [[9, 0, 1, 0, 50]]}, "taps, block and gflops > 0"),
+        ({"convkxk": [[9, 16, -1, 0, 50]]}, "the times >= 0"),
+    ],
+)
+def test_bad_gemm_lines_name_the_key(lines: dict[str, Any], words: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        HardwareProfile.from_dict({"peak_gflops": 1, "bandwidth_gbs": 1, "gemm_lines": lines}, source="p")
 
 
 def test_rows_with_a_batch_price_a_gemm_from_shapes_run_at_its_batch() -> None:

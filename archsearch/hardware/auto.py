@@ -3,7 +3,7 @@
 The latency estimate is only as good as its profile, and a datasheet profile knows neither
 this host's per-kernel overheads nor its small-GEMM efficiency (it predicts microseconds for
 nets that take milliseconds). So the default profile is measured here: the first run with a
-given setting calibrates (:func:`archsearch.hardware.calibrate.calibrate`, 15-25 s on a 2-core
+given setting calibrates (:func:`archsearch.hardware.calibrate.calibrate`, 20-30 s on a 2-core
 machine, announced on stderr) and stores the profile as YAML under
 ``$ARCHSEARCH_HARDWARE_CACHE``, else ``$XDG_CACHE_HOME/archsearch/hardware/``, else
 ``~/.cache/archsearch/hardware/``. Later runs read it. The cache key is everything a profile
