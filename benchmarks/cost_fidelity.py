@@ -13,8 +13,8 @@ Networks are timed in interleaved rounds (every network once per round, in a fre
 and each latency is the least of its per-round medians: the network as this machine runs it when
 nothing slows it. A virtual machine's speed drifts by up to 1.6x within seconds, even on the
 thread's CPU clock (a neighbour on the sibling hyperthread, frequency changes); the calibration
-takes its figures the same way (:func:`archsearch.hardware.microbench.fastest_medians`), so both
-describe the same machine. The load average is printed for that reason;
+takes its figures the same way (:func:`archsearch.hardware.timing.time_groups`), so both
+describe the same machine. The load average is printed too;
 ``--clock cpu`` (with ``--threads 1``) times the thread's CPU time, which other jobs on a shared
 machine do not inflate. Calibrate the profile with the same threads and clock.
 
