@@ -18,7 +18,7 @@ import numpy as np
 from scipy.optimize import least_squares, nnls
 
 from archsearch.hardware.gemm import interpolate_rate
-from archsearch.hardware.microbench import GemmSample
+from archsearch.hardware.microbench import GemmSample, busy_seconds
 from archsearch.net.kernels import KERNEL_KINDS, Kernel
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
     "fit_gemm_class",
     "fit_gemm_lines",
     "fit_gemm_tables",
-    "rate_table_error",
 ]
 
 
@@ -211,9 +210,18 @@ BLOCKS = (1, 8, 16)
 
 
 def _busy(samples: Sequence[GemmSample], overhead_us: float) -> np.ndarray:
-    """Each sample's time less its dispatch (priced on its own), at least a fifth of it."""
-    seconds = np.array([s.seconds for s in samples])
-    return np.maximum(seconds - overhead_us * 1e-6, 0.2 * seconds)
+    """Each sample's time less its dispatch (:func:`archsearch.hardware.microbench.busy_seconds`)."""
+    return np.asarray(busy_seconds(np.array([s.seconds for s in samples]), overhead_us))
+
+
+def _rate_rows(samples: Sequence[GemmSample], busy: np.ndarray) -> np.ndarray:
+    """``gemm_rates`` rows (m, n, k, GFLOP/s, batch) of timed kernels, unrounded."""
+    return np.array(
+        [
+            [*s.kernel.gemm, s.kernel.flops / b / 1e9, s.kernel.batch]
+            for s, b in zip(samples, busy, strict=True)
+        ]
+    )
 
 
 def fit_gemm_lines(samples: Sequence[GemmSample], overhead_us: float) -> tuple[list[list[float]], float]:
@@ -251,16 +259,10 @@ def _line_features(kernel: Kernel, block: int) -> list[float]:
     return [1.0, float(kernel.batch), 2.0 * math.ceil(m / block) * block * n * k]
 
 
-def rate_table_error(samples: Sequence[GemmSample], overhead_us: float) -> float:
-    """Median relative error of pricing each sample from the others' rates (leave one out),
-    as :func:`archsearch.hardware.gemm.interpolate_rate` prices a kernel it has not seen."""
-    busy = _busy(samples, overhead_us)
-    rows = np.array(
-        [
-            [*s.kernel.gemm, s.kernel.flops / b / 1e9, s.kernel.batch]
-            for s, b in zip(samples, busy, strict=True)
-        ]
-    )
+def _leave_one_out_error(samples: Sequence[GemmSample], busy: np.ndarray, rows: np.ndarray) -> float:
+    """Median relative error of pricing each sample's ``busy`` time from the other ``rows``
+    (leave one out), as :func:`archsearch.hardware.gemm.interpolate_rate` prices a kernel it
+    has not seen."""
     if len(rows) < 2:
         return math.inf
     errors = [
@@ -305,16 +307,17 @@ def fit_gemm_tables(
     for kind, samples in by_class.items():
         fits[kind] = fit_gemm_class(samples, single_us[kind], peak_gflops, bandwidth_gbs)
         busy = _busy(samples, single_us[kind])
+        table = _rate_rows(samples, busy)
         rates[kind] = [
-            [*s.kernel.gemm, round(float(s.kernel.flops / b / 1e9), 3), s.kernel.batch]
-            for s, b in zip(samples, busy, strict=True)
+            [*s.kernel.gemm, round(float(r[3]), 3), s.kernel.batch]
+            for s, r in zip(samples, table, strict=True)
         ]
         if kind == "linear":
             continue
         rows, line_error = fit_gemm_lines(samples, single_us[kind])
         errors[kind] = {
             "lines": round(float(line_error), 3),
-            "rates": round(float(rate_table_error(samples, single_us[kind])), 3),
+            "rates": round(_leave_one_out_error(samples, busy, table), 3),
         }
         if line_error < errors[kind]["rates"]:
             lines[kind] = rows

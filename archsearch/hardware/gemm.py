@@ -15,7 +15,7 @@ Two tables, both written by :mod:`archsearch.hardware.calibrate`:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,27 +52,15 @@ def interpolate_rate(
 
 def check_rates(raw: Mapping[str, Any], source: str) -> dict[str, list[list[float]]]:
     """Validate ``gemm_rates``: GEMM classes to non-empty lists of four or five positive numbers."""
-    out: dict[str, list[list[float]]] = {}
-    for kind, rows in raw.items():
-        if kind not in GEMM_KINDS:
-            raise ConfigError(
-                f"{source} key 'gemm_rates' has unknown class {kind!r}; allowed: {', '.join(GEMM_KINDS)}."
-            )
-        try:
-            table = [[float(v) for v in row] for row in rows]
-        except (TypeError, ValueError):
-            table = []
-        if (
-            not table
-            or len({len(row) for row in table}) > 1
-            or any(len(row) not in (4, 5) or min(row) <= 0 for row in table)
-        ):
-            raise ConfigError(
-                f"{source} key 'gemm_rates.{kind}' must be a non-empty list of [m, n, k, gflops] "
-                "or [m, n, k, gflops, batch] rows (all alike) of positive numbers."
-            )
-        out[str(kind)] = table
-    return out
+    return _check_tables(
+        raw,
+        "gemm_rates",
+        source,
+        lambda table: (
+            len({len(r) for r in table}) == 1 and all(len(r) in (4, 5) and min(r) > 0 for r in table)
+        ),
+        "[m, n, k, gflops] or [m, n, k, gflops, batch] rows (all alike) of positive numbers.",
+    )
 
 
 #: The numbers of a ``gemm_lines`` row.
@@ -92,25 +80,36 @@ def line_seconds(rows: Sequence[Sequence[float]], kernel: Kernel) -> float:
 
 
 def check_lines(raw: Mapping[str, Any], source: str) -> dict[str, list[list[float]]]:
-    """Validate ``gemm_lines``: GEMM classes to non-empty lists of ``LINE_FIELDS`` rows.
+    """Validate ``gemm_lines``: GEMM classes to non-empty lists of ``LINE_FIELDS`` rows."""
+    return _check_tables(
+        raw,
+        "gemm_lines",
+        source,
+        lambda table: all(len(r) == 5 and min(r[0], r[1], r[4]) > 0 and min(r[2:4]) >= 0 for r in table),
+        f"[{', '.join(LINE_FIELDS)}] rows: taps, block and gflops > 0, the times >= 0.",
+    )
+
+
+def _check_tables(
+    raw: Mapping[str, Any], key: str, source: str, valid: Callable[[list[list[float]]], bool], layout: str
+) -> dict[str, list[list[float]]]:
+    """GEMM classes to non-empty tables of numbers that ``valid`` accepts.
 
     Raises:
-        ConfigError: naming the key and the row layout.
+        ConfigError: an unknown class, or a table that is empty, not numbers or not ``valid``,
+            naming ``key`` and the ``layout`` its rows must have.
     """
     out: dict[str, list[list[float]]] = {}
     for kind, rows in raw.items():
         if kind not in GEMM_KINDS:
             raise ConfigError(
-                f"{source} key 'gemm_lines' has unknown class {kind!r}; allowed: {', '.join(GEMM_KINDS)}."
+                f"{source} key '{key}' has unknown class {kind!r}; allowed: {', '.join(GEMM_KINDS)}."
             )
         try:
             table = [[float(v) for v in row] for row in rows]
         except (TypeError, ValueError):
             table = []
-        if not table or any(len(r) != 5 or min(r[0], r[1], r[4]) <= 0 or min(r[2:4]) < 0 for r in table):
-            raise ConfigError(
-                f"{source} key 'gemm_lines.{kind}' must be a non-empty list of "
-                f"[{', '.join(LINE_FIELDS)}] rows: taps, block and gflops > 0, the times >= 0."
-            )
+        if not table or not valid(table):
+            raise ConfigError(f"{source} key '{key}.{kind}' must be a non-empty list of {layout}")
         out[str(kind)] = table
     return out

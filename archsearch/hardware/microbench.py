@@ -14,8 +14,9 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -41,6 +42,7 @@ __all__ = [
     "Case",
     "GemmSample",
     "bf16_supported",
+    "busy_seconds",
     "call_overhead_case",
     "fire_gemm_shapes",
     "forward_maker",
@@ -143,15 +145,21 @@ def stream_cases(shape: tuple[int, int, int, int], fmt: torch.memory_format) -> 
     return {kind: _stream_case(kind, shape, fmt) for kind in STREAM_KINDS}
 
 
+def busy_seconds(seconds: Any, overhead_us: float) -> Any:
+    """A kernel's time less its dispatch, at least a fifth of it (scalars or numpy arrays alike).
+
+    The tiny-op dispatch is its own model term (``overheads_us``); a rate is of what is left.
+    """
+    return np.maximum(seconds - overhead_us * 1e-6, 0.2 * seconds)
+
+
 def stream_rates(
     cases: Mapping[str, Case], seconds: Sequence[float], overheads_us: Mapping[str, float]
 ) -> dict[str, float]:
     """GB/s (read plus written, as ``node_kernels`` counts) of each timed streaming case."""
     rates = {}
     for (kind, case), time_s in zip(cases.items(), seconds, strict=True):
-        # The tiny-op overhead is already its own model term; the rate is what is left.
-        busy = max(time_s - overheads_us[kind] * 1e-6, 0.2 * time_s)
-        rates[kind] = round(case.kernel.bytes / busy / 1e9, 3)
+        rates[kind] = round(float(case.kernel.bytes / busy_seconds(time_s, overheads_us[kind]) / 1e9), 3)
     return rates
 
 
