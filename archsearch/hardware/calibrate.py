@@ -64,13 +64,13 @@ from archsearch.hardware.microbench import (
     measure_matmul,
     stream_rates,
 )
-from archsearch.hardware.ort import import_deploy
+from archsearch.hardware.ort import import_deploy, nchwc_block
 from archsearch.hardware.plan import calibration_cases
 from archsearch.hardware.probes import RUNTIME_FUSED, fit_probes
 from archsearch.hardware.profile import HardwareProfile, check_profile_path, profile_yaml, write_profile
 from archsearch.hardware.runtime import torch_threads
 from archsearch.hardware.timing import ROUNDS, time_groups, timing_clock
-from archsearch.net.kernels import KERNEL_KINDS
+from archsearch.net.kernels import GEMM_KINDS, KERNEL_KINDS
 
 __all__ = ["CalibrateConfig", "calibrate", "cpu_name", "run"]
 
@@ -243,7 +243,11 @@ def _measure(
     say(f"matmul: fp32 {fp32:.1f} GFLOP/s" + (f", bf16 {bf16:.1f} GFLOP/s" if bf16 else ""))
     copy_gbs = measure_copy_bandwidth(16 if quick else 256)
     say(f"copy: {copy_gbs:.1f} GB/s")
-    cases = calibration_cases(quick, seed, fmt, runtime, HardwareProfile("guess", fp32 / 2, copy_gbs / 2))
+    block = nchwc_block() if runtime == "onnxruntime" else 0
+    if block:
+        say(f"ONNX Runtime's blocked layout: NCHWc, {block} channels a block")
+    guess = HardwareProfile("guess", fp32 / 2, copy_gbs / 2)
+    cases = calibration_cases(quick, seed, fmt, runtime, guess, block)
     started = time.perf_counter()
     rounds = 2 if quick else ROUNDS
     times = time_groups(cases.groups(), rounds, seed)
@@ -256,7 +260,8 @@ def _measure(
         call = round(times["call"][0] * 1e6, 3)
         single = {**single, "conv1x1": call, "convkxk": call}
     tables = _fit_gemms(cases.gemm_samples(times["gemm"], times["linear"]), single, fp32, copy_gbs, say)
-    fits = tables.fits
+    # The plain-layout tables' roofline fits stay under `measured` only.
+    fits = {kind: f for kind, f in tables.fits.items() if kind in GEMM_KINDS}
     roofline = HardwareProfile(
         name=name,
         peak_gflops=fp32,
@@ -266,16 +271,20 @@ def _measure(
         efficiency={kind: f["half"] for kind, f in fits.items()},
         gemm_rates=tables.rates,
         gemm_lines=tables.lines,
+        nchwc_block=block,
     )
     # Every fourth probe also runs at a large batch: that fits the cost per image, and for ONNX
     # Runtime a scale on the roofline. Eager torch keeps its measured rates: random probes put
-    # its scale at 1.6x, which made the fire nets' batch-64 estimate 1.4x high.
+    # its scale at 1.6x, which made the fire nets' batch-64 estimate 1.4x high. ONNX Runtime's
+    # probes (all Fire networks) fit every parameter together: fitted in turns, its batch-1
+    # estimates came out 1.2x high.
     context = fit_probes(
         cases.probe,
         cases.probe_seconds(times),
         lambda k: roofline.kernel_seconds(k)[0],
         single,
-        runtime == "onnxruntime",
+        fit_scale=runtime == "onnxruntime",
+        joint=runtime == "onnxruntime",
     )
     say(
         f"in networks on {runtime}: roofline time x {context.busy_scale:.2f}, overhead "
@@ -288,7 +297,7 @@ def _measure(
         "copy_mib": 16 if quick else 256,
         "stream_shape": list(cases.stream_shape),
         "single_op_overhead_us": single,
-        "gemm_fits": fits,
+        "gemm_fits": tables.fits,
         "gemm_errors": tables.errors,
         "in_network_overhead": {
             "factor": context.factor,

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import least_squares, nnls
 
-from archsearch.hardware.gemm import interpolate_rate
+from archsearch.hardware.gemm import base_class, interpolate_rate
 from archsearch.hardware.microbench import GemmSample, busy_seconds
 from archsearch.net.kernels import KERNEL_KINDS, Kernel
 
@@ -61,6 +61,7 @@ def fit_context_overheads(
     measured_s: np.ndarray,
     fit_scale: bool = True,
     batch: np.ndarray | None = None,
+    joint: bool = False,
 ) -> ContextFit:
     """Fit ``scale``, ``factor``, ``extra`` and ``per_image`` so probe networks' times are explained.
 
@@ -75,6 +76,10 @@ def fit_context_overheads(
         fit_scale: fit ``scale`` too; False keeps the micro-benchmarks' rates (scale 1).
         batch: images per timed network (None: all 1). The networks at batch 1 fit ``factor``
             and ``extra``; the larger ones, with those fixed, ``per_image`` (and ``scale``).
+        joint: fit all four together over every network instead (with networks at a large
+            batch among them): ONNX Runtime's, where in turns the batch-1 networks put on
+            their fixed costs what its roofline misses and the estimate of small networks came
+            out 1.2x high.
 
     Non-negative robust least squares on log times (:func:`_robust_log_fit`), so a 50 us net
     counts as much as a 50 ms one and one odd probe cannot drag the fit. Shared overhead
@@ -90,7 +95,10 @@ def fit_context_overheads(
     total = kernel_counts.sum(axis=1)
     design = np.stack([busy, kernel_counts @ single, total, total * images], axis=1)
     large = images > 1
-    if not large.any() and fit_scale and np.max(busy / target) >= 0.25:
+    if joint and large.any():
+        upper = (20.0 if fit_scale else 1.0 + 1e-9, np.inf, np.inf, np.inf)
+        scale, factor, extra, per_image = _robust_log_fit(design, target, (1.0, 1.0, 1e-6, 1e-8), upper)
+    elif not large.any() and fit_scale and np.max(busy / target) >= 0.25:
         scale, factor, extra = _robust_log_fit(
             design[:, :3], target, (1.0, 1.0, 1e-6), (20.0, np.inf, np.inf)
         )
@@ -302,11 +310,16 @@ def fit_gemm_tables(
 ) -> GemmTables:
     """Each class's roofline fit, rate table and, for convolutions, lines if they predict the
     class's timings better than its rate table does (each judged on kernels it has not seen
-    only for the table; the lines have three parameters per kernel area)."""
+    only for the table; the lines have three parameters per kernel area).
+
+    ``by_class`` is keyed by GEMM table (:data:`archsearch.hardware.gemm.TABLE_CLASSES`); a
+    plain-layout table takes its class's dispatch cost from ``single_us``.
+    """
     fits, rates, lines, errors = {}, {}, {}, {}
     for kind, samples in by_class.items():
-        fits[kind] = fit_gemm_class(samples, single_us[kind], peak_gflops, bandwidth_gbs)
-        busy = _busy(samples, single_us[kind])
+        dispatch = single_us[base_class(kind)]
+        fits[kind] = fit_gemm_class(samples, dispatch, peak_gflops, bandwidth_gbs)
+        busy = _busy(samples, dispatch)
         table = _rate_rows(samples, busy)
         rates[kind] = [
             [*s.kernel.gemm, round(float(r[3]), 3), s.kernel.batch]
@@ -314,7 +327,7 @@ def fit_gemm_tables(
         ]
         if kind == "linear":
             continue
-        rows, line_error = fit_gemm_lines(samples, single_us[kind])
+        rows, line_error = fit_gemm_lines(samples, dispatch)
         errors[kind] = {
             "lines": round(float(line_error), 3),
             "rates": round(_leave_one_out_error(samples, busy, table), 3),

@@ -10,6 +10,13 @@ Two tables, both written by :mod:`archsearch.hardware.calibrate`:
   32 on a 16-lane CPU, which no interpolation over a few dozen random shapes sees. The
   calibration keeps a class's lines only where they fit its timings better than the nearest
   shapes predict them (on the 2-core build VM: eager torch's convolutions, not ONNX Runtime's).
+
+A runtime with a blocked channel layout runs some convolutions in it and the rest in plain NCHW,
+with other kernels: ONNX Runtime on x86 rewrites a convolution into its NCHWc form (channels in
+blocks of 8 or 16) only when its input channels allow (:func:`runs_blocked`), and runs the rest
+through im2col and a GEMM, 1.4x slower for the same work on the build VM. A profile of such a
+runtime keeps the plain ones' measurements apart, as ``conv1x1_nchw`` and ``convkxk_nchw``
+tables (:func:`table_class`).
 """
 
 from __future__ import annotations
@@ -23,7 +30,26 @@ import numpy as np
 from archsearch.errors import ConfigError
 from archsearch.net.kernels import GEMM_KINDS, Kernel
 
-__all__ = ["LINE_FIELDS", "NEAREST", "check_lines", "check_rates", "interpolate_rate", "line_seconds"]
+__all__ = [
+    "LINE_FIELDS",
+    "NEAREST",
+    "PLAIN_SUFFIX",
+    "TABLE_CLASSES",
+    "base_class",
+    "check_lines",
+    "check_rates",
+    "interpolate_rate",
+    "line_seconds",
+    "runs_blocked",
+    "table_class",
+]
+
+#: What a GEMM table's name adds to its class for the convolutions a blocked-layout runtime
+#: runs in plain NCHW.
+PLAIN_SUFFIX = "_nchw"
+
+#: The names a GEMM table may have: the GEMM classes, and the convolutions' plain-layout tables.
+TABLE_CLASSES = (*GEMM_KINDS, "conv1x1" + PLAIN_SUFFIX, "convkxk" + PLAIN_SUFFIX)
 
 #: Measured shapes an interpolated GEMM rate averages over (inverse squared distance weights).
 NEAREST = 4
@@ -48,6 +74,37 @@ def interpolate_rate(
     nearest = np.argsort(dist2)[:NEAREST]
     weights = 1.0 / (dist2[nearest] + 1e-2)
     return float(np.exp((weights * np.log(table[nearest, 3])).sum() / weights.sum()))
+
+
+def runs_blocked(kernel: Kernel, block: int) -> bool:
+    """Whether a convolution runs in a blocked layout of ``block`` channels (ONNX Runtime's NCHWc).
+
+    ONNX Runtime's ``NchwcTransformer`` rewrites a convolution when its input channels are
+    fewer than a block (it reads the plain input directly) or a multiple of it; a grouped one
+    only when its output channels are a multiple of a block and it is depthwise, or both its
+    channel counts per group are multiples. Output channels are padded up to the block.
+    ``block`` 0: the runtime has no blocked layout.
+    """
+    if block <= 0 or kernel.kind == "linear":
+        return False
+    m, _, k = kernel.gemm
+    cin, cout = k // max(kernel.taps, 1) * kernel.groups, m * kernel.groups
+    if kernel.groups == 1:
+        return cin < block or cin % block == 0
+    depthwise = cin == kernel.groups == cout
+    return cout % block == 0 and (depthwise or (cin % block == 0 and m % block == 0))
+
+
+def table_class(kernel: Kernel, block: int) -> str:
+    """The GEMM table that prices ``kernel`` on a runtime with a ``block``-channel layout: its
+    class, or the class's plain-layout table for a convolution that runs outside the layout."""
+    plain = block > 0 and kernel.kind != "linear" and not runs_blocked(kernel, block)
+    return kernel.kind + PLAIN_SUFFIX if plain else kernel.kind
+
+
+def base_class(table: str) -> str:
+    """The GEMM class of a table name (``convkxk_nchw`` -> ``convkxk``)."""
+    return table.removesuffix(PLAIN_SUFFIX)
 
 
 def check_rates(raw: Mapping[str, Any], source: str) -> dict[str, list[list[float]]]:
@@ -93,7 +150,7 @@ def check_lines(raw: Mapping[str, Any], source: str) -> dict[str, list[list[floa
 def _check_tables(
     raw: Mapping[str, Any], key: str, source: str, valid: Callable[[list[list[float]]], bool], layout: str
 ) -> dict[str, list[list[float]]]:
-    """GEMM classes to non-empty tables of numbers that ``valid`` accepts.
+    """GEMM table classes (:data:`TABLE_CLASSES`) to non-empty tables of numbers that ``valid`` accepts.
 
     Raises:
         ConfigError: an unknown class, or a table that is empty, not numbers or not ``valid``,
@@ -101,9 +158,9 @@ def _check_tables(
     """
     out: dict[str, list[list[float]]] = {}
     for kind, rows in raw.items():
-        if kind not in GEMM_KINDS:
+        if kind not in TABLE_CLASSES:
             raise ConfigError(
-                f"{source} key '{key}' has unknown class {kind!r}; allowed: {', '.join(GEMM_KINDS)}."
+                f"{source} key '{key}' has unknown class {kind!r}; allowed: {', '.join(TABLE_CLASSES)}."
             )
         try:
             table = [[float(v) for v in row] for row in rows]

@@ -163,12 +163,17 @@ def stream_rates(
     return rates
 
 
-def fire_gemm_shapes(count: int, seed: int, max_gflop: float) -> list[tuple[int, int, int, int, int]]:
+def fire_gemm_shapes(
+    count: int, seed: int, max_gflop: float, block: int = 0
+) -> list[tuple[int, int, int, int, int]]:
     """Random (batch, cin, cout, kernel, side) convs of stem and Fire shapes, ``max_gflop`` at most.
 
     Output channels are log-uniform over 8..256 (squeeze layers narrow, expand layers wide);
     input channels too, or 1 or 3 one time in five (a stem on grey or colour images); maps
-    28, 14, 7 or 4 pixels wide; batch 1, 8 or 64; kernels 1 (two in five), 3 or 5.
+    28, 14, 7 or 4 pixels wide; batch 1, 8 or 64; kernels 1 (two in five), 3 or 5. With a
+    ``block`` (a runtime's blocked layout), half of the input widths of a block or more are
+    rounded to a multiple of it, so that convolutions in and out of the layout are both measured
+    (:func:`archsearch.hardware.gemm.runs_blocked`).
     """
     rng = random.Random(seed)
     shapes: list[tuple[int, int, int, int, int]] = []
@@ -178,6 +183,8 @@ def fire_gemm_shapes(count: int, seed: int, max_gflop: float) -> list[tuple[int,
         side = rng.choice((28, 14, 14, 7, 7, 4))
         cout = round(2 ** rng.uniform(3, 8))
         cin = rng.choice((1, 3)) if rng.random() < 0.2 else round(2 ** rng.uniform(3, 8))
+        if block and cin >= block and rng.random() < 0.5:
+            cin = round(cin / block) * block
         if 2 * batch * cin * cout * kernel**2 * side**2 <= max_gflop * 1e9:
             shapes.append((batch, cin, cout, kernel, side))
     return shapes

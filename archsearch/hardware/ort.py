@@ -10,9 +10,11 @@ dynamic batch axis so one file serves any batch size.
 from __future__ import annotations
 
 import io
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,7 +22,7 @@ from torch import nn
 
 from archsearch.errors import ConfigError
 
-__all__ = ["OPSET", "import_deploy", "onnx_session", "time_session", "to_onnx_bytes"]
+__all__ = ["OPSET", "import_deploy", "nchwc_block", "onnx_session", "time_session", "to_onnx_bytes"]
 
 #: ONNX opset of every export: supported by onnxruntime >= 1.14 and torch's legacy exporter.
 OPSET = 17
@@ -99,3 +101,31 @@ def time_session(
         session.run(None, feed)
         samples.append(1e3 * (now() - start))
     return samples
+
+
+#: The ONNX domain of ONNX Runtime's blocked-layout (NCHWc) kernels.
+NCHWC_DOMAIN = "com.microsoft.nchwc"
+
+
+def nchwc_block() -> int:
+    """Channels per block of ONNX Runtime's NCHWc layout on this CPU; 0 where it has none.
+
+    Asked of ONNX Runtime itself: a one-output 1x1 convolution's session writes its optimized
+    graph, whose NCHWc convolution pads the weights' output channels to one block (16 with
+    AVX-512, 8 with AVX2; ARM CPUs keep NCHW).
+    """
+    onnx = import_deploy("onnx")
+    ort = import_deploy("onnxruntime")
+    with tempfile.TemporaryDirectory(prefix="archsearch-nchwc-") as folder:
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(Path(folder) / "optimized.onnx")
+        options.log_severity_level = 3  # it warns that the file is for this CPU only: so it is
+        ort.InferenceSession(
+            to_onnx_bytes(nn.Conv2d(3, 1, 1), (3, 4, 4)), options, providers=["CPUExecutionProvider"]
+        )
+        graph = onnx.load(options.optimized_model_filepath).graph
+    weights = {t.name: list(t.dims) for t in graph.initializer}
+    for node in graph.node:
+        if node.domain == NCHWC_DOMAIN and node.op_type == "Conv":
+            return int(weights[node.input[1]][0])
+    return 0

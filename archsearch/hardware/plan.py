@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from archsearch.hardware.gemm import table_class
 from archsearch.hardware.microbench import (
     Case,
     GemmSample,
@@ -44,6 +45,8 @@ class CalibrationCases:
         probe: random probe networks (some also at a large batch).
         call: ONNX Runtime's fixed cost of one run (None on torch).
         quick: a few-second calibration (smaller budgets).
+        block: channels per block of the runtime's blocked layout (0: none), which sorts the
+            convolutions into their GEMM tables.
     """
 
     single: dict[str, Callable[[], object]]
@@ -54,6 +57,7 @@ class CalibrationCases:
     probe: list[Probe]
     call: Callable[[], object] | None
     quick: bool
+    block: int = 0
 
     @property
     def count(self) -> int:
@@ -84,11 +88,13 @@ class CalibrationCases:
         return [next(large) if p.batch > 1 else next(small) for p in self.probe]
 
     def gemm_samples(self, gemm_s: Sequence[float], linear_s: Sequence[float]) -> dict[str, list[GemmSample]]:
-        """The timed convolutions and linear layers by GEMM class."""
-        by_class: dict[str, list[GemmSample]] = {"conv1x1": [], "convkxk": [], "linear": []}
+        """The timed convolutions and linear layers by GEMM table
+        (:func:`archsearch.hardware.gemm.table_class`: by class, and by layout where the runtime
+        has a blocked one)."""
+        by_class: dict[str, list[GemmSample]] = {}
         for case, seconds in [*zip(self.gemm, gemm_s, strict=True), *zip(self.linear, linear_s, strict=True)]:
-            by_class[case.kernel.kind].append(GemmSample(case.kernel, seconds))
-        return {kind: samples for kind, samples in by_class.items() if samples}
+            by_class.setdefault(table_class(case.kernel, self.block), []).append(GemmSample(case.kernel, seconds))
+        return by_class
 
 
 def probe_budget(quick: bool) -> float:
@@ -102,12 +108,13 @@ def large_budget(quick: bool) -> float:
 
 
 def calibration_cases(
-    quick: bool, seed: int, fmt: torch.memory_format, runtime: str, guess: HardwareProfile
+    quick: bool, seed: int, fmt: torch.memory_format, runtime: str, guess: HardwareProfile, block: int = 0
 ) -> CalibrationCases:
     """Build every case of a calibration on ``runtime`` (``torch`` or ``onnxruntime``).
 
     ``guess`` (a roofline from the large matmul and copy) decides which probes are too slow to
-    time at the large batch within their share of the budget.
+    time at the large batch within their share of the budget; ``block`` is the runtime's
+    blocked layout (0: none), whose convolutions the GEMM cases cover in and out of it.
     """
     ort = runtime == "onnxruntime"
     count = (12 if quick else 48) if ort else (30 if quick else 160)  # ONNX export: ~0.1 s a probe
@@ -118,7 +125,9 @@ def calibration_cases(
         single=overhead_cases(fmt),
         stream=stream_cases(stream_shape, fmt),
         stream_shape=stream_shape,
-        gemm=gemm_cases(fire_gemm_shapes(10 if quick else 96, seed, 0.05 if quick else 3.0), fmt, runtime),
+        gemm=gemm_cases(
+            fire_gemm_shapes(10 if quick else 96, seed, 0.05 if quick else 3.0, block), fmt, runtime
+        ),
         linear=linear_cases(4 if quick else 12, seed),
         probe=probe_cases(
             count,
@@ -129,7 +138,9 @@ def calibration_cases(
             8 if quick else 16,
             lambda kernels: sum(guess.kernel_seconds(k)[0] for k in kernels) * 2 > share,
             runtime,
+            fire_only=ort,
         ),
         call=call_overhead_case(fmt, runtime) if ort else None,
         quick=quick,
+        block=block,
     )

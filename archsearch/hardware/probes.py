@@ -158,11 +158,14 @@ def probe_cases(
     too_slow: Callable[[list[Kernel]], bool] = lambda _kernels: False,
     runtime: str = "torch",
     fire_sides: tuple[int, ...] = (8, 28, 32),
+    fire_only: bool = False,
 ) -> list[Probe]:
     """``count`` random probe networks on ``runtime``, each at batch 1.
 
     Every other one is a Fire-module network (:func:`fire_probe_spec` on a ``fire_sides`` map),
-    the rest use every op the builder knows (:func:`probe_spec`). Every fourth (a Fire one)
+    the rest use every op the builder knows (:func:`probe_spec`); ``fire_only``: all are Fire
+    networks (for ONNX Runtime, whose exporter splits GELU and SiLU into several nodes that
+    the kernel count of a network of every op misses). Every fourth (a Fire one)
     also runs at ``large_batch`` unless ``too_slow`` says its kernels there would take too long
     to time: batch 1 shows the fixed costs, the large batch what each image adds (and the
     roofline's scale); ``large_batch=0``: batch 1 only. A probe's kernels leave out the ones
@@ -172,7 +175,7 @@ def probe_cases(
     skip = RUNTIME_FUSED[runtime]
     probes = []
     for i in range(count):
-        if i % 2:
+        if i % 2 and not fire_only:
             net = probe_spec(rng, i, widths, rng.choice(sides))
         else:
             net = fire_probe_spec(rng, i, rng.choice(fire_sides))
@@ -190,10 +193,11 @@ def fit_probes(
     busy: Callable[[Kernel], float],
     single_us: Mapping[str, float],
     fit_scale: bool,
+    joint: bool = False,
 ) -> ContextFit:
     """What kernels cost in the timed probe networks, per call and per image, beyond the roofline
     time ``busy`` predicts (:func:`archsearch.hardware.fitting.fit_context_overheads`;
-    ``fit_scale``: and a scale on it)."""
+    ``fit_scale``: and a scale on it; ``joint``: all fitted together)."""
     counts = [[sum(k.kind == kind for k in p.kernels) for kind in KERNEL_KINDS] for p in probes]
     busy_s = [sum(busy(k) for k in p.kernels) for p in probes]
     return fit_context_overheads(
@@ -203,4 +207,5 @@ def fit_probes(
         np.array(seconds),
         fit_scale,
         np.array([p.batch for p in probes]),
+        joint,
     )

@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 
 from archsearch.errors import ConfigError
-from archsearch.hardware.gemm import check_lines, check_rates, interpolate_rate, line_seconds
+from archsearch.hardware.gemm import check_lines, check_rates, interpolate_rate, line_seconds, table_class
 from archsearch.net.kernels import GEMM_KINDS, KERNEL_KINDS, OP_CLASSES, Kernel, op_class
 from archsearch.resources import find_config
 
@@ -68,11 +68,16 @@ class HardwareProfile:
         gemm_lines: per GEMM class, lines fitted to its timed kernels, one per kernel area, as
             ``[taps, block, fixed_us, per_image_us, gflops]`` rows
             (:func:`archsearch.hardware.gemm.line_seconds`); where a class has them they price
-            its kernels instead of ``gemm_rates``.
+            its kernels instead of ``gemm_rates``. With ``nchwc_block``, both tables may also have
+            ``conv1x1_nchw`` and ``convkxk_nchw`` entries: the convolutions the runtime runs
+            outside its blocked layout (:func:`archsearch.hardware.gemm.table_class`).
         per_image_us: per-kernel-kind cost per image of the batch, microseconds: what a kernel
             pays in a network beyond its roofline and dispatch for every image it runs on (its
             activations stream through caches its neighbours' outputs evicted). Calibrated from
             probe networks timed at batch 1 and at a large batch; 0 where absent.
+        nchwc_block: channels per block of the runtime's blocked layout (ONNX Runtime's NCHWc on
+            x86: 16 with AVX-512, 8 with AVX2), which decides each convolution's GEMM table;
+            0 (eager torch, or no blocked layout): every convolution by its class's tables.
         description: one line for humans.
         calibrated: whether the numbers were measured on the device.
         extra: any other keys of the YAML (kept, not interpreted; e.g. ``measured``).
@@ -92,6 +97,7 @@ class HardwareProfile:
     gemm_rates: Mapping[str, Sequence[Sequence[float]]] = field(default_factory=dict)
     per_image_us: Mapping[str, float] = field(default_factory=dict)
     gemm_lines: Mapping[str, Sequence[Sequence[float]]] = field(default_factory=dict)
+    nchwc_block: int = 0
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], source: str = "hardware") -> HardwareProfile:
@@ -114,6 +120,7 @@ class HardwareProfile:
             "gemm_rates",
             "per_image_us",
             "gemm_lines",
+            "nchwc_block",
         }
         try:
             peak = float(raw["peak_gflops"])
@@ -125,6 +132,9 @@ class HardwareProfile:
             raise ConfigError(f"{source} keys 'peak_gflops' and 'bandwidth_gbs' must be > 0.")
         if overhead < 0:
             raise ConfigError(f"{source} key 'overhead_us' must be >= 0, got {overhead}.")
+        block = raw.get("nchwc_block", 0)
+        if isinstance(block, bool) or not isinstance(block, int) or block < 0:
+            raise ConfigError(f"{source} key 'nchwc_block' must be an integer >= 0, got {block!r}.")
         curves = _mapping(raw, "efficiency", source)
         bad = set(curves) - set(GEMM_KINDS)
         if bad:
@@ -158,6 +168,7 @@ class HardwareProfile:
             per_image_us=_numbers(
                 _mapping(raw, "per_image_us", source), "per_image_us", kinds, source, minimum=0.0
             ),
+            nchwc_block=block,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -170,7 +181,7 @@ class HardwareProfile:
         out["gemm_rates"] = {k: [list(row) for row in v] for k, v in self.gemm_rates.items()}
         out["per_image_us"] = dict(self.per_image_us)
         out["gemm_lines"] = {k: [list(row) for row in v] for k, v in self.gemm_lines.items()}
-        for key in ("gemm_rates", "per_image_us", "gemm_lines"):
+        for key in ("gemm_rates", "per_image_us", "gemm_lines", "nchwc_block"):
             if not out[key]:
                 del out[key]
         extra = out.pop("extra")
@@ -240,13 +251,17 @@ class HardwareProfile:
         ``latency = overhead + per_image * batch + max(compute, memory)``: a fixed cost, one per
         image, and the roofline of the kernel's FLOPs at its class's peak scaled by its GEMM
         efficiency (or at the rate measured for its nearest GEMM shapes, see ``gemm_rates``, or
-        on the line fitted to them, ``gemm_lines``) and of its bytes at its kind's rate.
+        on the line fitted to them, ``gemm_lines``) and of its bytes at its kind's rate. A
+        convolution takes the tables of its layout where the profile has them (``nchwc_block``).
         """
         compute = 0.0
-        if kernel.flops and kernel.kind in self.gemm_lines:
-            compute = line_seconds(self.gemm_lines[kernel.kind], kernel)
-        elif kernel.flops and kernel.kind in self.gemm_rates:
-            compute = kernel.flops / (self._measured_rate(kernel.kind, kernel.gemm, kernel.batch) * 1e9)
+        table = table_class(kernel, self.nchwc_block) if kernel.flops else kernel.kind
+        if table not in self.gemm_lines and table not in self.gemm_rates:
+            table = kernel.kind
+        if kernel.flops and table in self.gemm_lines:
+            compute = line_seconds(self.gemm_lines[table], kernel)
+        elif kernel.flops and table in self.gemm_rates:
+            compute = kernel.flops / (self._measured_rate(table, kernel.gemm, kernel.batch) * 1e9)
         elif kernel.flops:
             eff = self.gemm_efficiency(kernel.kind, *kernel.gemm)
             compute = kernel.flops / (self.peak_for(op_class(kernel.kind)) * eff)

@@ -66,6 +66,8 @@ class Kernel:
         gemm: (m, n, k) of the GEMM for GEMM-like kinds, else (0, 0, 0).
         batch: images in the batch it runs on (a profile's ``per_image_us`` scales with it).
         taps: a convolution's kernel area (9 for 3x3), else 1: ``gemm_lines`` are per area.
+        groups: a convolution's groups (``gemm`` is one group's), else 1: whether a runtime
+            runs it in a blocked layout depends on its channels per group.
     """
 
     kind: str
@@ -74,6 +76,7 @@ class Kernel:
     gemm: tuple[int, int, int] = (0, 0, 0)
     batch: int = 1
     taps: int = 1
+    groups: int = 1
 
 
 class OpCost(NamedTuple):

@@ -49,6 +49,7 @@ def conv_layer_kernels(
             bytes=cout * k + in_elems + out_elems,
             gemm=(cout // groups, pixels, k),
             taps=kernel * kernel,
+            groups=groups,
         )
     ]
     if bn:
