@@ -4,27 +4,32 @@
 micro-benchmarks on the CPU and writes (and prints) a profile that ``hardware=mybox`` selects.
 Without ``out=`` the profile becomes ``hardware=auto``'s cached profile for its settings
 (:mod:`archsearch.hardware.auto`). Nothing else is written: no Hydra output folder, no logs.
-Progress goes to stderr, the YAML to stdout. A full run takes 20-25 s on a 2-core machine;
+Progress goes to stderr, the YAML to stdout. A full run takes 20-30 s on a 2-core machine;
 ``quick=true`` about 2 s.
 
 What is measured, and the term of the latency model (:mod:`archsearch.net.cost`) it sets:
 
-- large fp32 matmuls -> ``peak_gflops`` (bf16 too where oneDNN supports it, recorded only);
+- large fp32 matmuls -> ``peak_gflops`` (bf16 too where oneDNN supports it, recorded only, on
+  torch);
 - large tensor copies -> ``bandwidth_gbs``;
 - every kernel kind on a tiny tensor in a hot loop -> its relative dispatch cost;
 - every streaming kind (batch norm, activations, pools, add, concat) on a Fire-sized tensor
   (64 x 64 x 14 x 14) -> its rate in ``bandwidths``;
 - about 100 random convolutions of stem and Fire shapes (1x1 and kxk, batch 1 to 64; on ONNX
   Runtime for ``runtime=onnxruntime``) and a dozen linear layers -> each one's achieved rate
-  and batch (``gemm_rates``, which the estimate interpolates), and per class ``peaks``,
-  ``bandwidths`` and GEMM ``efficiency`` half-sizes fitted by least squares in log time (kept
-  for reference);
+  and batch (``gemm_rates``, which the estimate interpolates, or ``gemm_lines`` where lines fit
+  better), and per class ``peaks``, ``bandwidths`` and GEMM ``efficiency`` half-sizes fitted
+  by least squares in log time (kept for reference). On ONNX Runtime with a blocked layout
+  (NCHWc, ``nchwc_block``, asked of ONNX Runtime itself) the convolutions it runs outside the
+  layout get tables of their own (``conv1x1_nchw``, ``convkxk_nchw``), and a blocked one's
+  time is cut to the share its profiler puts on the convolution, without the reorders of its
+  input and output that a network mostly spares it (:func:`archsearch.hardware.ort.node_share`);
 - 160 probe networks built by ``archsearch.net.model.build`` (48 exported to ONNX Runtime for
-  ``runtime=onnxruntime``), half of them Fire-module networks like the ``fire`` spaces', at
-  batch 1 -> ``overheads_us``: what each kernel costs beyond its roofline inside a network
-  (module calls, graph glue, dispatch with cold caches), fitted as ``factor * hot-loop cost +
-  extra``; every fourth also at batch 16 -> ``per_image_us``, what each kernel adds per image
-  in a network, and for ONNX Runtime a scale on the roofline.
+  ``runtime=onnxruntime``, all of them Fire-module networks; half of torch's), at batch 1 ->
+  ``overheads_us``: what each kernel costs beyond its roofline inside a network (module
+  calls, graph glue, dispatch with cold caches), fitted as ``factor * hot-loop cost + extra``;
+  every fourth also at batch 16 -> ``per_image_us``, what each kernel adds per image in a
+  network, and for ONNX Runtime a scale on the roofline (all fitted together there).
 
 All cases are built first and then timed together in interleaved rounds
 (:mod:`archsearch.hardware.timing`): every figure is a case's least round median, so the
@@ -64,13 +69,13 @@ from archsearch.hardware.microbench import (
     measure_matmul,
     stream_rates,
 )
-from archsearch.hardware.ort import import_deploy, nchwc_block
+from archsearch.hardware.ort import import_deploy, nchwc_layout
 from archsearch.hardware.plan import calibration_cases
-from archsearch.hardware.probes import RUNTIME_FUSED, fit_probes
+from archsearch.hardware.probes import RUNTIME_FUSED, fit_probes, in_networks
 from archsearch.hardware.profile import HardwareProfile, check_profile_path, profile_yaml, write_profile
 from archsearch.hardware.runtime import torch_threads
 from archsearch.hardware.timing import ROUNDS, time_groups, timing_clock
-from archsearch.net.kernels import GEMM_KINDS, KERNEL_KINDS
+from archsearch.net.kernels import GEMM_KINDS
 
 __all__ = ["CalibrateConfig", "calibrate", "cpu_name", "run"]
 
@@ -239,15 +244,17 @@ def _measure(
         ``extra["measured"]``.
     """
     fp32 = measure_matmul((512,) if quick else (1024, 2048))
-    bf16 = measure_matmul((512,) if quick else (1024, 2048), torch.bfloat16) if bf16_supported() else None
+    # bf16 is torch's (oneDNN's) alone: an ONNX Runtime profile runs fp32 and skips it (2 s).
+    bf16_here = bf16_supported() and runtime == "torch"
+    bf16 = measure_matmul((512,) if quick else (1024, 2048), torch.bfloat16) if bf16_here else None
     say(f"matmul: fp32 {fp32:.1f} GFLOP/s" + (f", bf16 {bf16:.1f} GFLOP/s" if bf16 else ""))
     copy_gbs = measure_copy_bandwidth(16 if quick else 256)
     say(f"copy: {copy_gbs:.1f} GB/s")
-    block = nchwc_block() if runtime == "onnxruntime" else 0
+    block, step = nchwc_layout() if runtime == "onnxruntime" else (0, 0)
     if block:
-        say(f"ONNX Runtime's blocked layout: NCHWc, {block} channels a block")
+        say(f"ONNX Runtime's blocked layout: NCHWc, {block} channels a block, inputs in multiples of {step}")
     guess = HardwareProfile("guess", fp32 / 2, copy_gbs / 2)
-    cases = calibration_cases(quick, seed, fmt, runtime, guess, block)
+    cases = calibration_cases(quick, seed, fmt, runtime, guess, (block, step))
     started = time.perf_counter()
     rounds = 2 if quick else ROUNDS
     times = time_groups(cases.groups(), rounds, seed)
@@ -256,23 +263,12 @@ def _measure(
     say("single-op overhead (us): " + ", ".join(f"{k} {v:.1f}" for k, v in single.items()))
     rates = stream_rates(cases.stream, times["stream"], single)
     say("streaming (GB/s): " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items()))
-    if "call" in times:  # ONNX Runtime's own fixed cost per call comes off its convs' times
-        call = round(times["call"][0] * 1e6, 3)
-        single = {**single, "conv1x1": call, "convkxk": call}
-    tables = _fit_gemms(cases.gemm_samples(times["gemm"], times["linear"]), single, fp32, copy_gbs, say)
-    # The plain-layout tables' roofline fits stay under `measured` only.
-    fits = {kind: f for kind, f in tables.fits.items() if kind in GEMM_KINDS}
-    roofline = HardwareProfile(
-        name=name,
-        peak_gflops=fp32,
-        bandwidth_gbs=copy_gbs,
-        peaks={kind: f["gflops"] for kind, f in fits.items()},
-        bandwidths={**rates, **{kind: f["gbs"] for kind, f in fits.items()}},
-        efficiency={kind: f["half"] for kind, f in fits.items()},
-        gemm_rates=tables.rates,
-        gemm_lines=tables.lines,
-        nchwc_block=block,
-    )
+    call_s = times["call"][0] if "call" in times else 0.0
+    if call_s:  # ONNX Runtime's own fixed cost per call comes off its convs' times
+        single = {**single, "conv1x1": round(call_s * 1e6, 3), "convkxk": round(call_s * 1e6, 3)}
+    samples = cases.gemm_samples(times["gemm"], times["linear"], call_s)
+    tables = _fit_gemms(samples, single, fp32, copy_gbs, say)
+    roofline = _roofline(name, fp32, copy_gbs, rates, tables, (block, step))
     # Every fourth probe also runs at a large batch: that fits the cost per image, and for ONNX
     # Runtime a scale on the roofline. Eager torch keeps its measured rates: random probes put
     # its scale at 1.6x, which made the fire nets' batch-64 estimate 1.4x high. ONNX Runtime's
@@ -307,45 +303,33 @@ def _measure(
             "median_ape": context.median_ape,
         },
     }
-    roofline, context = _in_networks(roofline, context, RUNTIME_FUSED[runtime])
+    roofline, context = in_networks(roofline, context, RUNTIME_FUSED[runtime])
     return roofline, context, figures
 
 
-#: The streaming rate of a kernel a runtime fuses away: its time is nil next to anything else.
-FUSED_GBS = 1e6
-
-
-def _in_networks(
-    roofline: HardwareProfile, context: ContextFit, fused: tuple[str, ...]
-) -> tuple[HardwareProfile, ContextFit]:
-    """The micro-benchmarks' roofline as networks run it: peaks, streaming rates and measured
-    GEMM rates divided by the fitted scale, each kernel's cost per image, and the kernels the
-    runtime fuses away free (no overhead, no streaming time)."""
-    scale = context.busy_scale
-    rates = {k: v / scale for k, v in roofline.bandwidths.items()}
-    scaled = dataclasses.replace(
-        roofline,
-        peak_gflops=roofline.peak_gflops / scale,
-        bandwidth_gbs=roofline.bandwidth_gbs / scale,
-        peaks={k: round(v / scale, 2) for k, v in roofline.peaks.items()},
-        bandwidths={k: round(v, 2) for k, v in {**rates, **dict.fromkeys(fused, FUSED_GBS)}.items()},
-        # The fit scaled the whole roofline time, GEMMs' measured rates included.
-        gemm_rates={
-            k: [[*r[:3], round(r[3] / scale, 3), *r[4:]] for r in rows]
-            for k, rows in roofline.gemm_rates.items()
-        },
-        per_image_us={k: 0.0 if k in fused else context.per_image_us for k in KERNEL_KINDS},
-        # A line's times grow with the scale as its rate falls.
-        gemm_lines={
-            k: [
-                [t, b, round(f * scale, 3), round(p * scale, 4), round(g / scale, 3)]
-                for t, b, f, p, g in rows
-            ]
-            for k, rows in roofline.gemm_lines.items()
-        },
+def _roofline(
+    name: str,
+    peak_gflops: float,
+    bandwidth_gbs: float,
+    rates: Mapping[str, float],
+    tables: GemmTables,
+    layout: tuple[int, int],
+) -> HardwareProfile:
+    """The micro-benchmarks' profile: peaks, streaming rates, GEMM tables and the blocked layout
+    (the plain-layout tables' roofline fits stay under ``measured`` only)."""
+    fits = {kind: f for kind, f in tables.fits.items() if kind in GEMM_KINDS}
+    return HardwareProfile(
+        name=name,
+        peak_gflops=peak_gflops,
+        bandwidth_gbs=bandwidth_gbs,
+        peaks={kind: f["gflops"] for kind, f in fits.items()},
+        bandwidths={**rates, **{kind: f["gbs"] for kind, f in fits.items()}},
+        efficiency={kind: f["half"] for kind, f in fits.items()},
+        gemm_rates=tables.rates,
+        gemm_lines=tables.lines,
+        nchwc_block=layout[0],
+        nchwc_step=layout[1],
     )
-    overheads = {k: 0.0 if k in fused else v for k, v in context.overheads_us.items()}
-    return scaled, dataclasses.replace(context, overheads_us=overheads)
 
 
 def _fit_gemms(

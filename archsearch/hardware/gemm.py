@@ -76,29 +76,31 @@ def interpolate_rate(
     return float(np.exp((weights * np.log(table[nearest, 3])).sum() / weights.sum()))
 
 
-def runs_blocked(kernel: Kernel, block: int) -> bool:
+def runs_blocked(kernel: Kernel, block: int, step: int = 0) -> bool:
     """Whether a convolution runs in a blocked layout of ``block`` channels (ONNX Runtime's NCHWc).
 
-    ONNX Runtime's ``NchwcTransformer`` rewrites a convolution when its input channels are
-    fewer than a block (it reads the plain input directly) or a multiple of it; a grouped one
-    only when its output channels are a multiple of a block and it is depthwise, or both its
-    channel counts per group are multiples. Output channels are padded up to the block.
-    ``block`` 0: the runtime has no blocked layout.
+    ONNX Runtime's ``NchwcTransformer`` rewrites a convolution when it has fewer input channels
+    than a block (it reads the plain input directly) or a multiple of ``step`` (its input is
+    padded to whole blocks; 4 in ONNX Runtime 1.32, the block itself in older versions, the
+    default here), whatever layout its input arrives in; a grouped one only when its output
+    channels are a multiple of a block and it is depthwise, or both its channel counts per group
+    are multiples. Output channels are padded up to the block. ``block`` 0: no blocked layout.
     """
     if block <= 0 or kernel.kind == "linear":
         return False
     m, _, k = kernel.gemm
     cin, cout = k // max(kernel.taps, 1) * kernel.groups, m * kernel.groups
     if kernel.groups == 1:
-        return cin < block or cin % block == 0
+        return cin < block or cin % (step or block) == 0
     depthwise = cin == kernel.groups == cout
     return cout % block == 0 and (depthwise or (cin % block == 0 and m % block == 0))
 
 
-def table_class(kernel: Kernel, block: int) -> str:
-    """The GEMM table that prices ``kernel`` on a runtime with a ``block``-channel layout: its
-    class, or the class's plain-layout table for a convolution that runs outside the layout."""
-    plain = block > 0 and kernel.kind != "linear" and not runs_blocked(kernel, block)
+def table_class(kernel: Kernel, block: int, step: int = 0) -> str:
+    """The GEMM table that prices ``kernel`` on a runtime with a ``block``-channel layout
+    (:func:`runs_blocked`): its class, or the class's plain-layout table for a convolution that
+    runs outside the layout."""
+    plain = block > 0 and kernel.kind != "linear" and not runs_blocked(kernel, block, step)
     return kernel.kind + PLAIN_SUFFIX if plain else kernel.kind
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from archsearch.hardware.gemm import runs_blocked
 from archsearch.hardware.runtime import to_memory_format
 from archsearch.hardware.timing import fastest_times
 from archsearch.net.cost import node_kernels
@@ -59,10 +60,13 @@ STREAM_KINDS = tuple(k for k in KERNEL_KINDS if k not in GEMM_KINDS and k != "id
 
 
 class Case(NamedTuple):
-    """A no-argument callable running one kernel, and the kernel it runs."""
+    """A no-argument callable running one kernel, the kernel it runs, and the share of its run
+    (less the runtime's fixed cost per call) that is that kernel: less than 1 where the runtime
+    adds work around it alone that it spares it in a network (:func:`gemm_cases`)."""
 
     fn: Callable[[], object]
     kernel: Kernel
+    share: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -164,16 +168,17 @@ def stream_rates(
 
 
 def fire_gemm_shapes(
-    count: int, seed: int, max_gflop: float, block: int = 0
+    count: int, seed: int, max_gflop: float, block: int = 0, step: int = 0
 ) -> list[tuple[int, int, int, int, int]]:
     """Random (batch, cin, cout, kernel, side) convs of stem and Fire shapes, ``max_gflop`` at most.
 
     Output channels are log-uniform over 8..256 (squeeze layers narrow, expand layers wide);
     input channels too, or 1 or 3 one time in five (a stem on grey or colour images); maps
     28, 14, 7 or 4 pixels wide; batch 1, 8 or 64; kernels 1 (two in five), 3 or 5. With a
-    ``block`` (a runtime's blocked layout), half of the input widths of a block or more are
-    rounded to a multiple of it, so that convolutions in and out of the layout are both measured
-    (:func:`archsearch.hardware.gemm.runs_blocked`).
+    ``block`` (a runtime's blocked layout, whose convolutions of a block or more inputs need
+    them in multiples of ``step``), half of the input widths of a block or more are rounded to
+    such a multiple and the other half moved off one, so that convolutions in and out of the
+    layout are both measured (:func:`archsearch.hardware.gemm.runs_blocked`).
     """
     rng = random.Random(seed)
     shapes: list[tuple[int, int, int, int, int]] = []
@@ -183,31 +188,42 @@ def fire_gemm_shapes(
         side = rng.choice((28, 14, 14, 7, 7, 4))
         cout = round(2 ** rng.uniform(3, 8))
         cin = rng.choice((1, 3)) if rng.random() < 0.2 else round(2 ** rng.uniform(3, 8))
-        if block and cin >= block and rng.random() < 0.5:
-            cin = round(cin / block) * block
+        if block and cin >= block:
+            multiple = step or block
+            cin = round(cin / multiple) * multiple if rng.random() < 0.5 else cin + (cin % multiple == 0)
         if 2 * batch * cin * cout * kernel**2 * side**2 <= max_gflop * 1e9:
             shapes.append((batch, cin, cout, kernel, side))
     return shapes
 
 
 def gemm_cases(
-    shapes: Sequence[tuple[int, int, int, int, int]], fmt: torch.memory_format, runtime: str = "torch"
+    shapes: Sequence[tuple[int, int, int, int, int]],
+    fmt: torch.memory_format,
+    runtime: str = "torch",
+    layout: tuple[int, int] = (0, 0),
 ) -> list[Case]:
     """Each conv of ``shapes`` (as ``nn.Conv2d`` with bias, 'same' padding) on a random batch.
 
     ``runtime="onnxruntime"``: each conv exported to ONNX and run in an ONNX Runtime session
-    with torch's current thread count (its own kernels, in its own NCHW layout).
+    with torch's current thread count (its own kernels and layouts). A conv that runs in its
+    blocked layout (``layout``, :func:`archsearch.hardware.gemm.runs_blocked`) runs there
+    between reorders of its input and output, so its case carries the share of the run that
+    its profiler puts on the conv itself (:func:`archsearch.hardware.ort.node_share`).
     """
     cases = []
     for batch, cin, cout, kernel, side in shapes:
-        conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2)
+        conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2).eval()
         node = ConvNode("k", out=cout, kernel=kernel, act="none")
-        cases.append(
-            Case(
-                forward_maker(conv, (cin, side, side), fmt, runtime)(batch),
-                node_kernels(node, [(cin, side, side)], (cout, side, side), batch)[0],
-            )
-        )
+        k = node_kernels(node, [(cin, side, side)], (cout, side, side), batch)[0]
+        if runtime != "onnxruntime":
+            cases.append(Case(forward_maker(conv, (cin, side, side), fmt, runtime)(batch), k))
+            continue
+        from archsearch.hardware.ort import node_share, onnx_session, to_onnx_bytes
+
+        model = to_onnx_bytes(conv, (cin, side, side))
+        session, x = onnx_session(model, torch.get_num_threads()), torch.randn(batch, cin, side, side).numpy()
+        share = node_share(model, x) if runs_blocked(k, *layout) else 1.0
+        cases.append(Case(partial(session.run, None, {session.get_inputs()[0].name: x}), k, share))
     return cases
 
 

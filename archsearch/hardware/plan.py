@@ -45,8 +45,9 @@ class CalibrationCases:
         probe: random probe networks (some also at a large batch).
         call: ONNX Runtime's fixed cost of one run (None on torch).
         quick: a few-second calibration (smaller budgets).
-        block: channels per block of the runtime's blocked layout (0: none), which sorts the
-            convolutions into their GEMM tables.
+        block: channels per block of the runtime's blocked layout (0: none) and
+        step: the multiple of input channels its convolutions need (0: the block), which
+            together sort the convolutions into their GEMM tables.
     """
 
     single: dict[str, Callable[[], object]]
@@ -58,6 +59,7 @@ class CalibrationCases:
     call: Callable[[], object] | None
     quick: bool
     block: int = 0
+    step: int = 0
 
     @property
     def count(self) -> int:
@@ -87,13 +89,18 @@ class CalibrationCases:
         small, large = iter(times["probe"]), iter(times["probe_large"])
         return [next(large) if p.batch > 1 else next(small) for p in self.probe]
 
-    def gemm_samples(self, gemm_s: Sequence[float], linear_s: Sequence[float]) -> dict[str, list[GemmSample]]:
+    def gemm_samples(
+        self, gemm_s: Sequence[float], linear_s: Sequence[float], call_s: float = 0.0
+    ) -> dict[str, list[GemmSample]]:
         """The timed convolutions and linear layers by GEMM table
         (:func:`archsearch.hardware.gemm.table_class`: by class, and by layout where the runtime
-        has a blocked one)."""
+        has a blocked one), each one's time beyond the runtime's fixed cost per call ``call_s``
+        cut to the share that is its kernel (:class:`~archsearch.hardware.microbench.Case`)."""
         by_class: dict[str, list[GemmSample]] = {}
         for case, seconds in [*zip(self.gemm, gemm_s, strict=True), *zip(self.linear, linear_s, strict=True)]:
-            by_class.setdefault(table_class(case.kernel, self.block), []).append(GemmSample(case.kernel, seconds))
+            table = table_class(case.kernel, self.block, self.step)
+            own = call_s + max(seconds - call_s, 0.0) * case.share if case.share < 1 else seconds
+            by_class.setdefault(table, []).append(GemmSample(case.kernel, own))
         return by_class
 
 
@@ -108,13 +115,19 @@ def large_budget(quick: bool) -> float:
 
 
 def calibration_cases(
-    quick: bool, seed: int, fmt: torch.memory_format, runtime: str, guess: HardwareProfile, block: int = 0
+    quick: bool,
+    seed: int,
+    fmt: torch.memory_format,
+    runtime: str,
+    guess: HardwareProfile,
+    layout: tuple[int, int] = (0, 0),
 ) -> CalibrationCases:
     """Build every case of a calibration on ``runtime`` (``torch`` or ``onnxruntime``).
 
     ``guess`` (a roofline from the large matmul and copy) decides which probes are too slow to
-    time at the large batch within their share of the budget; ``block`` is the runtime's
-    blocked layout (0: none), whose convolutions the GEMM cases cover in and out of it.
+    time at the large batch within their share of the budget; ``layout`` is the runtime's
+    blocked layout, ``(block, step)`` (:func:`archsearch.hardware.ort.nchwc_layout`; ``(0, 0)``:
+    none), whose convolutions the GEMM cases cover in and out of it.
     """
     ort = runtime == "onnxruntime"
     count = (12 if quick else 48) if ort else (30 if quick else 160)  # ONNX export: ~0.1 s a probe
@@ -126,7 +139,7 @@ def calibration_cases(
         stream=stream_cases(stream_shape, fmt),
         stream_shape=stream_shape,
         gemm=gemm_cases(
-            fire_gemm_shapes(10 if quick else 96, seed, 0.05 if quick else 3.0, block), fmt, runtime
+            fire_gemm_shapes(10 if quick else 96, seed, 0.05 if quick else 3.0, *layout), fmt, runtime, layout
         ),
         linear=linear_cases(4 if quick else 12, seed),
         probe=probe_cases(
@@ -142,5 +155,6 @@ def calibration_cases(
         ),
         call=call_overhead_case(fmt, runtime) if ort else None,
         quick=quick,
-        block=block,
+        block=layout[0],
+        step=layout[1],
     )

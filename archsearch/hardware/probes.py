@@ -8,6 +8,7 @@ that extra cost with :func:`archsearch.hardware.fitting.fit_context_overheads`.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -18,6 +19,7 @@ import torch
 from archsearch.errors import SpecError
 from archsearch.hardware.fitting import ContextFit, fit_context_overheads
 from archsearch.hardware.microbench import forward_maker
+from archsearch.hardware.profile import HardwareProfile
 from archsearch.net.cost import node_kernels
 from archsearch.net.kernels import KERNEL_KINDS, Kernel
 from archsearch.net.model import build
@@ -28,6 +30,7 @@ __all__ = [
     "Probe",
     "fire_probe_spec",
     "fit_probes",
+    "in_networks",
     "probe_cases",
     "probe_spec",
     "spec_kernels",
@@ -209,3 +212,40 @@ def fit_probes(
         np.array([p.batch for p in probes]),
         joint,
     )
+
+
+#: The streaming rate of a kernel a runtime fuses away: its time is nil next to anything else.
+FUSED_GBS = 1e6
+
+
+def in_networks(
+    roofline: HardwareProfile, context: ContextFit, fused: tuple[str, ...]
+) -> tuple[HardwareProfile, ContextFit]:
+    """The micro-benchmarks' roofline as networks run it: peaks, streaming rates and measured
+    GEMM rates divided by the fitted scale, each kernel's cost per image, and the kernels the
+    runtime fuses away free (no overhead, no streaming time)."""
+    scale = context.busy_scale
+    rates = {k: v / scale for k, v in roofline.bandwidths.items()}
+    scaled = dataclasses.replace(
+        roofline,
+        peak_gflops=roofline.peak_gflops / scale,
+        bandwidth_gbs=roofline.bandwidth_gbs / scale,
+        peaks={k: round(v / scale, 2) for k, v in roofline.peaks.items()},
+        bandwidths={k: round(v, 2) for k, v in {**rates, **dict.fromkeys(fused, FUSED_GBS)}.items()},
+        # The fit scaled the whole roofline time, GEMMs' measured rates included.
+        gemm_rates={
+            k: [[*r[:3], round(r[3] / scale, 3), *r[4:]] for r in rows]
+            for k, rows in roofline.gemm_rates.items()
+        },
+        per_image_us={k: 0.0 if k in fused else context.per_image_us for k in KERNEL_KINDS},
+        # A line's times grow with the scale as its rate falls.
+        gemm_lines={
+            k: [
+                [t, b, round(f * scale, 3), round(p * scale, 4), round(g / scale, 3)]
+                for t, b, f, p, g in rows
+            ]
+            for k, rows in roofline.gemm_lines.items()
+        },
+    )
+    overheads = {k: 0.0 if k in fused else v for k, v in context.overheads_us.items()}
+    return scaled, dataclasses.replace(context, overheads_us=overheads)

@@ -78,6 +78,8 @@ class HardwareProfile:
         nchwc_block: channels per block of the runtime's blocked layout (ONNX Runtime's NCHWc on
             x86: 16 with AVX-512, 8 with AVX2), which decides each convolution's GEMM table;
             0 (eager torch, or no blocked layout): every convolution by its class's tables.
+        nchwc_step: a convolution of a block or more input channels runs in the blocked layout
+            when they are a multiple of this (4 in ONNX Runtime 1.32; 0: the block itself).
         description: one line for humans.
         calibrated: whether the numbers were measured on the device.
         extra: any other keys of the YAML (kept, not interpreted; e.g. ``measured``).
@@ -98,6 +100,7 @@ class HardwareProfile:
     per_image_us: Mapping[str, float] = field(default_factory=dict)
     gemm_lines: Mapping[str, Sequence[Sequence[float]]] = field(default_factory=dict)
     nchwc_block: int = 0
+    nchwc_step: int = 0
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], source: str = "hardware") -> HardwareProfile:
@@ -121,6 +124,7 @@ class HardwareProfile:
             "per_image_us",
             "gemm_lines",
             "nchwc_block",
+            "nchwc_step",
         }
         try:
             peak = float(raw["peak_gflops"])
@@ -132,9 +136,7 @@ class HardwareProfile:
             raise ConfigError(f"{source} keys 'peak_gflops' and 'bandwidth_gbs' must be > 0.")
         if overhead < 0:
             raise ConfigError(f"{source} key 'overhead_us' must be >= 0, got {overhead}.")
-        block = raw.get("nchwc_block", 0)
-        if isinstance(block, bool) or not isinstance(block, int) or block < 0:
-            raise ConfigError(f"{source} key 'nchwc_block' must be an integer >= 0, got {block!r}.")
+        block, step = (_count(raw, key, source) for key in ("nchwc_block", "nchwc_step"))
         curves = _mapping(raw, "efficiency", source)
         bad = set(curves) - set(GEMM_KINDS)
         if bad:
@@ -169,6 +171,7 @@ class HardwareProfile:
                 _mapping(raw, "per_image_us", source), "per_image_us", kinds, source, minimum=0.0
             ),
             nchwc_block=block,
+            nchwc_step=step,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -181,7 +184,7 @@ class HardwareProfile:
         out["gemm_rates"] = {k: [list(row) for row in v] for k, v in self.gemm_rates.items()}
         out["per_image_us"] = dict(self.per_image_us)
         out["gemm_lines"] = {k: [list(row) for row in v] for k, v in self.gemm_lines.items()}
-        for key in ("gemm_rates", "per_image_us", "gemm_lines", "nchwc_block"):
+        for key in ("gemm_rates", "per_image_us", "gemm_lines", "nchwc_block", "nchwc_step"):
             if not out[key]:
                 del out[key]
         extra = out.pop("extra")
@@ -255,7 +258,7 @@ class HardwareProfile:
         convolution takes the tables of its layout where the profile has them (``nchwc_block``).
         """
         compute = 0.0
-        table = table_class(kernel, self.nchwc_block) if kernel.flops else kernel.kind
+        table = table_class(kernel, self.nchwc_block, self.nchwc_step) if kernel.flops else kernel.kind
         if table not in self.gemm_lines and table not in self.gemm_rates:
             table = kernel.kind
         if kernel.flops and table in self.gemm_lines:
@@ -313,6 +316,14 @@ def _mapping(raw: Mapping[str, Any], key: str, source: str, prefix: str = "") ->
     value = raw.get(key) or {}
     if not isinstance(value, Mapping):
         raise ConfigError(f"{source} key '{prefix}{key}' must be a mapping, got {value!r}.")
+    return value
+
+
+def _count(raw: Mapping[str, Any], key: str, source: str) -> int:
+    """An integer >= 0 under ``key`` (0 when absent)."""
+    value = raw.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{source} key '{key}' must be an integer >= 0, got {value!r}.")
     return value
 
 
