@@ -9,12 +9,13 @@ Two tables, both written by :mod:`archsearch.hardware.calibrate`:
   computes in (:func:`line_seconds`): a convolution with 17 outputs takes as long as one with
   32 on a 16-lane CPU, which no interpolation over a few dozen random shapes sees. The
   calibration keeps a class's lines only where they fit its timings better than the nearest
-  shapes predict them (on the 2-core build VM: eager torch's convolutions, not ONNX Runtime's).
+  shapes predict them (on the 2-core build VM: eager torch's convolutions and most of ONNX
+  Runtime's).
 
 A runtime with a blocked channel layout runs some convolutions in it and the rest in plain NCHW,
 with other kernels: ONNX Runtime on x86 rewrites a convolution into its NCHWc form (channels in
 blocks of 8 or 16) only when its input channels allow (:func:`runs_blocked`), and runs the rest
-through im2col and a GEMM, 1.4x slower for the same work on the build VM. A profile of such a
+through im2col and a GEMM, 1.1-1.8x slower for the same work on the build VM. A profile of such a
 runtime keeps the plain ones' measurements apart, as ``conv1x1_nchw`` and ``convkxk_nchw``
 tables (:func:`table_class`).
 """
