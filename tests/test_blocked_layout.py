@@ -8,17 +8,15 @@ import re
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from archsearch.errors import ConfigError
-from archsearch.hardware.fitting import fit_context_overheads
 from archsearch.hardware.gemm import runs_blocked, table_class
 from archsearch.hardware.microbench import fire_gemm_shapes
 from archsearch.hardware.probes import fire_probe_spec, probe_cases, probe_spec, spec_kernels
 from archsearch.hardware.profile import HardwareProfile
 from archsearch.net.cost import node_kernels
-from archsearch.net.kernels import KERNEL_KINDS, Kernel
+from archsearch.net.kernels import Kernel
 from archsearch.net.model import build
 from archsearch.net.nodes import ConvNode
 
@@ -87,20 +85,6 @@ def test_aligned_input_widths_cover_both_layouts_and_leave_eager_shapes_alone() 
         shapes = fire_gemm_shapes(96, 0, 3.0, 16, step)
         blocked = sum(runs_blocked(_conv(cin, cout, kernel), 16, step) for _, cin, cout, kernel, _ in shapes)
         assert 0.5 * len(shapes) < blocked < 0.8 * len(shapes)
-
-
-def test_a_joint_fit_recovers_every_parameter_from_small_and_large_networks() -> None:
-    rng = np.random.default_rng(4)
-    single = {kind: float(i + 1) for i, kind in enumerate(KERNEL_KINDS)}
-    counts = rng.integers(0, 6, size=(48, len(KERNEL_KINDS))).astype(float)
-    batch = np.where(np.arange(48) % 4 == 0, 16, 1)
-    busy = rng.uniform(1e-5, 2e-4, size=48) * batch
-    per_kernel = np.array([0.5 * single[k] + 1.0 for k in KERNEL_KINDS]) * 1e-6
-    measured = 1.1 * busy + counts @ per_kernel + counts.sum(axis=1) * batch * 0.3e-6
-    fit = fit_context_overheads(counts, single, busy, measured, True, batch, joint=True)
-    assert fit.busy_scale == pytest.approx(1.1, rel=1e-2)
-    assert (fit.factor, fit.extra_us) == (pytest.approx(0.5, rel=2e-2), pytest.approx(1.0, rel=2e-2))
-    assert fit.per_image_us == pytest.approx(0.3, rel=2e-2)
 
 
 def test_fire_only_probes_are_all_fire_networks() -> None:

@@ -140,8 +140,10 @@ def test_in_network_fit_recovers_scale_factor_and_extra_per_kernel() -> None:
     assert fit.median_ape < 1e-6
 
 
+@pytest.mark.parametrize("joint", [False, True])
 @pytest.mark.parametrize("fit_scale", [False, True])
-def test_large_batch_probes_fit_what_each_kernel_adds_per_image(fit_scale: bool) -> None:
+def test_large_batch_probes_fit_what_each_kernel_adds_per_image(fit_scale: bool, joint: bool) -> None:
+    # In turns (eager torch) or all together (ONNX Runtime), the fit recovers every term.
     rng = np.random.default_rng(2)
     single = {kind: float(i + 1) for i, kind in enumerate(KERNEL_KINDS)}
     counts = rng.integers(0, 6, size=(40, len(KERNEL_KINDS))).astype(float)
@@ -150,7 +152,7 @@ def test_large_batch_probes_fit_what_each_kernel_adds_per_image(fit_scale: bool)
     per_kernel = np.array([1.5 * single[k] + 2.0 for k in KERNEL_KINDS]) * 1e-6
     scale = 1.2 if fit_scale else 1.0
     measured = scale * busy + counts @ per_kernel + counts.sum(axis=1) * batch * 0.7e-6
-    fit = fit_context_overheads(counts, single, busy, measured, fit_scale, batch)
+    fit = fit_context_overheads(counts, single, busy, measured, fit_scale, batch, joint)
     assert (fit.factor, fit.extra_us) == (pytest.approx(1.5, rel=1e-2), pytest.approx(2.0, rel=2e-2))
     assert fit.per_image_us == pytest.approx(0.7, rel=1e-2)
     assert fit.busy_scale == pytest.approx(scale, rel=1e-2)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -162,8 +163,6 @@ def node_share(model: bytes, x: Any, op_type: str = "Conv", seconds: float = 0.0
     thread, its profiler on, in a temporary folder) at least 5 times and for about ``seconds``,
     and compares the median time of each node.
     """
-    import numpy as np
-
     ort = import_deploy("onnxruntime")
     with tempfile.TemporaryDirectory(prefix="archsearch-profile-") as folder:
         options = ort.SessionOptions()

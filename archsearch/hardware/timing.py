@@ -82,20 +82,13 @@ def fastest_medians(
     the previous one's) and then ``repeats[i]`` times timed, so the rounds of one function fall
     in different phases of the machine's speed.
     """
-    now = _NOW.get()
     best = [math.inf] * len(fns)
     order = list(range(len(fns)))
     rng = random.Random(seed)
     for _ in range(rounds):
         rng.shuffle(order)
         for i in order:
-            fns[i]()
-            times = []
-            for _ in range(repeats[i]):
-                start = now()
-                fns[i]()
-                times.append(now() - start)
-            best[i] = min(best[i], statistics.median(times))
+            best[i] = min(best[i], median_seconds(fns[i], repeats[i], warmup=1))
     return best
 
 
