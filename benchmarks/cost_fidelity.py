@@ -11,7 +11,11 @@ this host's auto profile for ``--threads``, ``--clock`` and each runtime (the on
 
 Networks are timed in interleaved rounds (every network once per round, in a fresh random order)
 and each latency is the least of its per-round medians: the network as this machine runs it when
-nothing slows it. A virtual machine's speed drifts by up to 1.6x within seconds, even on the
+nothing slows it. Batch 1 takes 20 rounds (``--rounds``), the larger batches 5
+(``--large-rounds``): measured twice in a row, 80 networks' batch-1 latencies rank alike at
+rho 0.935-0.982 with 5 rounds and 0.998 with 20, so with 5 the measurement itself, not the
+estimate, set the batch-1 rho; at batch 64 two measurements of 5 and 20 rounds rank alike at 0.992.
+A virtual machine's speed drifts by up to 1.6x within seconds, even on the
 thread's CPU clock (a neighbour on the sibling hyperthread, frequency changes); the calibration
 takes its figures the same way (:func:`archsearch.hardware.timing.time_groups`), so both
 describe the same machine. The load average is printed too;
@@ -72,23 +76,24 @@ def measure_all(
     specs: list[NetSpec],
     batch_sizes: list[int],
     threads: int,
-    rounds: int,
+    rounds: dict[int, int],
     repeats: dict[int, int],
     seed: int,
     clock: str,
     runtime: str = "torch",
 ) -> dict[int, list[float]]:
     """Latency (ms) of every spec at every batch size: the least per-round median over
-    interleaved rounds."""
+    interleaved rounds (``rounds[batch]`` of them)."""
     models = [build(s) for s in specs]
     medians: dict[tuple[int, int], list[float]] = {(i, b): [] for i in range(len(specs)) for b in batch_sizes}
     order = list(range(len(specs)))
     rng = random.Random(seed)
-    for r in range(rounds):
+    total = max(rounds.values())
+    for r in range(total):
         rng.shuffle(order)
         started = time.perf_counter()
         for i in order:
-            for b in batch_sizes:
+            for b in (b for b in batch_sizes if r < rounds[b]):
                 result = measure_latency(
                     models[i],
                     specs[i].input,
@@ -100,7 +105,9 @@ def measure_all(
                     runtime=runtime,
                 )
                 medians[(i, b)].append(result.median_ms)
-        print(f"  round {r + 1}/{rounds}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        print(
+            f"  round {r + 1}/{max(rounds.values())}: {time.perf_counter() - started:.0f} s", file=sys.stderr
+        )
     return {b: [min(medians[(i, b)]) for i in range(len(specs))] for b in batch_sizes}
 
 
@@ -134,12 +141,12 @@ def print_results(
     batch_sizes: list[int],
     count: int,
     clock: str,
-    rounds: int,
+    rounds: dict[int, int],
 ) -> None:
     """The rank correlations and the estimate's errors against one runtime's measured latency."""
     print(
         f"\n[{runtime}] Spearman rho with measured latency ({count} networks, {clock} clock, "
-        f"least of {rounds} rounds' medians):"
+        "least of " + ", ".join(f"{rounds[b]} rounds' medians at batch {b}" for b in batch_sizes) + "):"
     )
     print(f"{'metric':>16} " + " ".join(f"{'batch ' + str(b):>10}" for b in batch_sizes))
     for m in METRICS:
@@ -176,7 +183,8 @@ def main() -> None:
     parser.add_argument("--input", default="1,28,28", help="C,H,W")
     parser.add_argument("--batch-sizes", default="1,64")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved measurement rounds")
+    parser.add_argument("--rounds", type=int, default=20, help="interleaved measurement rounds, batch < 16")
+    parser.add_argument("--large-rounds", type=int, default=5, help="interleaved rounds at batch >= 16")
     parser.add_argument(
         "--clock", choices=("wall", "cpu"), default="wall", help="cpu: thread CPU time (needs --threads 1)"
     )
@@ -199,8 +207,9 @@ def main() -> None:
         file=sys.stderr,
     )
     repeats = {b: 15 if b < 16 else 3 for b in batch_sizes}
+    rounds = {b: args.rounds if b < 16 else args.large_rounds for b in batch_sizes}
     measured = {
-        rt: measure_all(specs, batch_sizes, args.threads, args.rounds, repeats, args.seed, args.clock, rt)
+        rt: measure_all(specs, batch_sizes, args.threads, rounds, repeats, args.seed, args.clock, rt)
         for rt in runtimes
     }
     results = {
@@ -208,7 +217,7 @@ def main() -> None:
     }
     load_after = os.getloadavg()
     for rt in runtimes:
-        print_results(rt, results[rt], batch_sizes, len(specs), args.clock, args.rounds)
+        print_results(rt, results[rt], batch_sizes, len(specs), args.clock, rounds)
     elapsed = time.perf_counter() - started
     print(
         f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after; {elapsed:.0f} s in all "
