@@ -19,6 +19,7 @@ import yaml
 from archsearch.errors import ConfigError
 from archsearch.hardware.calibrate import CalibrateConfig, calibrate, run
 from archsearch.hardware.fitting import fit_context_overheads, fit_gemm_class, fit_gemm_lines, fit_gemm_tables
+from archsearch.hardware.gemm import LINE_FIELDS
 from archsearch.hardware.microbench import GemmSample
 from archsearch.hardware.probes import RUNTIME_FUSED, fire_probe_spec, probe_spec, spec_kernels
 from archsearch.hardware.profile import HardwareProfile, interpolate_rate, load_hardware
@@ -286,6 +287,29 @@ def test_lines_recover_fixed_and_per_image_costs_and_the_vector_block_of_the_out
     assert profile.kernel_seconds(k17)[1] == pytest.approx(seconds(8, 8, 17, 3, 7) - 5e-6, rel=0.01)
 
 
+def test_lines_recover_the_operand_term_and_price_it_apart_from_the_images() -> None:
+    # A plain-layout convolution builds its k x n im2col matrix: 4-byte elements at 2 GB/s,
+    # next to 1 us + 0.2 us an image and unpadded flops at 80 GFLOP/s.
+    def seconds(batch: int, cin: int, cout: int, kernel: int, side: int) -> float:
+        k, n = cin * kernel * kernel, batch * side * side
+        return 5e-6 + 1e-6 + 0.2e-6 * batch + 2 * cout * n * k / 80e9 + 4 * k * n / 2e9
+
+    samples = _timed_convs(seconds)
+    rows, error = fit_gemm_lines(samples, overhead_us=5.0)
+    assert error < 1e-3
+    for row in rows:
+        assert row[1] == 1.0 and len(row) == len(LINE_FIELDS)
+        assert row[2:] == [pytest.approx(v, rel=0.01) for v in (1.0, 0.2, 80.0, 2.0)]
+    profile = HardwareProfile("p", 100.0, 10.0, gemm_lines={"convkxk": rows})
+    wide = node_kernels(ConvNode("k", out=16, kernel=5, act="none"), [(30, 14, 14)], (16, 14, 14), 64)[0]
+    assert profile.kernel_seconds(wide)[1] == pytest.approx(seconds(64, 30, 16, 5, 14) - 5e-6, rel=0.01)
+    # A profile written before the term (five numbers a row) prices without it.
+    old = HardwareProfile("p", 100.0, 10.0, gemm_lines={"convkxk": [r[:5] for r in rows]})
+    assert old.kernel_seconds(wide)[1] == pytest.approx(
+        seconds(64, 30, 16, 5, 14) - 5e-6 - 4 * 750 * 64 * 196 / 2e9, rel=0.01
+    )
+
+
 def test_the_rate_table_is_kept_where_the_timings_follow_no_line() -> None:
     shuffled = random.Random(9)
     samples = _timed_convs(lambda *_shape: shuffled.uniform(1e-5, 1e-3))
@@ -300,9 +324,11 @@ def test_the_rate_table_is_kept_where_the_timings_follow_no_line() -> None:
     "lines, words",
     [
         ({"conv3d": [[9, 16, 1, 0, 50]]}, "unknown class 'conv3d'"),
-        ({"convkxk": [[9, 16, 1, 0]]}, "[taps, block, fixed_us, per_image_us, gflops] rows"),
+        ({"convkxk": [[9, 16, 1, 0]]}, f"[{', '.join(LINE_FIELDS)}] rows"),
+        ({"convkxk": [[9, 16, 1, 0, 50, 2, 1]]}, f"[{', '.join(LINE_FIELDS)}] rows"),
+        ({"convkxk": [[9, 16, 1, 0, 50, -2]]}, "the times and operand_gbs >= 0"),
         ({"convkxk": [[9, 0, 1, 0, 50]]}, "taps, block and gflops > 0"),
-        ({"convkxk": [[9, 16, -1, 0, 50]]}, "the times >= 0"),
+        ({"convkxk": [[9, 16, -1, 0, 50]]}, "the times and operand_gbs >= 0"),
     ],
 )
 def test_bad_gemm_lines_name_the_key(lines: dict[str, Any], words: str) -> None:

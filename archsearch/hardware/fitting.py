@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import least_squares, nnls
 
-from archsearch.hardware.gemm import base_class, interpolate_rate
+from archsearch.hardware.gemm import OPERAND_BYTES, base_class, interpolate_rate
 from archsearch.hardware.microbench import GemmSample, busy_seconds
 from archsearch.net.kernels import KERNEL_KINDS, Kernel
 
@@ -233,14 +233,16 @@ def _rate_rows(samples: Sequence[GemmSample], busy: np.ndarray) -> np.ndarray:
 
 
 def fit_gemm_lines(samples: Sequence[GemmSample], overhead_us: float) -> tuple[list[list[float]], float]:
-    """Lines ``fixed + per_image * batch + padded flops / rate`` through one class's timings.
+    """Lines ``fixed + per_image * batch + padded flops / rate + operand bytes / operand rate``
+    through one class's timings (:func:`archsearch.hardware.gemm.line_seconds`).
 
     One line per kernel area with at least four samples (non-negative least squares on
     relative errors of the time less dispatch), all with the output-channel block of
     :data:`BLOCKS` that fits best.
 
     Returns:
-        ``gemm_lines`` rows (``[taps, block, fixed_us, per_image_us, gflops]``) and their median
+        ``gemm_lines`` rows (``[taps, block, fixed_us, per_image_us, gflops, operand_gbs]``,
+        ``operand_gbs`` 0 where the fit puts nothing on the operand) and their median
         relative error; no rows and an infinite error with too few samples.
     """
     busy = _busy(samples, overhead_us)
@@ -254,7 +256,8 @@ def fit_gemm_lines(samples: Sequence[GemmSample], overhead_us: float) -> tuple[l
             design = np.array([_line_features(samples[i].kernel, block) for i in idx])
             x, _ = nnls(design / busy[idx, None], np.ones(len(idx)))
             x[2] = max(x[2], 1e-15)
-            row = [float(taps), float(block), x[0] * 1e6, x[1] * 1e6, 1e-9 / x[2]]
+            operand_gbs = 1e-9 / x[3] if x[3] > 0 else 0.0
+            row = [float(taps), float(block), x[0] * 1e6, x[1] * 1e6, 1e-9 / x[2], operand_gbs]
             rows.append([round(float(v), 4) for v in row])
             errors += list(np.abs(design @ x - busy[idx]) / busy[idx])
         if rows and float(np.median(errors)) < best[1]:
@@ -264,7 +267,8 @@ def fit_gemm_lines(samples: Sequence[GemmSample], overhead_us: float) -> tuple[l
 
 def _line_features(kernel: Kernel, block: int) -> list[float]:
     m, n, k = kernel.gemm
-    return [1.0, float(kernel.batch), 2.0 * math.ceil(m / block) * block * n * k]
+    padded = 2.0 * math.ceil(m / block) * block * n * k
+    return [1.0, float(kernel.batch), padded, float(OPERAND_BYTES * n * k)]
 
 
 def _leave_one_out_error(samples: Sequence[GemmSample], busy: np.ndarray, rows: np.ndarray) -> float:

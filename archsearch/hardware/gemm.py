@@ -5,12 +5,17 @@ Two tables, both written by :mod:`archsearch.hardware.calibrate`:
 - ``gemm_rates``: the rate each timed kernel achieved; a GEMM is priced at the rate of its
   nearest measured shapes (:func:`interpolate_rate`).
 - ``gemm_lines``: per kernel area, a line fitted to the timed kernels, ``fixed + per_image *
-  batch + flops / rate`` with output channels rounded up to the vector ``block`` the library
-  computes in (:func:`line_seconds`): a convolution with 17 outputs takes as long as one with
-  32 on a 16-lane CPU, which no interpolation over a few dozen random shapes sees. The
-  calibration keeps a class's lines only where they fit its timings better than the nearest
-  shapes predict them (on the 2-core build VM: eager torch's convolutions and most of ONNX
-  Runtime's).
+  batch + flops / rate + operand bytes / operand_gbs`` with output channels rounded up to the
+  vector ``block`` the library computes in (:func:`line_seconds`): a convolution with 17 outputs
+  takes as long as one with 32 on a 16-lane CPU, which no interpolation over a few dozen random
+  shapes sees. The operand term is the GEMM's ``k x n`` operand streamed once: the im2col matrix
+  ONNX Runtime builds for a convolution outside its blocked layout (a plain 5x5 one with 16
+  outputs at batch 64 ran at 30 GFLOP/s where its line without the term said 51), or the input
+  of a 1x1 convolution, which with few input channels streams more than it computes. A line
+  without it put that time on ``per_image`` and charged it to every small convolution at a large
+  batch. The calibration keeps a class's lines only where they fit its timings better than the
+  nearest shapes predict them (on the 2-core build VM: eager torch's convolutions and most of
+  ONNX Runtime's).
 
 A runtime with a blocked channel layout runs some convolutions in it and the rest in plain NCHW,
 with other kernels: ONNX Runtime on x86 rewrites a convolution into its NCHWc form (channels in
@@ -34,6 +39,7 @@ from archsearch.net.kernels import GEMM_KINDS, Kernel
 __all__ = [
     "LINE_FIELDS",
     "NEAREST",
+    "OPERAND_BYTES",
     "PLAIN_SUFFIX",
     "TABLE_CLASSES",
     "base_class",
@@ -124,19 +130,28 @@ def check_rates(raw: Mapping[str, Any], source: str) -> dict[str, list[list[floa
 
 
 #: The numbers of a ``gemm_lines`` row.
-LINE_FIELDS = ("taps", "block", "fixed_us", "per_image_us", "gflops")
+LINE_FIELDS = ("taps", "block", "fixed_us", "per_image_us", "gflops", "operand_gbs")
+
+#: Bytes of one element of a GEMM's operands as the calibration times them (fp32).
+OPERAND_BYTES = 4
 
 
 def line_seconds(rows: Sequence[Sequence[float]], kernel: Kernel) -> float:
     """Seconds of ``kernel`` on its class's line for its kernel area (else the nearest area's).
 
-    ``fixed + per_image * batch + 2 * ceil(m / block) * block * n * k / rate``, where ``m`` is
-    the output channels; a row is ``[taps, block, fixed_us, per_image_us, gflops]``.
+    ``fixed + per_image * batch + 2 * ceil(m / block) * block * n * k / rate + 4 * k * n /
+    operand_gbs``, where ``m`` is the output channels and ``k x n`` the GEMM's operand (the
+    im2col matrix, or a 1x1 convolution's input); a row is ``[taps, block, fixed_us,
+    per_image_us, gflops, operand_gbs]``, ``operand_gbs`` 0 (or left out, as profiles before
+    it have it) for no operand term.
     """
-    _, block, fixed_us, per_image_us, gflops = min(rows, key=lambda r: (abs(r[0] - kernel.taps), r[0]))
+    row = min(rows, key=lambda r: (abs(r[0] - kernel.taps), r[0]))
+    _, block, fixed_us, per_image_us, gflops = row[:5]
+    operand_gbs = row[5] if len(row) > 5 else 0.0
     m, n, k = kernel.gemm
     padded = 2.0 * math.ceil(m / block) * block * n * k
-    return (fixed_us + per_image_us * kernel.batch) * 1e-6 + padded / (gflops * 1e9)
+    streamed = OPERAND_BYTES * n * k / (operand_gbs * 1e9) if operand_gbs > 0 else 0.0
+    return (fixed_us + per_image_us * kernel.batch) * 1e-6 + padded / (gflops * 1e9) + streamed
 
 
 def check_lines(raw: Mapping[str, Any], source: str) -> dict[str, list[list[float]]]:
@@ -145,8 +160,12 @@ def check_lines(raw: Mapping[str, Any], source: str) -> dict[str, list[list[floa
         raw,
         "gemm_lines",
         source,
-        lambda table: all(len(r) == 5 and min(r[0], r[1], r[4]) > 0 and min(r[2:4]) >= 0 for r in table),
-        f"[{', '.join(LINE_FIELDS)}] rows: taps, block and gflops > 0, the times >= 0.",
+        lambda table: all(
+            len(r) in (5, 6) and min(r[0], r[1], r[4]) > 0 and min(r[2:4]) >= 0 and min(r[5:], default=0) >= 0
+            for r in table
+        ),
+        f"[{', '.join(LINE_FIELDS)}] rows: taps, block and gflops > 0, the times and operand_gbs "
+        ">= 0 (operand_gbs 0 or left out: no operand term).",
     )
 
 

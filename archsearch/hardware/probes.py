@@ -241,8 +241,15 @@ def in_networks(
         # A line's times grow with the scale as its rate falls.
         gemm_lines={
             k: [
-                [t, b, round(f * scale, 3), round(p * scale, 4), round(g / scale, 3)]
-                for t, b, f, p, g in rows
+                [
+                    t,
+                    b,
+                    round(f * scale, 3),
+                    round(p * scale, 4),
+                    round(g / scale, 3),
+                    *(round(w / scale, 3) for w in r),
+                ]
+                for t, b, f, p, g, *r in rows
             ]
             for k, rows in roofline.gemm_lines.items()
         },
