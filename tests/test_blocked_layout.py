@@ -145,3 +145,21 @@ def test_an_onnxruntime_calibration_records_its_block_and_keeps_plain_tables_apa
     assert tables <= {"conv1x1", "convkxk", "linear", "conv1x1_nchw", "convkxk_nchw"}
     assert set(profile.peaks) <= {"conv1x1", "convkxk", "linear"}  # plain fits: under `measured`
     assert HardwareProfile.from_dict(profile.to_dict()) == profile
+
+
+def test_onnxruntime_streaming_cases_run_its_own_kernels_on_the_same_work() -> None:
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+    import torch
+
+    from archsearch.hardware.microbench import STREAM_KINDS, stream_cases
+
+    shape = (2, 8, 6, 6)
+    eager = stream_cases(shape, torch.channels_last)
+    exported = stream_cases(shape, torch.channels_last, "onnxruntime")
+    assert set(exported) == set(STREAM_KINDS)
+    for kind, case in exported.items():
+        assert case.kernel == eager[kind].kernel, kind
+        (out,) = case.fn()  # a session's outputs: numpy arrays, not eager tensors
+        assert isinstance(out, np.ndarray), kind
+        assert out.shape[0] == 2 and out.shape[1] == (16 if kind == "concat" else 8), kind

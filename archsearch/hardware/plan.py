@@ -128,15 +128,21 @@ def calibration_cases(
     time at the large batch within their share of the budget; ``layout`` is the runtime's
     blocked layout, ``(block, step)`` (:func:`archsearch.hardware.ort.nchwc_layout`; ``(0, 0)``:
     none), whose convolutions the GEMM cases cover in and out of it.
+
+    Every fourth probe also runs at a large batch: 16 on eager torch, 64 on ONNX Runtime, whose
+    fitted cost per image and roofline scale at 16 left small networks at batch 64 up to 1.4x
+    high and large ones 0.9x low on the build VM (its profile is fitted jointly; eager torch's
+    in turns, which at 64 put its batch-1 estimate 1.17x high).
     """
     ort = runtime == "onnxruntime"
     count = (12 if quick else 48) if ort else (30 if quick else 160)  # ONNX export: ~0.1 s a probe
+    large_batch = 8 if quick else (64 if ort else 16)
     # A large-batch probe whose guessed time is over half its share a round is not timed there.
     share = large_budget(quick) / (count // 4) / ROUNDS
     stream_shape = (8, 64, 14, 14) if quick else (64, 64, 14, 14)
     return CalibrationCases(
         single=overhead_cases(fmt),
-        stream=stream_cases(stream_shape, fmt),
+        stream=stream_cases(stream_shape, fmt, runtime),
         stream_shape=stream_shape,
         gemm=gemm_cases(
             fire_gemm_shapes(10 if quick else 96, seed, 0.05 if quick else 3.0, *layout), fmt, runtime, layout
@@ -148,7 +154,7 @@ def calibration_cases(
             fmt,
             (2, 12) if quick else (4, 64),
             (6, 8) if quick else (7, 14, 28),
-            8 if quick else 16,
+            large_batch,
             lambda kernels: sum(guess.kernel_seconds(k)[0] for k in kernels) * 2 > share,
             runtime,
             fire_only=ort,
