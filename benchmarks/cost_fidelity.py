@@ -195,23 +195,25 @@ def main() -> None:
         parser.error(f"--input must be C,H,W, got {args.input!r}")
     batch_sizes = [int(v) for v in args.batch_sizes.split(",")]
     runtimes = args.runtimes.split(",")
-    profiles = {rt: load_profile(args.hardware, args.threads, args.clock, rt) for rt in runtimes}
-    hw = profiles[runtimes[0]]
     started = time.perf_counter()
     load_before = os.getloadavg()
     specs = sample_specs(args.space, args.count, args.seed, input_shape)  # type: ignore[arg-type]
     print(
-        f"{len(specs)} networks from space {args.space!r} at {args.input}, hardware {hw.name!r} "
-        f"(calibrated: {hw.calibrated}), {args.threads} thread(s), {args.clock} clock, "
-        f"batch sizes {batch_sizes}",
+        f"{len(specs)} networks from space {args.space!r} at {args.input}, hardware {args.hardware!r}, "
+        f"{args.threads} thread(s), {args.clock} clock, batch sizes {batch_sizes}",
         file=sys.stderr,
     )
     repeats = {b: 15 if b < 16 else 3 for b in batch_sizes}
     rounds = {b: args.rounds if b < 16 else args.large_rounds for b in batch_sizes}
-    measured = {
-        rt: measure_all(specs, batch_sizes, args.threads, rounds, repeats, args.seed, args.clock, rt)
-        for rt in runtimes
-    }
+    # Each runtime's profile is loaded (with --hardware auto: calibrated) just before its networks
+    # are timed, so that the two describe the VM in as near the same phase as they can.
+    profiles, measured = {}, {}
+    for rt in runtimes:
+        profiles[rt] = load_profile(args.hardware, args.threads, args.clock, rt)
+        measured[rt] = measure_all(
+            specs, batch_sizes, args.threads, rounds, repeats, args.seed, args.clock, rt
+        )
+    hw = profiles[runtimes[0]]
     results = {
         rt: {b: fidelity(specs, measured[rt][b], profiles[rt], b) for b in batch_sizes} for rt in runtimes
     }
