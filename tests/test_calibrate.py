@@ -18,10 +18,16 @@ import yaml
 
 from archsearch.errors import ConfigError
 from archsearch.hardware.calibrate import CalibrateConfig, calibrate, run
-from archsearch.hardware.fitting import fit_context_overheads, fit_gemm_class, fit_gemm_lines, fit_gemm_tables
+from archsearch.hardware.fitting import (
+    ContextFit,
+    fit_context_overheads,
+    fit_gemm_class,
+    fit_gemm_lines,
+    fit_gemm_tables,
+)
 from archsearch.hardware.gemm import LINE_FIELDS
 from archsearch.hardware.microbench import GemmSample
-from archsearch.hardware.probes import RUNTIME_FUSED, fire_probe_spec, probe_spec, spec_kernels
+from archsearch.hardware.probes import RUNTIME_FUSED, fire_probe_spec, in_networks, probe_spec, spec_kernels
 from archsearch.hardware.profile import HardwareProfile, interpolate_rate, load_hardware
 from archsearch.net.cost import node_kernels
 from archsearch.net.kernels import GEMM_KINDS, KERNEL_KINDS, Kernel
@@ -308,6 +314,15 @@ def test_lines_recover_the_operand_term_and_price_it_apart_from_the_images() -> 
     assert old.kernel_seconds(wide)[1] == pytest.approx(
         seconds(64, 30, 16, 5, 14) - 5e-6 - 4 * 750 * 64 * 196 / 2e9, rel=0.01
     )
+
+
+@pytest.mark.parametrize("row", [[9.0, 16.0, 3.0, 0.5, 50.0], [9.0, 16.0, 3.0, 0.5, 50.0, 2.0]])
+def test_the_in_network_scale_stretches_every_term_of_a_line(row: list[float]) -> None:
+    roofline = HardwareProfile("p", 100.0, 10.0, gemm_lines={"convkxk": [row]})
+    context = ContextFit(0.0, 0.0, dict.fromkeys(KERNEL_KINDS, 0.0), 0.0, busy_scale=2.0, per_image_us=0.0)
+    scaled, _ = in_networks(roofline, context, ())
+    conv = node_kernels(ConvNode("k", out=24, kernel=3, act="none"), [(30, 14, 14)], (24, 14, 14), 64)[0]
+    assert scaled.kernel_seconds(conv)[1] == pytest.approx(2 * roofline.kernel_seconds(conv)[1], rel=1e-3)
 
 
 def test_the_rate_table_is_kept_where_the_timings_follow_no_line() -> None:

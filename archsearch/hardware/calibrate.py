@@ -272,9 +272,8 @@ def _measure(
     # Every fourth probe also runs at a large batch (16 on torch, 64 on ONNX Runtime): that fits
     # the cost per image, and for ONNX Runtime a scale on the roofline. Eager torch keeps its
     # measured rates: random probes put its scale at 1.6x, which made the fire nets' batch-64
-    # estimate 1.4x high. ONNX Runtime's
-    # probes (all Fire networks) fit every parameter together: fitted in turns, its batch-1
-    # estimates came out 1.2x high.
+    # estimate 1.4x high. ONNX Runtime's probes (all Fire networks) fit every parameter together:
+    # fitted in turns, its batch-1 estimates came out 1.2x high.
     context = fit_probes(
         cases.probe,
         cases.probe_seconds(times),

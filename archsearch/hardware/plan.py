@@ -134,7 +134,7 @@ def calibration_cases(
     Every fourth probe also runs at a large batch: 16 on eager torch, 64 on ONNX Runtime, whose
     fitted cost per image and roofline scale at 16 left small networks at batch 64 up to 1.4x
     high and large ones 0.9x low on the build VM (its profile is fitted jointly; eager torch's
-    in turns, which at 64 put its batch-1 estimate 1.17x high).
+    is fitted in turns, and at 64 its one trial put the batch-1 estimate 1.17x high).
     """
     ort = runtime == "onnxruntime"
     count = (12 if quick else 48) if ort else (30 if quick else 160)  # ONNX export: ~0.1 s a probe

@@ -247,9 +247,9 @@ def in_networks(
                     round(f * scale, 3),
                     round(p * scale, 4),
                     round(g / scale, 3),
-                    *(round(w / scale, 3) for w in r),
+                    *(round(o / scale, 3) for o in operand),  # operand_gbs, where the row has it
                 ]
-                for t, b, f, p, g, *r in rows
+                for t, b, f, p, g, *operand in rows
             ]
             for k, rows in roofline.gemm_lines.items()
         },
