@@ -105,9 +105,7 @@ def measure_all(
                     runtime=runtime,
                 )
                 medians[(i, b)].append(result.median_ms)
-        print(
-            f"  round {r + 1}/{max(rounds.values())}: {time.perf_counter() - started:.0f} s", file=sys.stderr
-        )
+        print(f"  round {r + 1}/{total}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return {b: [min(medians[(i, b)]) for i in range(len(specs))] for b in batch_sizes}
 
 

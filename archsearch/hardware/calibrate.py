@@ -28,8 +28,9 @@ What is measured, and the term of the latency model (:mod:`archsearch.net.cost`)
   ``runtime=onnxruntime``, all of them Fire-module networks; half of torch's), at batch 1 ->
   ``overheads_us``: what each kernel costs beyond its roofline inside a network (module
   calls, graph glue, dispatch with cold caches), fitted as ``factor * hot-loop cost + extra``;
-  every fourth also at batch 16 -> ``per_image_us``, what each kernel adds per image in a
-  network, and for ONNX Runtime a scale on the roofline (all fitted together there).
+  every fourth also at batch 16 (64 on ONNX Runtime) -> ``per_image_us``, what each kernel
+  adds per image in a network, and for ONNX Runtime a scale on the roofline (all fitted
+  together there).
 
 All cases are built first and then timed together in interleaved rounds
 (:mod:`archsearch.hardware.timing`): every figure is a case's least round median, so the
@@ -265,7 +266,7 @@ def _measure(
     say("streaming (GB/s): " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items()))
     call_s = times["call"][0] if "call" in times else 0.0
     if call_s:  # ONNX Runtime's own fixed cost per call comes off its convs' times
-        single = {**single, "conv1x1": round(call_s * 1e6, 3), "convkxk": round(call_s * 1e6, 3)}
+        single = {**single, **dict.fromkeys(("conv1x1", "convkxk"), round(call_s * 1e6, 3))}
     samples = cases.gemm_samples(times["gemm"], times["linear"], call_s)
     tables = _fit_gemms(samples, single, fp32, copy_gbs, say)
     roofline = _roofline(name, fp32, copy_gbs, rates, tables, (block, step))

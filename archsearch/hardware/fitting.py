@@ -314,7 +314,7 @@ def fit_gemm_tables(
 ) -> GemmTables:
     """Each class's roofline fit, rate table and, for convolutions, lines if they predict the
     class's timings better than its rate table does (each judged on kernels it has not seen
-    only for the table; the lines have three parameters per kernel area).
+    only for the table; the lines have four parameters per kernel area).
 
     ``by_class`` is keyed by GEMM table (:data:`archsearch.hardware.gemm.TABLE_CLASSES`); a
     plain-layout table takes its class's dispatch cost from ``single_us``.

@@ -131,7 +131,6 @@ def _stream_case(
     average pool stream at under half eager torch's rate on the build VM).
     """
     n, c, h, w = shape
-    x = torch.randn(shape).contiguous(memory_format=fmt)
     node = _STREAM_NODES.get(kind) or ConvNode(
         "k", out=c, bn=kind == "batchnorm", act="none" if kind == "batchnorm" else kind
     )
@@ -147,7 +146,7 @@ def _stream_case(
     if runtime == "onnxruntime":
         exported = _Twice(module) if len(in_shapes) == 2 else module
         return Case(forward_maker(exported, (c, h, w), fmt, runtime)(n), kernel)
-    xs = [x] * len(in_shapes)
+    xs = [torch.randn(shape).contiguous(memory_format=fmt)] * len(in_shapes)
     return Case(lambda: module(*xs), kernel)
 
 

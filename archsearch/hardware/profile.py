@@ -66,11 +66,11 @@ class HardwareProfile:
             peak times its ``efficiency`` curve, which no three half-sizes fit well: a 1-channel
             stem conv runs at a rate the curve puts 3-5x too low.
         gemm_lines: per GEMM class, lines fitted to its timed kernels, one per kernel area, as
-            ``[taps, block, fixed_us, per_image_us, gflops]`` rows
-            (:func:`archsearch.hardware.gemm.line_seconds`); where a class has them they price
-            its kernels instead of ``gemm_rates``. With ``nchwc_block``, both tables may also have
-            ``conv1x1_nchw`` and ``convkxk_nchw`` entries: the convolutions the runtime runs
-            outside its blocked layout (:func:`archsearch.hardware.gemm.table_class`).
+            ``[taps, block, fixed_us, per_image_us, gflops, operand_gbs]`` rows (``operand_gbs``
+            may be left out; :func:`archsearch.hardware.gemm.line_seconds`); where a class has
+            them they price its kernels instead of ``gemm_rates``. With ``nchwc_block``, both
+            tables may also have ``conv1x1_nchw`` and ``convkxk_nchw`` entries: the convolutions
+            the runtime runs outside its blocked layout (:func:`archsearch.hardware.gemm.table_class`).
         per_image_us: per-kernel-kind cost per image of the batch, microseconds: what a kernel
             pays in a network beyond its roofline and dispatch for every image it runs on (its
             activations stream through caches its neighbours' outputs evicted). Calibrated from
