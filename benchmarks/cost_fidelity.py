@@ -1,7 +1,7 @@
 """How well do the analytic costs predict measured latency on this machine?
 
 Samples random networks from a search space (default ``fire`` at 1x28x28), measures each one's
-latency here with :func:`archsearch.hardware.latency.measure_latency` at each batch size, and prints the
+latency here as :func:`archsearch.hardware.latency.measure_latency` does at each batch size, and prints the
 Spearman rank correlation of the measured latency with params, MACs, bytes and
 ``latency_est_ms`` (for the given hardware profile), plus the median absolute percentage error
 of ``latency_est_ms``, against eager PyTorch and against ONNX Runtime (``--runtimes``). Targets:
@@ -11,11 +11,17 @@ this host's auto profile for ``--threads``, ``--clock`` and each runtime (the on
 
 Networks are timed in interleaved rounds (every network once per round, in a fresh random order)
 and each latency is the least of its per-round medians: the network as this machine runs it when
-nothing slows it. Batch 1 takes 20 rounds (``--rounds``), the larger batches 5
-(``--large-rounds``): measured twice in a row, 80 networks' batch-1 latencies rank alike at
-rho 0.935-0.982 with 5 rounds and 0.998 with 20, so with 5 the measurement itself, not the
-estimate, set the batch-1 rho; at batch 64 two measurements of 5 and 20 rounds rank alike at 0.992.
-A virtual machine's speed drifts by up to 1.6x within seconds, even on the
+nothing slows it. Each network is prepared once (converted; on ONNX Runtime exported and loaded
+in a session: :func:`archsearch.hardware.latency.prepare_latency`) and timed as
+:func:`~archsearch.hardware.latency.measure_latency` times it. Batch 1 takes 20 rounds
+(``--rounds``), the larger batches 10 (``--large-rounds``): measured twice in a row, 80 networks'
+batch-1 latencies rank alike at rho 0.935-0.982 with 5 rounds and 0.998 with 20, so with 5 the
+measurement itself, not the estimate, set the batch-1 rho; at batch 64, with 5 rounds, four
+measurements within an hour ranked alike at only 0.953-0.974. The least round median is the
+stable figure: the same 80 networks timed twice 10 minutes apart ranked alike at rho
+0.995-1.000 and agreed in level within 0-9% (both runtimes, both batches), while the median of
+the round medians ran 1.05-1.7x the least, varying from network to network. The JSON keeps
+every round's median. A virtual machine's speed drifts by up to 1.6x within seconds, even on the
 thread's CPU clock (a neighbour on the sibling hyperthread, frequency changes); the calibration
 takes its figures the same way (:func:`archsearch.hardware.timing.time_groups`), so both
 describe the same machine. The load average is printed too;
@@ -42,7 +48,7 @@ import optuna
 from scipy.stats import spearmanr
 
 from archsearch.hardware.auto import auto_profile
-from archsearch.hardware.latency import measure_latency
+from archsearch.hardware.latency import prepare_latency
 from archsearch.hardware.profile import HardwareProfile, load_hardware
 from archsearch.net.cost import analyze
 from archsearch.net.model import build
@@ -81,10 +87,13 @@ def measure_all(
     seed: int,
     clock: str,
     runtime: str = "torch",
-) -> dict[int, list[float]]:
-    """Latency (ms) of every spec at every batch size: the least per-round median over
-    interleaved rounds (``rounds[batch]`` of them)."""
-    models = [build(s) for s in specs]
+) -> dict[int, list[list[float]]]:
+    """Every spec's median latency (ms) in each of ``rounds[batch]`` interleaved rounds, by batch
+    size (:func:`archsearch.hardware.latency.prepare_latency`: each network converted, or on
+    ONNX Runtime exported and loaded in a session, once)."""
+    prepared = [
+        prepare_latency(build(s), s.input, threads=threads, clock=clock, runtime=runtime) for s in specs
+    ]
     medians: dict[tuple[int, int], list[float]] = {(i, b): [] for i in range(len(specs)) for b in batch_sizes}
     order = list(range(len(specs)))
     rng = random.Random(seed)
@@ -94,19 +103,10 @@ def measure_all(
         started = time.perf_counter()
         for i in order:
             for b in (b for b in batch_sizes if r < rounds[b]):
-                result = measure_latency(
-                    models[i],
-                    specs[i].input,
-                    b,
-                    threads=threads,
-                    warmup=2 if r else 3,
-                    repeats=repeats[b],
-                    clock=clock,
-                    runtime=runtime,
-                )
+                result = prepared[i].measure(b, warmup=2 if r else 3, repeats=repeats[b])
                 medians[(i, b)].append(result.median_ms)
         print(f"  round {r + 1}/{total}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    return {b: [min(medians[(i, b)]) for i in range(len(specs))] for b in batch_sizes}
+    return {b: [medians[(i, b)] for i in range(len(specs))] for b in batch_sizes}
 
 
 def load_profile(name: str, threads: int, clock: str, runtime: str) -> HardwareProfile:
@@ -182,7 +182,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,64")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=20, help="interleaved measurement rounds, batch < 16")
-    parser.add_argument("--large-rounds", type=int, default=5, help="interleaved rounds at batch >= 16")
+    parser.add_argument("--large-rounds", type=int, default=10, help="interleaved rounds at batch >= 16")
     parser.add_argument(
         "--clock", choices=("wall", "cpu"), default="wall", help="cpu: thread CPU time (needs --threads 1)"
     )
@@ -205,12 +205,13 @@ def main() -> None:
     rounds = {b: args.rounds if b < 16 else args.large_rounds for b in batch_sizes}
     # Each runtime's profile is loaded (with --hardware auto: calibrated) just before its networks
     # are timed, so that the two describe the VM in as near the same phase as they can.
-    profiles, measured = {}, {}
+    profiles, per_round, measured = {}, {}, {}
     for rt in runtimes:
         profiles[rt] = load_profile(args.hardware, args.threads, args.clock, rt)
-        measured[rt] = measure_all(
+        per_round[rt] = measure_all(
             specs, batch_sizes, args.threads, rounds, repeats, args.seed, args.clock, rt
         )
+        measured[rt] = {b: [min(m) for m in per_round[rt][b]] for b in batch_sizes}
     hw = profiles[runtimes[0]]
     results = {
         rt: {b: fidelity(specs, measured[rt][b], profiles[rt], b) for b in batch_sizes} for rt in runtimes
@@ -232,6 +233,9 @@ def main() -> None:
                     "args": vars(args) | {"json": str(args.json)},
                     "specs": [s.to_dict() for s in specs],
                     "measured_ms": {rt: {str(b): measured[rt][b] for b in batch_sizes} for rt in runtimes},
+                    "round_medians_ms": {
+                        rt: {str(b): per_round[rt][b] for b in batch_sizes} for rt in runtimes
+                    },
                     "results": {rt: {str(b): results[rt][b] for b in batch_sizes} for rt in runtimes},
                 },
                 indent=1,

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from archsearch.errors import ConfigError
-from archsearch.hardware.latency import measure_latency
+from archsearch.hardware.latency import measure_latency, prepare_latency
 from archsearch.hardware.ort import to_onnx_bytes
 from archsearch.net.cost import COST_METRICS, analyze
 from archsearch.net.deploy import live_elements
@@ -126,6 +126,19 @@ def test_onnxruntime_latency_and_runtime_setting() -> None:
         LatencySettings(runtime="tvm")
     with pytest.raises(ConfigError, match=r"export\.onnx"):
         ExportSettings(int8=True)
+
+
+def test_a_model_prepared_for_onnxruntime_is_exported_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from archsearch.hardware import ort
+
+    spec, exports = NetSpec.from_dict(BRANCHY), []
+    real = ort.to_onnx_bytes
+    monkeypatch.setattr(ort, "to_onnx_bytes", lambda *a: exports.append(a) or real(*a))
+    prepared = prepare_latency(build(spec), tuple(spec.input), threads=1, runtime="onnxruntime")
+    results = [prepared.measure(b, warmup=1, repeats=2) for b in (1, 3, 1)]
+    assert len(exports) == 1  # one export and session, timed at batch 1 and 3
+    assert [r.batch_size for r in results] == [1, 3, 1]
+    assert all(r.device == "cpu:onnxruntime" and r.median_ms > 0 for r in results)
 
 
 def test_a_missing_deploy_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,15 +27,23 @@ from torch import nn
 from archsearch.checks import check_choice
 from archsearch.errors import ConfigError
 from archsearch.hardware.choices import CLOCKS, MEMORY_FORMATS, RUNTIMES
-from archsearch.hardware.runtime import resolve_memory_format, stored_in, to_memory_format, torch_threads
+from archsearch.hardware.runtime import (
+    check_threads,
+    resolve_memory_format,
+    stored_in,
+    to_memory_format,
+    torch_threads,
+)
 
 __all__ = [
     "CLOCKS",
     "MEMORY_FORMATS",
     "RUNTIMES",
     "LatencyResult",
+    "PreparedModel",
     "latency_device",
     "measure_latency",
+    "prepare_latency",
     "resolve_memory_format",
     "settle_allocator",
     "to_memory_format",
@@ -158,6 +166,7 @@ def measure_latency(
     (a copy is converted when ``device`` or ``memory_format`` asks for a change). Garbage
     collection is paused while timing so a collection does not land inside one repeat, and
     :func:`settle_allocator` runs first so the result does not depend on the process's past.
+    To time one model many times, :func:`prepare_latency` converts (or exports) it once.
 
     Args:
         model: the network (e.g. ``archsearch.net.model.build(spec)``).
@@ -185,52 +194,102 @@ def measure_latency(
             warm-up, an unknown memory format or clock, a CPU clock with more than one
             thread or on an accelerator, or a device this torch cannot use.
     """
-    check_choice("runtime", runtime, RUNTIMES)
-    dev = _check_arguments(
-        input_shape, batch_size, threads, warmup, repeats, latency_device(device, clock, runtime), clock
+    _check_counts(batch_size, warmup, repeats)
+    prepared = prepare_latency(
+        model,
+        input_shape,
+        threads=threads,
+        device=device,
+        memory_format=memory_format,
+        clock=clock,
+        runtime=runtime,
     )
+    return prepared.measure(batch_size, warmup, repeats)
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    """A model made ready once (:func:`prepare_latency`) and timed at any batch size.
+
+    Attributes:
+        forwards: ``(batch_size, warmup, repeats)`` -> milliseconds of each timed forward pass.
+        threads, device, memory_format, clock: as :class:`LatencyResult` records them.
+    """
+
+    forwards: Callable[[int, int, int], list[float]]
+    threads: int
+    device: str
+    memory_format: str
+    clock: str
+
+    def measure(self, batch_size: int = 1, warmup: int = 5, repeats: int = 20) -> LatencyResult:
+        """:func:`measure_latency` of the prepared model (a fresh random batch each call).
+
+        Raises:
+            ConfigError: a non-positive batch size or repeat count, or a negative warm-up.
+        """
+        _check_counts(batch_size, warmup, repeats)
+        samples = self.forwards(batch_size, warmup, repeats)
+        return _result(samples, batch_size, self.threads, self.device, self.memory_format, self.clock)
+
+
+def prepare_latency(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    threads: int | None = None,
+    device: str = "cpu",
+    memory_format: str = "auto",
+    clock: str = "wall",
+    runtime: str = "torch",
+) -> PreparedModel:
+    """``model`` converted to ``device`` and ``memory_format`` (for ONNX Runtime: exported and
+    loaded in a session) once, to be timed by :meth:`PreparedModel.measure` as often as wanted;
+    the arguments are :func:`measure_latency`'s.
+
+    Raises:
+        ConfigError: as :func:`measure_latency` lists.
+    """
+    check_choice("runtime", runtime, RUNTIMES)
+    dev = _check_arguments(input_shape, threads, latency_device(device, clock, runtime), clock)
+    now = time.thread_time if clock == "cpu" else time.perf_counter
     if runtime == "onnxruntime":
-        return _measure_onnxruntime(model, input_shape, batch_size, threads, warmup, repeats, clock)
+        return _prepare_onnxruntime(model, input_shape, threads, clock, now)
     fmt = resolve_memory_format(memory_format, model)
     param = next(model.parameters(), None)
     if (param is not None and param.device != dev) or not _in_format(model, fmt):
         net = to_memory_format(copy.deepcopy(model).to(dev), fmt)
     else:
         net = model
-    x = torch.randn(batch_size, *input_shape, device=dev)
-    if x.dim() == 4:
-        x = x.contiguous(memory_format=fmt)
-    settle_allocator()
-    with torch_threads(threads) as used:
-        samples = _time_forwards(
-            net, x, warmup, repeats, time.thread_time if clock == "cpu" else time.perf_counter
-        )
+
+    def forwards(batch_size: int, warmup: int, repeats: int) -> list[float]:
+        x = torch.randn(batch_size, *input_shape, device=dev)
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=fmt)
+        settle_allocator()
+        with torch_threads(threads):
+            return _time_forwards(net, x, warmup, repeats, now)
+
     layout = "channels_last" if fmt == torch.channels_last else "contiguous"
-    return _result(samples, batch_size, used, str(dev), layout, clock)
+    return PreparedModel(forwards, check_threads(threads), str(dev), layout, clock)
 
 
-def _measure_onnxruntime(
-    model: nn.Module,
-    input_shape: tuple[int, ...],
-    batch_size: int,
-    threads: int | None,
-    warmup: int,
-    repeats: int,
-    clock: str,
-) -> LatencyResult:
-    """:func:`measure_latency` on ONNX Runtime: export in memory, time a CPU session."""
+def _prepare_onnxruntime(
+    model: nn.Module, input_shape: tuple[int, ...], threads: int | None, clock: str, now: Callable[[], float]
+) -> PreparedModel:
+    """:func:`prepare_latency` on ONNX Runtime: export in memory, load a CPU session."""
     from archsearch.hardware.ort import onnx_session, time_session, to_onnx_bytes
 
     net = to_memory_format(copy.deepcopy(model).to("cpu"), torch.contiguous_format)
     session = onnx_session(to_onnx_bytes(net, input_shape), threads)
-    x = torch.randn(batch_size, *input_shape).numpy()
-    settle_allocator()
-    samples = time_session(
-        session, x, warmup, repeats, time.thread_time if clock == "cpu" else time.perf_counter
-    )
-    return _result(
-        samples, batch_size, threads or (os.cpu_count() or 1), "cpu:onnxruntime", "contiguous", clock
-    )
+
+    def forwards(batch_size: int, warmup: int, repeats: int) -> list[float]:
+        x = torch.randn(batch_size, *input_shape).numpy()
+        settle_allocator()
+        return time_session(session, x, warmup, repeats, now)
+
+    used = (os.cpu_count() or 1) if threads is None else check_threads(threads)
+    return PreparedModel(forwards, used, "cpu:onnxruntime", "contiguous", clock)
 
 
 def _result(
@@ -249,23 +308,21 @@ def _result(
     )
 
 
+def _check_counts(batch_size: int, warmup: int, repeats: int) -> None:
+    """Raises ConfigError unless the batch size and repeats are positive and the warm-up is not negative."""
+    for key, value, low in (("batch_size", batch_size, 1), ("repeats", repeats, 1), ("warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}.")
+
+
 def _check_arguments(
-    input_shape: tuple[int, ...],
-    batch_size: int,
-    threads: int | None,
-    warmup: int,
-    repeats: int,
-    device: str,
-    clock: str,
+    input_shape: tuple[int, ...], threads: int | None, device: str, clock: str
 ) -> torch.device:
-    """The device to run on, after checking :func:`measure_latency`'s arguments.
+    """The device to run on, after checking :func:`prepare_latency`'s arguments.
 
     Raises:
         ConfigError: as :func:`measure_latency` lists.
     """
-    for key, value, low in (("batch_size", batch_size, 1), ("repeats", repeats, 1), ("warmup", warmup, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}.")
     if not input_shape or not all(isinstance(d, int) and d > 0 for d in input_shape):
         raise ConfigError(
             f"input_shape must be positive integers without the batch size, got {input_shape!r}."

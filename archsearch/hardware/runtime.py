@@ -17,9 +17,29 @@ from archsearch.checks import check_choice
 from archsearch.errors import ConfigError
 from archsearch.hardware.choices import MEMORY_FORMATS
 
-__all__ = ["MEMORY_FORMATS", "resolve_memory_format", "stored_in", "to_memory_format", "torch_threads"]
+__all__ = [
+    "MEMORY_FORMATS",
+    "check_threads",
+    "resolve_memory_format",
+    "stored_in",
+    "to_memory_format",
+    "torch_threads",
+]
 
 M = TypeVar("M", bound=nn.Module)
+
+
+def check_threads(threads: int | None) -> int:
+    """The intra-op thread count ``threads`` means (None: torch's current setting).
+
+    Raises:
+        ConfigError: ``threads`` is neither None nor a positive integer.
+    """
+    if threads is None:
+        return torch.get_num_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"threads must be a positive integer or null, got {threads!r}.")
+    return threads
 
 
 @contextmanager
@@ -31,9 +51,7 @@ def torch_threads(threads: int | None) -> Iterator[int]:
     """
     before = torch.get_num_threads()
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ConfigError(f"threads must be a positive integer or null, got {threads!r}.")
-        torch.set_num_threads(threads)
+        torch.set_num_threads(check_threads(threads))
     try:
         yield torch.get_num_threads()
     finally:
