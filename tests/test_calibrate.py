@@ -168,6 +168,38 @@ def test_large_batch_probes_fit_what_each_kernel_adds_per_image(fit_scale: bool,
     assert fit_context_overheads(counts[small], single, busy[small], measured[small]).per_image_us == 0.0
 
 
+def test_without_a_cost_per_kernel_every_overhead_is_a_multiple_of_the_single_op_cost() -> None:
+    # Probes whose overheads are 2 x single + 0.5 us: nearly collinear columns, on which a
+    # free fit may put everything on the fixed cost; per_kernel=False keeps that at 0.
+    rng = np.random.default_rng(4)
+    single = {kind: 5.0 + 0.1 * i for i, kind in enumerate(KERNEL_KINDS)}
+    counts = rng.integers(0, 6, size=(30, len(KERNEL_KINDS))).astype(float)
+    busy = rng.uniform(1e-5, 1e-4, size=30)
+    measured = busy + counts @ np.array([2.0 * single[k] + 0.5 for k in KERNEL_KINDS]) * 1e-6
+    fit = fit_context_overheads(counts, single, busy, measured, fit_scale=False, per_kernel=False)
+    assert fit.extra_us == 0.0
+    assert fit.factor == pytest.approx(2.1, rel=0.03)  # the 0.5 us folded into the factor
+    assert fit.overheads_us == {k: pytest.approx(fit.factor * single[k], rel=1e-3) for k in KERNEL_KINDS}
+
+
+def test_the_staged_fit_recovers_a_cold_start_paid_once_a_call_at_every_batch() -> None:
+    # Eager torch's model: kernels at batch 1 run 1.6x their roofline time, and a large batch
+    # pays that 0.6 x batch-1 time once, not per image; a roofline scale could not fit both.
+    rng = np.random.default_rng(5)
+    single = {kind: float(i + 1) for i, kind in enumerate(KERNEL_KINDS)}
+    counts = rng.integers(0, 6, size=(48, len(KERNEL_KINDS))).astype(float)
+    batch = np.where(np.arange(48) % 4 == 0, 16, 1)
+    busy1 = rng.uniform(2e-5, 2e-4, size=48)
+    busy = busy1 * batch * rng.uniform(0.6, 1.0, size=48)  # GEMMs grow less than the batch
+    per_call = counts @ np.array([1.5 * single[k] for k in KERNEL_KINDS]) * 1e-6
+    measured = busy + 0.6 * busy1 + per_call + counts.sum(axis=1) * batch * 0.4e-6
+    fit = fit_context_overheads(counts, single, busy, measured, False, batch, per_kernel=False, busy1_s=busy1)
+    assert (fit.cold_start, fit.factor) == (pytest.approx(0.6, rel=2e-2), pytest.approx(1.5, rel=2e-2))
+    assert fit.per_image_us == pytest.approx(0.4, rel=2e-2)
+    assert (fit.extra_us, fit.busy_scale) == (0.0, 1.0)
+    assert fit_context_overheads(counts, single, busy, measured, False, batch).cold_start == 0.0
+
+
 def test_a_profile_charges_each_kernel_its_cost_per_image_of_the_batch() -> None:
     profile = HardwareProfile("p", 100.0, 10.0, overheads_us={"relu": 2.0}, per_image_us={"relu": 0.5})
     assert HardwareProfile.from_dict(profile.to_dict()) == profile

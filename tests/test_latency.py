@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from archsearch.errors import ConfigError
-from archsearch.hardware.latency import measure_latency
+from archsearch.hardware.latency import measure_latency, prepare_latency
 from archsearch.hardware.profile import HardwareProfile
 from archsearch.hardware.runtime import stored_in, to_memory_format
 from archsearch.net import nodes as S
@@ -130,6 +130,30 @@ def test_bad_measurement_settings_are_one_sentence_config_errors(kwargs: dict, m
         measure_latency(build(TINY), TINY.input, **kwargs)
 
 
+def test_a_prepared_model_is_converted_once_and_timed_at_any_batch_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from archsearch.hardware import latency
+
+    model = build(TINY)  # contiguous weights: timing channels-last needs a converted copy
+    copies: list[object] = []
+    real_copy = latency.copy.deepcopy
+
+    def counted(obj: object, *args: object) -> object:
+        copies.extend([obj] if obj is model else [])
+        return real_copy(obj, *args)
+
+    monkeypatch.setattr(latency.copy, "deepcopy", counted)
+    prepared = prepare_latency(model, TINY.input, threads=1, clock="cpu")
+    one, four = prepared.measure(1, warmup=0, repeats=3), prepared.measure(4, warmup=1, repeats=5)
+    assert len(copies) == 1  # converted once, not once per measurement
+    assert (one.batch_size, len(one.samples_ms), four.batch_size, len(four.samples_ms)) == (1, 3, 4, 5)
+    assert (four.threads, four.device, four.memory_format, four.clock) == (1, "cpu", "channels_last", "cpu")
+    assert all(s > 0 for s in one.samples_ms + four.samples_ms)
+    with pytest.raises(ConfigError, match="batch_size must be an integer >= 1"):
+        prepared.measure(0)
+
+
 # --------------------------------------------------------------------------- kernels of a node
 
 
@@ -220,6 +244,24 @@ def test_datasheet_profile_falls_back_to_its_scalars_for_every_kernel_kind() -> 
     assert hw.kernel_seconds(Kernel("linear", flops=8000, bytes=1000, gemm=(1, 1, 1)))[0] == pytest.approx(
         9e-6
     )
+
+
+def test_a_cold_start_charges_every_batch_the_kernels_batch1_roofline_time_once() -> None:
+    hw = _profile()
+    cold = dataclasses.replace(hw, cold_start=0.6)
+    assert HardwareProfile.from_dict(cold.to_dict()) == cold and "cold_start" not in hw.to_dict()
+    kernels = [k for n, s, o in _node_shapes(TINY) for k in node_kernels(n, [s], o)]
+    busy1_ms = 1e3 * sum(max(hw.kernel_seconds(k)[1:]) for k in kernels)
+    for batch in (1, 64):  # the same 0.6 x batch-1 roofline time at both batches
+        extra = (
+            analyze(TINY, cold, batch_size=batch).latency_est_ms
+            - analyze(TINY, hw, batch_size=batch).latency_est_ms
+        )
+        assert extra == pytest.approx(0.6 * busy1_ms, rel=1e-9)
+    assert cold.cold_seconds(kernels[0]) == pytest.approx(0.6 * max(hw.kernel_seconds(kernels[0])[1:]))
+    for bad in (-0.1, "lots"):
+        with pytest.raises(ConfigError, match=r"key 'cold_start' must be a number >= 0"):
+            HardwareProfile.from_dict({**hw.to_dict(), "cold_start": bad})
 
 
 def test_efficiency_is_the_product_of_hockney_half_sizes_per_gemm_dimension() -> None:

@@ -70,3 +70,22 @@ def test_time_groups_returns_each_groups_cases_in_order_with_repeats_from_its_bu
     assert calls["a"] == 2 + 2 * (1 + 10)
     # dear: each case's share (0.005 s a round) is below its cost, so it takes ``low`` repeats
     assert calls["b"] == 2 * 2 + 2 * 2 * (1 + 2)
+
+
+def test_a_group_can_warm_each_case_up_more_than_once_a_round() -> None:
+    clock = SlowPhases([1.0])
+    calls = {"once": 0, "twice": 0}
+
+    def case(name: str) -> object:
+        calls[name] += 1
+        clock.call(1.0)
+        return None
+
+    groups = {
+        "once": Group([lambda: case("once")], 3.0, low=3, high=3),
+        "twice": Group([lambda: case("twice")], 3.0, low=3, high=3, warmup=2),
+    }
+    with fake_clock(clock):
+        time_groups(groups, rounds=2)
+    # Two calls to guess each case's time, then per round its warm-ups and three timed calls.
+    assert calls == {"once": 2 + 2 * (1 + 3), "twice": 2 + 2 * (2 + 3)}

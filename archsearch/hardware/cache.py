@@ -44,7 +44,7 @@ def cache_dir() -> Path:
 
 
 #: Bumped when the calibration's model changes, so older cached profiles are measured again.
-MODEL_VERSION = 5
+MODEL_VERSION = 6
 
 
 def cache_key(

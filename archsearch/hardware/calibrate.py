@@ -9,7 +9,7 @@ Progress goes to stderr, the YAML to stdout. A full run takes 20-30 s on a 2-cor
 
 What is measured, and the term of the latency model (:mod:`archsearch.net.cost`) it sets:
 
-- large fp32 matmuls -> ``peak_gflops`` (bf16 too where oneDNN supports it, recorded only, on
+- a large fp32 matmul -> ``peak_gflops`` (bf16 too where oneDNN supports it, recorded only, on
   torch);
 - large tensor copies -> ``bandwidth_gbs``;
 - every kernel kind on a tiny tensor in a hot loop -> its relative dispatch cost;
@@ -24,15 +24,17 @@ What is measured, and the term of the latency model (:mod:`archsearch.net.cost`)
   layout get tables of their own (``conv1x1_nchw``, ``convkxk_nchw``), and a blocked one's
   time is cut to the share its profiler puts on the convolution, without the reorders of its
   input and output that a network mostly spares it (:func:`archsearch.hardware.ort.node_share`);
-- 160 probe networks built by ``archsearch.net.model.build`` (48 exported to ONNX Runtime for
+- 96 probe networks built by ``archsearch.net.model.build`` (40 exported to ONNX Runtime for
   ``runtime=onnxruntime``, all of them Fire-module networks; half of torch's), at batch 1 ->
   ``overheads_us``: what each kernel costs beyond its roofline inside a network (module
-  calls, graph glue, dispatch with cold caches), fitted as ``factor * hot-loop cost + extra``;
+  calls, graph glue, dispatch with cold caches), fitted as ``factor * hot-loop cost`` on
+  torch and ``factor * hot-loop cost + extra`` on ONNX Runtime, and on torch ``cold_start``,
+  what each kernel pays at any batch as a fraction of its roofline time at batch 1;
   every fourth also at batch 16 (64 on ONNX Runtime) -> ``per_image_us``, what each kernel
   adds per image in a network, and for ONNX Runtime a scale on the roofline (all fitted
   together there).
 
-All cases are built first and then timed together in interleaved rounds
+All cases are built first and then timed together in eight interleaved rounds
 (:mod:`archsearch.hardware.timing`): every figure is a case's least round median, so the
 profile describes the machine in one state even when a virtual machine's speed drifts by
 1.7x within seconds. ``clock=wall`` describes the machine as loaded while calibrating;
@@ -244,10 +246,10 @@ def _measure(
         no overheads yet), the in-network overhead fit, and the raw figures for
         ``extra["measured"]``.
     """
-    fp32 = measure_matmul((512,) if quick else (1024, 2048))
+    fp32 = measure_matmul((512,) if quick else (1024,))
     # bf16 is torch's (oneDNN's) alone: an ONNX Runtime profile runs fp32 and skips it (2 s).
     bf16_here = bf16_supported() and runtime == "torch"
-    bf16 = measure_matmul((512,) if quick else (1024, 2048), torch.bfloat16) if bf16_here else None
+    bf16 = measure_matmul((512,) if quick else (1024,), torch.bfloat16) if bf16_here else None
     say(f"matmul: fp32 {fp32:.1f} GFLOP/s" + (f", bf16 {bf16:.1f} GFLOP/s" if bf16 else ""))
     copy_gbs = measure_copy_bandwidth(16 if quick else 256)
     say(f"copy: {copy_gbs:.1f} GB/s")
@@ -273,8 +275,10 @@ def _measure(
     # Every fourth probe also runs at a large batch (16 on torch, 64 on ONNX Runtime): that fits
     # the cost per image, and for ONNX Runtime a scale on the roofline. Eager torch keeps its
     # measured rates: random probes put its scale at 1.6x, which made the fire nets' batch-64
-    # estimate 1.4x high. ONNX Runtime's probes (all Fire networks) fit every parameter together:
-    # fitted in turns, its batch-1 estimates came out 1.2x high.
+    # estimate 1.4x high; its batch-1 probes fit a cold start instead (kernels amid other ops
+    # run ~1.6x their hot-loop time at batch 1, hardly slower at 16), and its overheads are
+    # multiples of the single-op costs alone. ONNX Runtime's probes (all Fire networks) fit
+    # every parameter together: fitted in turns, its batch-1 estimates came out 1.2x high.
     context = fit_probes(
         cases.probe,
         cases.probe_seconds(times),
@@ -282,11 +286,14 @@ def _measure(
         single,
         fit_scale=runtime == "onnxruntime",
         joint=runtime == "onnxruntime",
+        per_kernel=runtime == "onnxruntime",
+        cold=runtime == "torch",
     )
     say(
         f"in networks on {runtime}: roofline time x {context.busy_scale:.2f}, overhead "
         f"{context.factor:.2f} x single-op + {context.extra_us:.1f} us per kernel + "
-        f"{context.per_image_us:.2f} us per kernel and image "
+        f"{context.per_image_us:.2f} us per kernel and image + {context.cold_start:.2f} x batch-1 "
+        "roofline time per kernel "
         f"(fit median error {100 * context.median_ape:.0f}%)"
     )
     figures = {
@@ -301,6 +308,7 @@ def _measure(
             "extra_us": context.extra_us,
             "busy_scale": context.busy_scale,
             "per_image_us": context.per_image_us,
+            "cold_start": context.cold_start,
             "median_ape": context.median_ape,
         },
     }

@@ -44,6 +44,8 @@ class ContextFit:
             micro-benchmarks' peaks and rates divided by it describe kernels as networks run
             them (caches shared with neighbours, another runtime's kernels).
         per_image_us: what every kernel adds in a network per image of its batch.
+        cold_start: what every kernel adds in a network at any batch, as a fraction of its
+            roofline time at batch 1.
     """
 
     factor: float
@@ -52,6 +54,7 @@ class ContextFit:
     median_ape: float
     busy_scale: float = 1.0
     per_image_us: float = 0.0
+    cold_start: float = 0.0
 
 
 def fit_context_overheads(
@@ -62,11 +65,14 @@ def fit_context_overheads(
     fit_scale: bool = True,
     batch: np.ndarray | None = None,
     joint: bool = False,
+    per_kernel: bool = True,
+    busy1_s: np.ndarray | None = None,
 ) -> ContextFit:
-    """Fit ``scale``, ``factor``, ``extra`` and ``per_image`` so probe networks' times are explained.
+    """Fit ``scale``, ``factor``, ``extra``, ``per_image`` and ``cold`` so probe networks' times are
+    explained.
 
-    The model of one network is ``scale * busy + sum(counts * (factor * single + extra +
-    per_image * batch))``.
+    The model of one network is ``scale * busy + cold * busy1 + sum(counts * (factor * single +
+    extra + per_image * batch))``.
 
     Args:
         kernel_counts: one row per timed probe network, one column per ``KERNEL_KINDS`` entry.
@@ -80,6 +86,16 @@ def fit_context_overheads(
             batch among them): ONNX Runtime's, where in turns the batch-1 networks put on
             their fixed costs what its roofline misses and the estimate of small networks came
             out 1.2x high.
+        per_kernel: fit ``extra`` too; False keeps it 0, so every kernel's overhead is its
+            single-op cost times ``factor``: eager torch's, where the two are nearly collinear
+            and one fit in five on the build VM put everything on ``extra`` (``factor`` 0),
+            losing the kinds' relative costs.
+        busy1_s: each network's roofline seconds at batch 1 (the same as ``busy_s`` for one
+            timed at batch 1), to fit ``cold`` from the batch-1 networks (with ``factor`` and
+            ``extra``, in turns); None: ``cold`` is 0. Eager torch's networks at batch 1 run
+            their kernels 1.5-1.7x slower than the hot-loop rates, at batch 16 hardly so: a
+            scale on the roofline at every batch (``scale``) put batch-64 estimates up to 1.3x
+            high, one charged once a call, as ``cold``, does not.
 
     Non-negative robust least squares on log times (:func:`_robust_log_fit`), so a 50 us net
     counts as much as a 50 ms one and one odd probe cannot drag the fit. Shared overhead
@@ -93,19 +109,24 @@ def fit_context_overheads(
     busy = np.asarray(busy_s, dtype=float)
     images = np.ones(len(target)) if batch is None else np.asarray(batch, dtype=float)
     total = kernel_counts.sum(axis=1)
-    design = np.stack([busy, kernel_counts @ single, total, total * images], axis=1)
+    cold_busy = 0 * busy if busy1_s is None else np.asarray(busy1_s, dtype=float)
+    fixed = total if per_kernel else 0 * total
+    design = np.stack([busy, kernel_counts @ single, fixed, total * images, cold_busy], axis=1)
     large = images > 1
+    cold = 0.0
     if joint and large.any():
         upper = (20.0 if fit_scale else 1.0 + 1e-9, np.inf, np.inf, np.inf)
-        scale, factor, extra, per_image = _robust_log_fit(design, target, (1.0, 1.0, 1e-6, 1e-8), upper)
+        scale, factor, extra, per_image = _robust_log_fit(
+            design[:, :4], target, (1.0, 1.0, 1e-6, 1e-8), upper
+        )
     elif not large.any() and fit_scale and np.max(busy / target) >= 0.25:
         scale, factor, extra = _robust_log_fit(
             design[:, :3], target, (1.0, 1.0, 1e-6), (20.0, np.inf, np.inf)
         )
         per_image = 0.0
     else:
-        scale, factor, extra, per_image = _staged_fit(design, target, large, fit_scale)
-    params = np.array([scale, factor, extra, per_image])
+        scale, factor, extra, per_image, cold = _staged_fit(design, target, large, fit_scale)
+    params = np.array([scale, factor, extra, per_image, cold])
     ape = np.abs(design @ params - target) / target
     return ContextFit(
         factor=round(float(factor), 3),
@@ -116,35 +137,46 @@ def fit_context_overheads(
         median_ape=round(float(np.median(ape)), 3),
         busy_scale=round(float(scale), 3),
         per_image_us=round(float(per_image) * 1e6, 4),
+        cold_start=round(float(cold), 4),
     )
 
 
 def _staged_fit(
     design: np.ndarray, target: np.ndarray, large: np.ndarray, fit_scale: bool
-) -> tuple[float, float, float, float]:
-    """``scale, factor, extra, per_image`` fitted in turns (columns of ``design`` in that order).
+) -> tuple[float, float, float, float, float]:
+    """``scale, factor, extra, per_image, cold`` fitted in turns (columns of ``design`` in that
+    order).
 
-    The batch-1 probes, where they dominate, fit the per-call costs; the large-batch ones, with
-    those fixed, what each image adds and (``fit_scale``) the roofline's scale; three rounds of
-    turns settle both. Without large-batch probes the scale stays 1 (it is not identifiable
-    where no probe's time is mostly roofline) and nothing is charged per image.
+    The batch-1 probes, where they dominate, fit the per-call costs (and the cold start, if
+    its column is not all 0); the large-batch ones, with those fixed, what each image adds and
+    (``fit_scale``) the roofline's scale; three rounds of turns settle both. Without
+    large-batch probes the scale stays 1 (it is not identifiable where no probe's time is
+    mostly roofline) and nothing is charged per image.
     """
     small = ~large if large.any() else np.ones(len(target), dtype=bool)
-    scale, factor, extra, per_image = 1.0, 1.0, 1e-6, 0.0
+    scale, factor, extra, per_image, cold = 1.0, 1.0, 1e-6, 0.0, 0.1
+    per_call = [1, 2, 4]  # factor, extra, cold
     for _ in range(3 if large.any() else 1):
         rest = np.maximum(target - design[:, [0, 3]] @ np.array([scale, per_image]), 1e-3 * target)
-        factor, extra = _robust_log_fit(design[small, 1:3], rest[small], (factor, extra), (np.inf, np.inf))
+        factor, extra, cold = _robust_log_fit(
+            design[small][:, per_call],
+            rest[small],
+            (factor, max(extra, 1e-9), max(cold, 1e-3)),
+            (np.inf,) * 3,
+        )
         if not large.any():
             break
-        rest = np.maximum(target - design[:, 1:3] @ np.array([factor, extra]), 1e-3 * target)[large]
+        rest = np.maximum(target - design[:, per_call] @ np.array([factor, extra, cold]), 1e-3 * target)[
+            large
+        ]
         if fit_scale:
             scale, per_image = _robust_log_fit(
                 design[large][:, [0, 3]], rest, (scale, max(per_image, 1e-9)), (20.0, np.inf)
             )
         else:
             rest = np.maximum(rest - design[large, 0], 1e-3 * target[large])
-            (per_image,) = _robust_log_fit(design[large][:, 3:], rest, (max(per_image, 1e-9),), (np.inf,))
-    return scale, factor, extra, per_image
+            (per_image,) = _robust_log_fit(design[large][:, 3:4], rest, (max(per_image, 1e-9),), (np.inf,))
+    return scale, factor, extra, per_image, cold
 
 
 def _robust_log_fit(
@@ -158,17 +190,20 @@ def _robust_log_fit(
     about 10%) whose pull vanishes for far-off points, keeps an odd probe (a timing hiccup)
     from dragging the rest.
     """
-    x = np.asarray(x0, dtype=float)
+    free = np.any(design != 0, axis=0)  # a parameter whose column is all 0 has no say: it is 0
+    x = np.asarray(x0, dtype=float)[free]
     for loss in ("soft_l1", "cauchy"):
         x = least_squares(
-            lambda p: np.log(design @ p) - np.log(target),
+            lambda p: np.log(design[:, free] @ p) - np.log(target),
             x,
-            bounds=(1e-12, np.asarray(upper, dtype=float)),
+            bounds=(1e-12, np.asarray(upper, dtype=float)[free]),
             loss=loss,
             f_scale=0.1,
             x_scale="jac",
         ).x
-    return [float(v) for v in x]
+    full = np.zeros(len(free))
+    full[free] = x
+    return [float(v) for v in full]
 
 
 def fit_gemm_class(

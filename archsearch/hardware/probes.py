@@ -144,11 +144,13 @@ def spec_kernels(net: NetSpec, batch_size: int = 1) -> list[Kernel]:
 
 
 class Probe(NamedTuple):
-    """A no-argument forward of a probe network, the kernels its runtime runs for it, its batch."""
+    """A no-argument forward of a probe network, the kernels its runtime runs for it, its batch,
+    and those kernels at batch 1."""
 
     fn: Callable[[], object]
     kernels: list[Kernel]
     batch: int
+    batch1: list[Kernel]
 
 
 def probe_cases(
@@ -183,10 +185,11 @@ def probe_cases(
         else:
             net = fire_probe_spec(rng, i, rng.choice(fire_sides))
         forward_at = forward_maker(build(net), net.input, fmt, runtime)
+        batch1 = [k for k in spec_kernels(net, 1) if k.kind not in skip]
         for batch in (1, large_batch) if large_batch and i % 4 == 0 else (1,):
-            kernels = [k for k in spec_kernels(net, batch) if k.kind not in skip]
+            kernels = batch1 if batch == 1 else [k for k in spec_kernels(net, batch) if k.kind not in skip]
             if batch == 1 or not too_slow(kernels):
-                probes.append(Probe(forward_at(batch), kernels, batch))
+                probes.append(Probe(forward_at(batch), kernels, batch, batch1))
     return probes
 
 
@@ -197,12 +200,17 @@ def fit_probes(
     single_us: Mapping[str, float],
     fit_scale: bool,
     joint: bool = False,
+    per_kernel: bool = True,
+    cold: bool = False,
 ) -> ContextFit:
     """What kernels cost in the timed probe networks, per call and per image, beyond the roofline
     time ``busy`` predicts (:func:`archsearch.hardware.fitting.fit_context_overheads`;
-    ``fit_scale``: and a scale on it; ``joint``: all fitted together)."""
+    ``fit_scale``: and a scale on it; ``joint``: all fitted together; ``per_kernel``: a fixed
+    cost per kernel beside the multiple of its single-op cost; ``cold``: a cost once a call in
+    proportion to the kernels' roofline time at batch 1)."""
     counts = [[sum(k.kind == kind for k in p.kernels) for kind in KERNEL_KINDS] for p in probes]
     busy_s = [sum(busy(k) for k in p.kernels) for p in probes]
+    busy1_s = np.array([sum(busy(k) for k in p.batch1) for p in probes]) if cold else None
     return fit_context_overheads(
         np.array(counts, dtype=float),
         single_us,
@@ -211,6 +219,8 @@ def fit_probes(
         fit_scale,
         np.array([p.batch for p in probes]),
         joint,
+        per_kernel,
+        busy1_s,
     )
 
 
@@ -222,8 +232,8 @@ def in_networks(
     roofline: HardwareProfile, context: ContextFit, fused: tuple[str, ...]
 ) -> tuple[HardwareProfile, ContextFit]:
     """The micro-benchmarks' roofline as networks run it: peaks, streaming rates and measured
-    GEMM rates divided by the fitted scale, each kernel's cost per image, and the kernels the
-    runtime fuses away free (no overhead, no streaming time)."""
+    GEMM rates divided by the fitted scale, each kernel's cost per image and cold start, and
+    the kernels the runtime fuses away free (no overhead, no streaming time)."""
     scale = context.busy_scale
     rates = {k: v / scale for k, v in roofline.bandwidths.items()}
     scaled = dataclasses.replace(
@@ -238,6 +248,7 @@ def in_networks(
             for k, rows in roofline.gemm_rates.items()
         },
         per_image_us={k: 0.0 if k in fused else context.per_image_us for k in KERNEL_KINDS},
+        cold_start=round(context.cold_start / scale, 4),  # of the scaled roofline time
         # A line's times grow with the scale as its rate falls.
         gemm_lines={
             k: [

@@ -75,6 +75,10 @@ class HardwareProfile:
             pays in a network beyond its roofline and dispatch for every image it runs on (its
             activations stream through caches its neighbours' outputs evicted). Calibrated from
             probe networks timed at batch 1 and at a large batch; 0 where absent.
+        cold_start: what every kernel pays in a network, whatever the batch, as a fraction of
+            its roofline (busy) time at batch 1 (:meth:`cold_seconds`): amid other ops its
+            weights and code are no longer in cache, which a hot loop never shows and a large
+            batch amortises. Eager torch's probe networks put it at 0.5-0.7 on the build VM.
         nchwc_block: channels per block of the runtime's blocked layout (ONNX Runtime's NCHWc on
             x86: 16 with AVX-512, 8 with AVX2), which decides each convolution's GEMM table;
             0 (eager torch, or no blocked layout): every convolution by its class's tables.
@@ -101,6 +105,7 @@ class HardwareProfile:
     gemm_lines: Mapping[str, Sequence[Sequence[float]]] = field(default_factory=dict)
     nchwc_block: int = 0
     nchwc_step: int = 0
+    cold_start: float = 0.0
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], source: str = "hardware") -> HardwareProfile:
@@ -125,6 +130,7 @@ class HardwareProfile:
             "gemm_lines",
             "nchwc_block",
             "nchwc_step",
+            "cold_start",
         }
         try:
             peak = float(raw["peak_gflops"])
@@ -136,6 +142,14 @@ class HardwareProfile:
             raise ConfigError(f"{source} keys 'peak_gflops' and 'bandwidth_gbs' must be > 0.")
         if overhead < 0:
             raise ConfigError(f"{source} key 'overhead_us' must be >= 0, got {overhead}.")
+        try:
+            cold = float(raw.get("cold_start", 0.0) or 0.0)
+        except (TypeError, ValueError):
+            cold = -1.0
+        if not cold >= 0:
+            raise ConfigError(
+                f"{source} key 'cold_start' must be a number >= 0, got {raw.get('cold_start')!r}."
+            )
         block, step = (_count(raw, key, source) for key in ("nchwc_block", "nchwc_step"))
         curves = _mapping(raw, "efficiency", source)
         bad = set(curves) - set(GEMM_KINDS)
@@ -172,6 +186,7 @@ class HardwareProfile:
             ),
             nchwc_block=block,
             nchwc_step=step,
+            cold_start=cold,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -184,7 +199,7 @@ class HardwareProfile:
         out["gemm_rates"] = {k: [list(row) for row in v] for k, v in self.gemm_rates.items()}
         out["per_image_us"] = dict(self.per_image_us)
         out["gemm_lines"] = {k: [list(row) for row in v] for k, v in self.gemm_lines.items()}
-        for key in ("gemm_rates", "per_image_us", "gemm_lines", "nchwc_block", "nchwc_step"):
+        for key in ("gemm_rates", "per_image_us", "gemm_lines", "nchwc_block", "nchwc_step", "cold_start"):
             if not out[key]:
                 del out[key]
         extra = out.pop("extra")
@@ -271,6 +286,14 @@ class HardwareProfile:
         memory = kernel.bytes / self.bandwidth_for(kernel.kind)
         fixed = self.overhead_for(kernel.kind) + self.per_image_for(kernel.kind) * kernel.batch
         return fixed + max(compute, memory), compute, memory
+
+    def cold_seconds(self, kernel: Kernel) -> float:
+        """What ``kernel`` (at batch 1) pays in a network at any batch for running amid other
+        ops: ``cold_start`` times its roofline time (:attr:`cold_start`)."""
+        if not self.cold_start:
+            return 0.0
+        _, compute, memory = self.kernel_seconds(kernel)
+        return self.cold_start * max(compute, memory)
 
 
 def profile_yaml(profile: HardwareProfile) -> str:

@@ -34,8 +34,11 @@ __all__ = [
     "timing_clock",
 ]
 
-#: Interleaved rounds of a full calibration (a quick one takes 2).
-ROUNDS = 4
+#: Interleaved rounds of a full calibration (a quick one takes 2). Calibrating three times in
+#: fresh processes minutes apart on the build VM (2026-12-02), 4 rounds fitted torch's cost per
+#: kernel and image at 0.78-1.05 us and its overhead factor at 1.94-2.22; 12 rounds at
+#: 0.66-0.73 us and 1.99-2.07, but took 31-33 s. 8 fit the 30 s a first run may spend.
+ROUNDS = 8
 
 #: The clock every measurement reads (:func:`timing_clock` sets it for a block).
 _NOW: contextvars.ContextVar[Callable[[], float]] = contextvars.ContextVar("now", default=time.perf_counter)
@@ -74,34 +77,41 @@ def repeats_for(expected_s: float, budget_s: float, low: int = 3, high: int = 50
 
 
 def fastest_medians(
-    fns: Sequence[Callable[[], object]], repeats: Sequence[int], rounds: int = ROUNDS, seed: int = 0
+    fns: Sequence[Callable[[], object]],
+    repeats: Sequence[int],
+    rounds: int = ROUNDS,
+    seed: int = 0,
+    warmups: Sequence[int] | None = None,
 ) -> list[float]:
     """Seconds of each of ``fns``: the least, over ``rounds``, of its median over ``repeats[i]`` calls.
 
-    Each round calls every function in a fresh random order, once untimed (its caches warm after
-    the previous one's) and then ``repeats[i]`` times timed, so the rounds of one function fall
-    in different phases of the machine's speed.
+    Each round calls every function in a fresh random order, ``warmups[i]`` times untimed (its
+    caches warm after the previous one's; None: once each) and then ``repeats[i]`` times timed,
+    so the rounds of one function fall in different phases of the machine's speed.
     """
     best = [math.inf] * len(fns)
     order = list(range(len(fns)))
     rng = random.Random(seed)
+    warm = [1] * len(fns) if warmups is None else list(warmups)
     for _ in range(rounds):
         rng.shuffle(order)
         for i in order:
-            best[i] = min(best[i], median_seconds(fns[i], repeats[i], warmup=1))
+            best[i] = min(best[i], median_seconds(fns[i], repeats[i], warmup=warm[i]))
     return best
 
 
 class Group(NamedTuple):
     """Cases timed with one budget: ``budget_s`` seconds shared by all their timed calls.
 
-    Each case takes ``low`` to ``high`` repeats a round, as its share of the budget allows.
+    Each case takes ``low`` to ``high`` repeats a round, as its share of the budget allows,
+    after ``warmup`` untimed calls.
     """
 
     fns: Sequence[Callable[[], object]]
     budget_s: float
     low: int = 3
     high: int = 30
+    warmup: int = 1
 
 
 def time_groups(groups: Mapping[str, Group], rounds: int = ROUNDS, seed: int = 0) -> dict[str, list[float]]:
@@ -111,12 +121,14 @@ def time_groups(groups: Mapping[str, Group], rounds: int = ROUNDS, seed: int = 0
     """
     fns: list[Callable[[], object]] = []
     repeats: list[int] = []
+    warmups: list[int] = []
     for group in groups.values():
         share = group.budget_s / max(len(group.fns), 1) / rounds
         for fn in group.fns:
             fns.append(fn)
             repeats.append(repeats_for(median_seconds(fn, 1, 1), share, group.low, group.high))
-    seconds = iter(fastest_medians(fns, repeats, rounds, seed))
+            warmups.append(group.warmup)
+    seconds = iter(fastest_medians(fns, repeats, rounds, seed, warmups))
     return {name: [next(seconds) for _ in group.fns] for name, group in groups.items()}
 
 

@@ -28,7 +28,9 @@ sums them over a network.
   ``overhead + max(flops / (peak * efficiency), kernel_bytes / bandwidth)`` with the fixed
   overhead, peak, bandwidth and small-GEMM efficiency of its kind from the hardware profile
   (see :func:`node_kernels` and
-  :meth:`archsearch.hardware.profile.HardwareProfile.kernel_seconds`). ``kernel_bytes``
+  :meth:`archsearch.hardware.profile.HardwareProfile.kernel_seconds`), plus, with a profile's
+  ``cold_start``, a fraction of each kernel's roofline time at batch 1 whatever the batch
+  (:meth:`~archsearch.hardware.profile.HardwareProfile.cold_seconds`). ``kernel_bytes``
   differs from ``bytes`` on purpose: eager mode does not fuse batch norm and activation, so
   each re-reads and re-writes the conv output.
 """
@@ -216,6 +218,9 @@ def analyze(
                 latency += seconds
                 compute_s += compute
                 memory_s += memory
+            if hardware.cold_start:  # paid once a call, as the kernels' batch-1 time sets it
+                batch1 = node_kernels(node, in_shapes, out, 1, bytes_per_element)
+                latency += sum(hardware.cold_seconds(kernel) for kernel in batch1)
         rows.append(
             NodeCost(
                 name=node.name,
