@@ -182,9 +182,10 @@ def test_without_a_cost_per_kernel_every_overhead_is_a_multiple_of_the_single_op
     assert fit.overheads_us == {k: pytest.approx(fit.factor * single[k], rel=1e-3) for k in KERNEL_KINDS}
 
 
-def test_the_staged_fit_recovers_a_cold_start_paid_once_a_call_at_every_batch() -> None:
-    # Eager torch's model: kernels at batch 1 run 1.6x their roofline time, and a large batch
-    # pays that 0.6 x batch-1 time once, not per image; a roofline scale could not fit both.
+@pytest.mark.parametrize("scale", [1.0, 1.3])
+def test_the_staged_fit_recovers_a_cold_start_paid_once_a_call_at_every_batch(scale: float) -> None:
+    # Eager torch's model: kernels at batch 1 run 1.6x their roofline time (with a roofline
+    # scale: 1.3 + 0.6 - 1), and a large batch pays the 0.6 x batch-1 time once, not per image.
     rng = np.random.default_rng(5)
     single = {kind: float(i + 1) for i, kind in enumerate(KERNEL_KINDS)}
     counts = rng.integers(0, 6, size=(48, len(KERNEL_KINDS))).astype(float)
@@ -192,11 +193,19 @@ def test_the_staged_fit_recovers_a_cold_start_paid_once_a_call_at_every_batch() 
     busy1 = rng.uniform(2e-5, 2e-4, size=48)
     busy = busy1 * batch * rng.uniform(0.6, 1.0, size=48)  # GEMMs grow less than the batch
     per_call = counts @ np.array([1.5 * single[k] for k in KERNEL_KINDS]) * 1e-6
-    measured = busy + 0.6 * busy1 + per_call + counts.sum(axis=1) * batch * 0.4e-6
-    fit = fit_context_overheads(counts, single, busy, measured, False, batch, per_kernel=False, busy1_s=busy1)
-    assert (fit.cold_start, fit.factor) == (pytest.approx(0.6, rel=2e-2), pytest.approx(1.5, rel=2e-2))
-    assert fit.per_image_us == pytest.approx(0.4, rel=2e-2)
-    assert (fit.extra_us, fit.busy_scale) == (0.0, 1.0)
+    measured = scale * busy + (1.6 - scale) * busy1 + per_call + counts.sum(axis=1) * batch * 0.4e-6
+    fit = fit_context_overheads(
+        counts, single, busy, measured, scale > 1, batch, per_kernel=False, busy1_s=busy1
+    )
+    assert (fit.cold_start, fit.factor) == (
+        pytest.approx(1.6 - scale, rel=3e-2),
+        pytest.approx(1.5, rel=2e-2),
+    )
+    assert (fit.per_image_us, fit.busy_scale) == (
+        pytest.approx(0.4, rel=3e-2),
+        pytest.approx(scale, rel=1e-2),
+    )
+    assert fit.extra_us == 0.0
     assert fit_context_overheads(counts, single, busy, measured, False, batch).cold_start == 0.0
 
 

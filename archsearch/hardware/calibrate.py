@@ -273,18 +273,18 @@ def _measure(
     tables = _fit_gemms(samples, single, fp32, copy_gbs, say)
     roofline = _roofline(name, fp32, copy_gbs, rates, tables, (block, step))
     # Every fourth probe also runs at a large batch (16 on torch, 64 on ONNX Runtime): that fits
-    # the cost per image, and for ONNX Runtime a scale on the roofline. Eager torch keeps its
-    # measured rates: random probes put its scale at 1.6x, which made the fire nets' batch-64
-    # estimate 1.4x high; its batch-1 probes fit a cold start instead (kernels amid other ops
-    # run ~1.6x their hot-loop time at batch 1, hardly slower at 16), and its overheads are
-    # multiples of the single-op costs alone. ONNX Runtime's probes (all Fire networks) fit
+    # the cost per image and a scale on the roofline. Eager torch's batch-1 probes first fit a
+    # cold start (kernels amid other ops ran ~1.6x their hot-loop time at batch 1, less so at a
+    # large batch: a scale alone, fitted at 1.6x, put fire nets at batch 64 1.4x high) and
+    # overheads that are multiples of the single-op costs alone; its large ones then the scale
+    # (1.3-1.6) and cost per image, in turns. ONNX Runtime's probes (all Fire networks) fit
     # every parameter together: fitted in turns, its batch-1 estimates came out 1.2x high.
     context = fit_probes(
         cases.probe,
         cases.probe_seconds(times),
         lambda k: roofline.kernel_seconds(k)[0],
         single,
-        fit_scale=runtime == "onnxruntime",
+        fit_scale=True,
         joint=runtime == "onnxruntime",
         per_kernel=runtime == "onnxruntime",
         cold=runtime == "torch",

@@ -92,10 +92,10 @@ def fit_context_overheads(
             losing the kinds' relative costs.
         busy1_s: each network's roofline seconds at batch 1 (the same as ``busy_s`` for one
             timed at batch 1), to fit ``cold`` from the batch-1 networks (with ``factor`` and
-            ``extra``, in turns); None: ``cold`` is 0. Eager torch's networks at batch 1 run
-            their kernels 1.5-1.7x slower than the hot-loop rates, at batch 16 hardly so: a
-            scale on the roofline at every batch (``scale``) put batch-64 estimates up to 1.3x
-            high, one charged once a call, as ``cold``, does not.
+            ``extra``, in turns with what the large batch fits); None: ``cold`` is 0. Eager
+            torch's networks at batch 1 ran their kernels ~1.6x slower than their hot-loop
+            rates and at a large batch less so: a scale alone, fitted where batch 1 sets it,
+            put batch-64 estimates up to 1.4x high.
 
     Non-negative robust least squares on log times (:func:`_robust_log_fit`), so a 50 us net
     counts as much as a 50 ms one and one odd probe cannot drag the fit. Shared overhead
