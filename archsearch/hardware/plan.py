@@ -77,9 +77,7 @@ class CalibrationCases:
         groups = {
             "single": Group(list(self.single.values()), 0.05, 50, 50),
             "stream": Group([c.fn for c in self.stream.values()], 0.1 * len(self.stream), 5, 30),
-            # ONNX Runtime's 5 s: exporting its convolutions and probes takes ~8 s of its 30
-            # (``call`` is its fixed cost per run, None on torch).
-            "gemm": Group([c.fn for c in self.gemm], 1.0 if quick else (7.0 if self.call is None else 5.0)),
+            "gemm": Group([c.fn for c in self.gemm], 1.0 if quick else 7.0),
             "linear": Group([c.fn for c in self.linear], 0.2 if quick else 1.0),
             # Two untimed calls a round: after one, a probe still ran 5-10% slower than a network
             # timed 15 times in a row, as ``measure_latency`` and the benchmark time them.
