@@ -86,16 +86,13 @@ def fit_context_overheads(
             batch among them): ONNX Runtime's, where in turns the batch-1 networks put on
             their fixed costs what its roofline misses and the estimate of small networks came
             out 1.2x high.
-        per_kernel: fit ``extra`` too; False keeps it 0, so every kernel's overhead is its
-            single-op cost times ``factor``: eager torch's, where the two are nearly collinear
-            and one fit in five on the build VM put everything on ``extra`` (``factor`` 0),
-            losing the kinds' relative costs.
-        busy1_s: each network's roofline seconds at batch 1 (the same as ``busy_s`` for one
-            timed at batch 1), to fit ``cold`` from the batch-1 networks (with ``factor`` and
-            ``extra``, in turns with what the large batch fits); None: ``cold`` is 0. Eager
-            torch's networks at batch 1 ran their kernels ~1.6x slower than their hot-loop
-            rates and at a large batch less so: a scale alone, fitted where batch 1 sets it,
-            put batch-64 estimates up to 1.4x high.
+        per_kernel: fit ``extra`` too; False keeps it 0 (eager torch's: the two are nearly
+            collinear, and one fit in five put everything on ``extra``, losing the kinds'
+            relative costs).
+        busy1_s: each network's roofline seconds at batch 1, to fit ``cold`` with the batch-1
+            networks' other terms; None: ``cold`` is 0. Eager torch's batch-1 networks ran their
+            kernels ~1.6x their hot-loop time, large ones less so: a scale alone, fitted where
+            batch 1 sets it, put batch-64 estimates up to 1.4x high.
 
     Non-negative robust least squares on log times (:func:`_robust_log_fit`), so a 50 us net
     counts as much as a 50 ms one and one odd probe cannot drag the fit. Shared overhead

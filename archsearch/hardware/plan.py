@@ -70,17 +70,17 @@ class CalibrationCases:
     def groups(self) -> dict[str, Group]:
         """The families as :func:`archsearch.hardware.timing.time_groups` takes them, with their
         time budgets: about 16 s in all (2 s with ``quick``), which with the untimed calls of
-        eight rounds, building the cases and the matmul keeps a calibration at 25-28 s on the
-        2-core build VM (at 10 s and 6 s for the convolutions and probes, four rounds took
-        29-31 s in a slow hour)."""
+        eight rounds, building the cases and the matmul keeps a calibration at 24-27 s for eager
+        torch and 28-30 s for ONNX Runtime (exports) on the 2-core build VM (at 10 s and 6 s for
+        the convolutions and probes, four rounds took 29-31 s in a slow hour)."""
         quick = self.quick
         groups = {
             "single": Group(list(self.single.values()), 0.05, 50, 50),
             "stream": Group([c.fn for c in self.stream.values()], 0.1 * len(self.stream), 5, 30),
             "gemm": Group([c.fn for c in self.gemm], 1.0 if quick else 7.0),
             "linear": Group([c.fn for c in self.linear], 0.2 if quick else 1.0),
-            # Two untimed calls a round: after one, a probe still ran 5-10% slower than a network
-            # timed 15 times in a row, as ``measure_latency`` and the benchmark time them.
+            # Two untimed calls a round: after one, a probe timed once or twice ran 9-16% slower
+            # than a network timed 15 times in a row, as the benchmark times them (now 1-7%).
             "probe": Group([p.fn for p in self.probe if p.batch == 1], probe_budget(quick), warmup=2),
             # A large batch takes milliseconds: one timed call a round is enough.
             "probe_large": Group([p.fn for p in self.probe if p.batch > 1], large_budget(quick), 1, 10),

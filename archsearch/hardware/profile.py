@@ -78,7 +78,8 @@ class HardwareProfile:
         cold_start: what every kernel pays in a network, whatever the batch, as a fraction of
             its roofline (busy) time at batch 1 (:meth:`cold_seconds`): amid other ops its
             weights and code are no longer in cache, which a hot loop never shows and a large
-            batch amortises. Eager torch's probe networks put it at 0.5-0.7 on the build VM.
+            batch amortises. Eager torch's probe networks put it at 0.1-0.5 on the build VM (beside
+            a roofline scale of 1.2-1.5).
         nchwc_block: channels per block of the runtime's blocked layout (ONNX Runtime's NCHWc on
             x86: 16 with AVX-512, 8 with AVX2), which decides each convolution's GEMM table;
             0 (eager torch, or no blocked layout): every convolution by its class's tables.
