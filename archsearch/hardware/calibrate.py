@@ -30,7 +30,7 @@ What is measured, and the term of the latency model (:mod:`archsearch.net.cost`)
   calls, graph glue, dispatch with cold caches), fitted as ``factor * hot-loop cost`` on
   torch and ``factor * hot-loop cost + extra`` on ONNX Runtime, and on torch ``cold_start``,
   what each kernel pays at any batch as a fraction of its roofline time at batch 1;
-  every fourth also at batch 16 (64 on ONNX Runtime) -> ``per_image_us``, what each kernel
+  every fourth also at batch 32 (64 on ONNX Runtime) -> ``per_image_us``, what each kernel
   adds per image in a network, and for ONNX Runtime a scale on the roofline (all fitted
   together there).
 
@@ -272,12 +272,12 @@ def _measure(
     samples = cases.gemm_samples(times["gemm"], times["linear"], call_s)
     tables = _fit_gemms(samples, single, fp32, copy_gbs, say)
     roofline = _roofline(name, fp32, copy_gbs, rates, tables, (block, step))
-    # Every fourth probe also runs at a large batch (16 on torch, 64 on ONNX Runtime): that fits
+    # Every fourth probe also runs at a large batch (32 on torch, 64 on ONNX Runtime): that fits
     # the cost per image and a scale on the roofline. Eager torch's batch-1 probes first fit a
     # cold start (kernels amid other ops ran ~1.6x their hot-loop time at batch 1, less so at a
     # large batch: a scale alone, fitted at 1.6x, put fire nets at batch 64 1.4x high) and
     # overheads that are multiples of the single-op costs alone; its large ones then the scale
-    # (1.3-1.6) and cost per image, in turns. ONNX Runtime's probes (all Fire networks) fit
+    # (1.3-1.5) and cost per image, in turns. ONNX Runtime's probes (all Fire networks) fit
     # every parameter together: fitted in turns, its batch-1 estimates came out 1.2x high.
     context = fit_probes(
         cases.probe,
