@@ -8,6 +8,7 @@ a network launches with :meth:`HardwareProfile.kernel_seconds`; ``python -m arch
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -143,14 +144,6 @@ class HardwareProfile:
             raise ConfigError(f"{source} keys 'peak_gflops' and 'bandwidth_gbs' must be > 0.")
         if overhead < 0:
             raise ConfigError(f"{source} key 'overhead_us' must be >= 0, got {overhead}.")
-        try:
-            cold = float(raw.get("cold_start", 0.0) or 0.0)
-        except (TypeError, ValueError):
-            cold = -1.0
-        if not cold >= 0:
-            raise ConfigError(
-                f"{source} key 'cold_start' must be a number >= 0, got {raw.get('cold_start')!r}."
-            )
         block, step = (_count(raw, key, source) for key in ("nchwc_block", "nchwc_step"))
         curves = _mapping(raw, "efficiency", source)
         bad = set(curves) - set(GEMM_KINDS)
@@ -187,7 +180,7 @@ class HardwareProfile:
             ),
             nchwc_block=block,
             nchwc_step=step,
-            cold_start=cold,
+            cold_start=_non_negative(raw, "cold_start", source),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -348,6 +341,17 @@ def _count(raw: Mapping[str, Any], key: str, source: str) -> int:
     value = raw.get(key, 0)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"{source} key '{key}' must be an integer >= 0, got {value!r}.")
+    return value
+
+
+def _non_negative(raw: Mapping[str, Any], key: str, source: str) -> float:
+    """A number >= 0 under ``key`` (0 when absent or null)."""
+    try:
+        value = float(raw.get(key) or 0.0)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not value >= 0:
+        raise ConfigError(f"{source} key '{key}' must be a number >= 0, got {raw.get(key)!r}.")
     return value
 
 
