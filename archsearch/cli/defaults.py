@@ -45,7 +45,7 @@ def register_defaults() -> None:
         node={
             # A sweep names its own study; the rest of the study block is the settings' defaults.
             "study": plain_fields(StudySettings(), drop=("name",)),
-            "sweep": {"fidelity": plain_fields(FidelitySettings()), "finalize": False},
+            "sweep": {"fidelity": FidelitySettings().to_mapping(), "finalize": False},
             "latency": plain_fields(LatencySettings()),
             "export": plain_fields(ExportSettings()),
         },

@@ -102,6 +102,8 @@ def finalized_front(study: optuna.Study) -> list[FrozenTrial] | None:
             "dsd": r["dsd"],
             "finalize_run_id": r["mlflow_run_id"],
             "weights": r["weights"],
+            "fidelity": "finalize",
+            "search_fidelity": t.user_attrs.get("fidelity", "epochs"),
         }
         finalized.append(c)
     idx = non_dominated([c.values for c in finalized], objective_directions(study))
@@ -152,9 +154,12 @@ def _row(t: FrozenTrial, names: list[str], net_file: Path | None, rerun: str) ->
         "final_epochs",
         "dsd",
         "finalize_run_id",
+        "search_fidelity",
     ):
         if key in t.user_attrs and key not in row:
             row[key] = t.user_attrs[key]
+    # Where val_acc came from: epochs (trained), supernet (scored on shared weights), finalize.
+    row["fidelity"] = t.user_attrs.get("fidelity", "epochs")
     for key, value in (t.user_attrs.get("costs") or {}).items():
         row.setdefault(key, value)
     row["spec_hash"] = t.user_attrs.get("spec_hash", "")

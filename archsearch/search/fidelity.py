@@ -35,21 +35,26 @@ import os
 import re
 import socket
 from collections.abc import Container, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from archsearch.checks import check_flag, check_int, known_fields
+from archsearch.checks import check_choice, check_flag, check_int, known_fields, plain_fields
 from archsearch.errors import ConfigError
 from archsearch.pareto import crowding_distances, pareto_ranks
 from archsearch.results.tracking import Tracker
 from archsearch.search import optuna_compat
 from archsearch.search.storage import set_user_attrs
+from archsearch.supernet.settings import SupernetSettings
+
+#: How a candidate's accuracy is measured (``sweep.fidelity.kind``).
+FIDELITY_KINDS = ("epochs", "supernet")
 
 __all__ = [
+    "FIDELITY_KINDS",
     "FidelitySettings",
     "RungInformedSampler",
     "SuccessiveHalving",
@@ -95,6 +100,11 @@ class FidelitySettings:
             None = ``min_epochs * eta**k`` below ``trainer.epochs``.
         learn_from_pruned: the sampler sees a pruned trial as observed at its last rung
             (:class:`RungInformedSampler`); false leaves the sampler as Optuna has it.
+        kind: how a candidate's accuracy is measured: ``epochs`` trains it from scratch for
+            ``trainer.epochs`` (halving may stop it at a rung); ``supernet`` trains one
+            weight-sharing network once per study and scores each candidate on its slice
+            (:mod:`archsearch.search.supernet_fidelity`, README "Weight sharing").
+        supernet: the supernet's own settings (used when ``kind`` is ``supernet``).
     """
 
     enabled: bool = False
@@ -102,10 +112,20 @@ class FidelitySettings:
     min_epochs: int = 3
     rungs: tuple[int, ...] | None = None
     learn_from_pruned: bool = True
+    kind: str = "epochs"
+    supernet: SupernetSettings = field(default_factory=SupernetSettings)
 
     def __post_init__(self) -> None:
         for key in ("enabled", "learn_from_pruned"):
             check_flag(f"sweep.fidelity.{key}", getattr(self, key))
+        check_choice("sweep.fidelity.kind", self.kind, FIDELITY_KINDS)
+        if self.kind == "supernet" and self.enabled:
+            raise ConfigError(
+                "sweep.fidelity.enabled (successive halving) stops trainings early, and "
+                "sweep.fidelity.kind=supernet trains none per trial; set sweep.fidelity.enabled=false."
+            )
+        if not isinstance(self.supernet, SupernetSettings):
+            raise ConfigError("sweep.fidelity.supernet must be a mapping of supernet settings.")
         for key, minimum in (("eta", 2), ("min_epochs", 1)):
             check_int(f"sweep.fidelity.{key}", getattr(self, key), minimum)
         rungs = self.rungs
@@ -124,7 +144,14 @@ class FidelitySettings:
     @classmethod
     def from_mapping(cls, raw: Any) -> FidelitySettings:
         """Read ``sweep.fidelity`` (a plain mapping, or None for the defaults)."""
-        return cls(**known_fields(raw, "sweep.fidelity", cls))
+        values = known_fields(raw, "sweep.fidelity", cls)
+        if "supernet" in values:
+            values["supernet"] = SupernetSettings.from_mapping(values["supernet"])
+        return cls(**values)
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The block in the config's layout (plain values), the supernet block nested."""
+        return {**plain_fields(self, drop=("supernet",)), "supernet": plain_fields(self.supernet)}
 
     def rungs_for(self, epochs: int) -> tuple[int, ...]:
         """The rungs of a trainer running ``epochs`` epochs; given rungs must all lie below it."""
@@ -190,7 +217,7 @@ class SuccessiveHalving:
     ) -> SuccessiveHalving | None:
         """The hook for a trainer running ``epochs`` epochs, or None when halving is off or has no rung."""
         rungs = settings.rungs_for(epochs)
-        if not settings.enabled or not rungs:
+        if not settings.enabled or not rungs or settings.kind != "epochs":
             return None
         return cls(dataclasses.replace(settings, rungs=rungs), objectives)
 

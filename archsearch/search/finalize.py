@@ -30,7 +30,7 @@ from typing import Any
 
 import optuna
 
-from archsearch.checks import check_flag, check_int, known_fields
+from archsearch.checks import check_choice, check_flag, check_int, known_fields
 from archsearch.errors import ArchsearchError, ConfigError
 from archsearch.net.spec import NetSpec
 from archsearch.results.export import (
@@ -44,6 +44,9 @@ from archsearch.results.tracking import ROLE_TAG, STUDY_TAG, Tracker
 from archsearch.search.settings import ExportSettings, TrackingSettings
 from archsearch.train.settings import TrainerSettings
 
+#: Where a finalized member's weights start (``finalize.init``).
+FINALIZE_INITS = ("scratch", "supernet")
+
 __all__ = ["FinalizeResult", "FinalizeSettings", "FinalizedMember", "finalize_study"]
 
 
@@ -55,14 +58,18 @@ class FinalizeSettings:
         epochs: training epochs of every member (the trainer's other keys, ``trainer.dsd``
             included, come from ``trainer``).
         force: retrain members already finalized with the same settings.
+        init: ``scratch`` (fresh weights) or ``supernet``: each member starts from its slice of
+            the study's supernet (a study searched with ``sweep.fidelity.kind=supernet``).
     """
 
     epochs: int = 30
     force: bool = False
+    init: str = "scratch"
 
     def __post_init__(self) -> None:
         check_int("finalize.epochs", self.epochs, 1)
         check_flag("finalize.force", self.force)
+        check_choice("finalize.init", self.init, FINALIZE_INITS)
 
     @classmethod
     def from_mapping(cls, raw: Any) -> FinalizeSettings:
@@ -172,7 +179,8 @@ def finalize_study(
         tracker,
         export.dir if export.dir is not None else Path("results") / study.study_name,
         tracking.log_weights != "none",
-        _fingerprint(data, trainer, seed),
+        _fingerprint(data, trainer, seed, settings.init),
+        _supernet_weights(study) if settings.init == "supernet" else None,
     )
     started = time.perf_counter()
     console.print(
@@ -218,12 +226,13 @@ def _member_specs(members: list[optuna.trial.FrozenTrial], data: Any) -> dict[in
     return specs
 
 
-def _fingerprint(data: Any, trainer: TrainerSettings, seed: int) -> str:
+def _fingerprint(data: Any, trainer: TrainerSettings, seed: int, init: str = "scratch") -> str:
     """What makes two finalize runs of a member the same (a member is not retrained for nothing)."""
     described = {"name": data.name, "train": len(data.train_y), "val": len(data.val_y)}
-    text = json.dumps(
-        {"data": described, "trainer": trainer.to_mapping(), "seed": seed}, sort_keys=True, default=str
-    )
+    body: dict[str, Any] = {"data": described, "trainer": trainer.to_mapping(), "seed": seed}
+    if init != "scratch":  # fingerprints of scratch runs stay what they were before finalize.init existed
+        body["init"] = init
+    text = json.dumps(body, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -271,18 +280,15 @@ class _Context:
     export_dir: Path
     log_weights: bool
     fingerprint: str
+    inherit: Callable[[NetSpec, Any], None] | None = None
 
 
 def _finalize_member(ctx: _Context, trial: optuna.trial.FrozenTrial, spec: NetSpec) -> FinalizedMember:
-    """Train one member from scratch, score it on test and log it as its own MLflow run.
+    """Train one member (from scratch or its supernet slice), score it on test, log it as an MLflow run.
 
     A member whose training fails (diverges, say) is recorded as failed and left off the
     finalized front; a user error (a bad trainer key) or an interrupt ends the whole finalize.
     """
-    import torch
-
-    from archsearch.net.model import build
-
     dsd = ctx.trainer.dsd.enabled
     run_id = ctx.tracker.start_trial(
         trial.number,
@@ -309,8 +315,7 @@ def _finalize_member(ctx: _Context, trial: optuna.trial.FrozenTrial, spec: NetSp
         "settings": ctx.fingerprint,
     }
     try:
-        torch.manual_seed(ctx.seed)
-        model = build(spec)
+        model = _initial_model(ctx, spec)
         result = ctx.fit(
             model,
             ctx.data,
@@ -352,6 +357,45 @@ def _finalize_member(ctx: _Context, trial: optuna.trial.FrozenTrial, spec: NetSp
     ctx.tracker.set_tags(run_id, {"archsearch.state": "finalized"})
     ctx.tracker.end_trial(run_id, "FINISHED")
     return member
+
+
+def _initial_model(ctx: _Context, spec: NetSpec) -> Any:
+    """The member's network, freshly initialised from the seed, or with its supernet slice's weights."""
+    import torch
+
+    from archsearch.net.model import build
+
+    torch.manual_seed(ctx.seed)
+    model = build(spec)
+    if ctx.inherit is not None:
+        ctx.inherit(spec, model)
+    return model
+
+
+def _supernet_weights(study: optuna.Study) -> Callable[[NetSpec, Any], None]:
+    """Loads a member's slice of the study's supernet into its freshly built module.
+
+    Raises:
+        ConfigError: the study has no trained supernet, or its checkpoint file is gone.
+    """
+    from archsearch.search.supernet_fidelity import SUPERNET_ATTR
+    from archsearch.supernet.network import Supernet
+    from archsearch.supernet.plan import BankPlan
+    from archsearch.supernet.training import load_checkpoint
+
+    claim = study.user_attrs.get(SUPERNET_ATTR) or {}
+    if claim.get("state") != "ready":
+        raise ConfigError(
+            f"finalize.init=supernet needs a study searched with sweep.fidelity.kind=supernet; "
+            f"study {study.study_name!r} has no trained supernet."
+        )
+    path = Path(str(claim["checkpoint"]))
+    state = load_checkpoint(path, str(claim["fingerprint"]))
+    if state is None:
+        raise ConfigError(f"finalize.init=supernet: the study's supernet checkpoint {path} is missing.")
+    supernet = Supernet(BankPlan.from_dict(state["plan"]))
+    supernet.load_state_dict(state["supernet"])
+    return supernet.load_into
 
 
 def _save_weights(ctx: _Context, run_id: str, number: int, model: Any) -> str:

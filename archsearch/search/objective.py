@@ -45,6 +45,7 @@ class Objective:
         config_yaml: str,
         fit_fn: Callable[..., Any],
         fidelity: SuccessiveHalving | None = None,
+        scorer: Callable[[NetSpec], dict[str, Any]] | None = None,
     ) -> None:
         self.settings = settings
         self.space = space
@@ -59,6 +60,8 @@ class Objective:
         self.fit_fn = fit_fn
         #: Multi-objective successive halving (``sweep.fidelity``); None trains every trial fully.
         self.fidelity = fidelity
+        #: Measures accuracy instead of training (the supernet fidelity); None trains each trial.
+        self.scorer = scorer
         self.weights_dir = settings.export_dir / "weights"
         #: The study's epoch budget, read by :func:`~archsearch.search.workers.run_trials`.
         self.max_epochs = settings.study.max_epochs
@@ -120,7 +123,9 @@ class Objective:
             if previous is not None:
                 results = self._reused_results(run_id, previous, outcome)
             elif self.settings.needs_training:
-                results = self._train(trial, run_id, spec, model)
+                results = (
+                    self.scorer(spec) if self.scorer is not None else self._train(trial, run_id, spec, model)
+                )
             metrics.update({k: float(results[k]) for k in RESULT_METRICS if k in results})
             return self._complete(trial, run_id, metrics, results, outcome)
         except (optuna.TrialPruned, ArchsearchError, KeyboardInterrupt) as exc:
@@ -147,7 +152,11 @@ class Objective:
 
     def _start_run(self, trial: optuna.Trial, spec: NetSpec | None, costs: Mapping[str, float]) -> str:
         """Open the trial's MLflow run and record what is known before training, in one write each."""
-        tags = {STUDY_TAG: self.settings.study.name, "archsearch.space_hash": self.space.hash}
+        tags = {
+            STUDY_TAG: self.settings.study.name,
+            "archsearch.space_hash": self.space.hash,
+            "archsearch.fidelity": self.settings.fidelity.kind,
+        }
         attrs: dict[str, Any] = {}
         texts = {"config.yaml": self.config_yaml}
         if spec is not None:
@@ -190,7 +199,10 @@ class Objective:
         source = int(previous.user_attrs.get("reused_from", previous.number))
         outcome["reused_from"] = source
         self.tracker.set_tags(run_id, {"archsearch.reused_from": str(source)})
-        out: dict[str, Any] = {"reused_from": source}
+        out: dict[str, Any] = {
+            "reused_from": source,
+            "fidelity": previous.user_attrs.get("fidelity", "epochs"),
+        }
         for key in RESULT_METRICS:
             if key in previous.user_attrs:
                 out[key] = float(previous.user_attrs[key])
@@ -217,7 +229,7 @@ class Objective:
         set_user_attrs(trial, {**results, "state": "complete"})
         outcome.update(state="complete", **metrics)
         final = {f"objective.{m}": v for m, v in zip(self.settings.metric_names, values, strict=True)}
-        if "reused_from" in results:
+        if "reused_from" in results or results.get("fidelity") == "supernet":
             final.update({k: v for k, v in metrics.items() if k in TRAINED_METRICS})
         self.tracker.end_trial(
             run_id,
@@ -288,6 +300,7 @@ class Objective:
             "epochs_done": float(result.epochs_done),
             "train_seconds": float(result.seconds),
             "train_images_per_s": float(result.images_per_s),
+            "fidelity": "epochs",
         }
         if self.settings.tracking.log_weights != "none":
             import torch

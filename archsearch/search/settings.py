@@ -343,7 +343,7 @@ class SearchSettings:
             "constraints": {c.metric: {"max": c.max, "min": c.min} for c in self.constraints},
             "study": plain_fields(self.study),
             "trainer": self.trainer.to_mapping(),
-            "sweep": {"fidelity": plain_fields(self.fidelity)},
+            "sweep": {"fidelity": self.fidelity.to_mapping()},
             "tracking": plain_fields(self.tracking),
             "export": plain_fields(self.export),
             "cost": plain_fields(self.cost),

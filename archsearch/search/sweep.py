@@ -10,16 +10,17 @@ backends are checked here).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from archsearch.errors import ConfigError
 from archsearch.hardware.profile import HardwareProfile
+from archsearch.results.publish import log_front
 from archsearch.results.tracking import Tracker
 from archsearch.search.commands import finalize_command, retrain_command
 from archsearch.search.fidelity import RungInformedSampler, SuccessiveHalving
@@ -28,6 +29,7 @@ from archsearch.search.settings import SearchSettings
 from archsearch.search.space import SearchSpace
 from archsearch.search.storage import StorageLock, describe_url
 from archsearch.search.study import check_backends, finished_trials, open_study, quiet_libraries
+from archsearch.search.supernet_fidelity import SupernetFidelity
 from archsearch.search.workers import (
     WORKERS_STARTED,
     StaleTrialCallback,
@@ -156,6 +158,8 @@ def run_search(
     fidelity = SuccessiveHalving.from_settings(
         settings.fidelity, settings.trainer.epochs, settings.objectives
     )
+    # Built before anything is written: a space the supernet cannot share is refused here.
+    supernet = SupernetFidelity.for_search(settings, space, data, hardware, log=console.print)
     quiet_libraries()
     if config_yaml is None:
         import yaml
@@ -171,6 +175,7 @@ def run_search(
         console=console,
         config_yaml=config_yaml,
         fidelity=fidelity,
+        supernet=supernet,
         storage=storage if isinstance(storage, optuna.storages.RDBStorage) else None,
         retrain=retrain_command(settings, data_config, data_name or ""),
         finalize=finalize_command(settings, data_config, data_name or ""),
@@ -209,6 +214,7 @@ class _Run:
     console: Any
     config_yaml: str
     fidelity: SuccessiveHalving | None
+    supernet: SupernetFidelity | None
     storage: optuna.storages.RDBStorage | None
     retrain: str
     finalize: str
@@ -254,10 +260,13 @@ class _Run:
             config_yaml=self.config_yaml,
             fit_fn=self.fit_fn,
             fidelity=self.fidelity,
+            scorer=self.supernet,
         )
         started = time.perf_counter()
         status = "FINISHED"
         try:
+            if self.supernet is not None:
+                self.supernet.prepare(study, lock, tracker, parent)
             self._trials(study, objective, reporter, storage, lock, on_stale)
         except KeyboardInterrupt:
             status = "KILLED"
@@ -353,7 +362,14 @@ class _Run:
                 exported = export_study(study, self.settings.export_dir, plots=self.settings.export.plots)
                 if self.settings.export.onnx:  # trained members as ONNX (+ int8), checked on real inputs
                     add_onnx(exported, self.data, self.settings.export.int8)
-                _log_front(self.tracker, parent, study, exported.front, exported.files, self.settings)
+                log_front(
+                    self.tracker,
+                    parent,
+                    study,
+                    exported,
+                    log_weights=self.settings.tracking.log_weights,
+                    trials=finished_trials(study),
+                )
                 self.tracker.end_study(status)
         finally:
             lock.close()
@@ -379,42 +395,3 @@ def _close_cut_short_run(tracker: Tracker, trial: FrozenTrial) -> None:
         },
     )
     tracker.end_trial(run_id, "FAILED")
-
-
-def _log_front(
-    tracker: Tracker,
-    parent: str,
-    study: optuna.Study,
-    front: Sequence[FrozenTrial],
-    files: Mapping[str, Path],
-    settings: SearchSettings,
-) -> None:
-    """Tag every completed trial's run ``archsearch.pareto`` true or false, log members' weights, put
-    the exports on the parent run, and keep the experiment id for the printed runs URL."""
-    if not tracker.enabled:
-        return
-    on_front = {t.number for t in front}
-    before = set(study.user_attrs.get("pareto_members", []))
-    # A tagged run keeps its tag until its membership changes (older studies tagged members only).
-    tagged = set(study.user_attrs.get("pareto_tagged", before))
-    changed = on_front ^ before
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        run_id = t.user_attrs.get("mlflow_run_id")
-        if not run_id or (t.number in tagged and t.number not in changed):
-            continue
-        member = t.number in on_front
-        tracker.set_tags(run_id, {"archsearch.pareto": "true" if member else "false"})
-        tagged.add(t.number)
-        weights = t.user_attrs.get("weights")
-        if member and settings.tracking.log_weights == "pareto" and weights and Path(weights).is_file():
-            tracker.log_artifact(run_id, weights, "weights")
-    for key, value in (
-        ("pareto_members", sorted(on_front)),
-        ("pareto_tagged", sorted(tagged)),
-        ("mlflow_experiment_id", tracker.experiment_id),
-    ):
-        if study.user_attrs.get(key) != value:
-            study.set_user_attr(key, value)
-    for path in files.values():
-        tracker.log_artifact(parent, path, "pareto")
-    tracker.log_metrics(parent, {"front_size": float(len(front)), "trials": float(finished_trials(study))})

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from archsearch.data.datasets import Augment, Dataset
     from archsearch.data.images import Images
 
-__all__ = ["TrainingDiverged", "fit"]
+__all__ = ["TrainingDiverged", "fit", "lr_scheduler"]
 
 #: One-cycle starts at lr / 25 and ends at lr / 25 / 1e4, torch's OneCycleLR defaults.
 ONECYCLE_START = 1 / 25
@@ -61,7 +61,7 @@ class TrainingDiverged(RuntimeError):
 # --------------------------------------------------------------------------- optimiser and schedule
 
 
-def _scheduler(name: str, warmup: float, optimizer: torch.optim.Optimizer, total: int) -> Any:
+def lr_scheduler(name: str, warmup: float, optimizer: torch.optim.Optimizer, total: int) -> Any:
     """A per-step learning-rate multiplier on the optimizer's configured (peak) lr.
 
     - ``onecycle``: as torch's OneCycleLR (cosine up from lr/25 over the warm-up, cosine down
@@ -223,7 +223,7 @@ def fit(
             memory_format=fmt,
             generator=generator,
             optimizer=optimizer,
-            scheduler=_scheduler(settings.schedule.name, settings.schedule.warmup, optimizer, steps_total),
+            scheduler=lr_scheduler(settings.schedule.name, settings.schedule.warmup, optimizer, steps_total),
             scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
             loss_fn=nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing),
             watch=_DivergenceWatch(device),
