@@ -218,3 +218,37 @@ def test_sweep_logs_to_a_real_mlflow_server(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_supernet_sweep_runs_and_its_printed_finalize_command_starts_from_the_supernet(
+    tmp_path: Path,
+) -> None:
+    small = ["sweep.fidelity.supernet.epochs=1", "sweep.fidelity.supernet.pool=40", "hardware=laptop_cpu"]
+    out = cli("+sweep=fire_supernet", "study.n_trials=6", *FAST, *small, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "supernet epoch 1/1" in out.stdout and "trial    5" in out.stdout
+    rows = list(csv.DictReader((tmp_path / "results" / "fire_supernet" / "pareto.csv").open()))
+    assert rows and {r["fidelity"] for r in rows} == {"supernet"}
+    assert list((tmp_path / "mlruns" / "supernet").glob("fire_supernet-*.pt"))
+    printed = out.stdout.splitlines()
+    command = printed[printed.index("retrain the front at full fidelity and score test:") + 1].strip()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    argv = shlex.split(command)
+    assert argv[:3] == [sys.executable, "-m", "archsearch.finalize"]
+    final = cli(*argv[3:], "finalize.epochs=1", "finalize.init=supernet", module=argv[2], cwd=elsewhere)
+    assert final.returncode == 0, final.stderr[-2000:]
+    rows = list(csv.DictReader((tmp_path / "results" / "fire_supernet" / "pareto.csv").open()))
+    assert {r["fidelity"] for r in rows} == {"finalize"} and {r["search_fidelity"] for r in rows} == {
+        "supernet"
+    }
+
+
+def test_a_supernet_sweep_with_halving_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    out = cli("+sweep=fire_supernet", "sweep.fidelity.enabled=true", *FAST, cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "error: sweep.fidelity.enabled (successive halving) stops trainings early, and "
+        "sweep.fidelity.kind=supernet trains none per trial; set sweep.fidelity.enabled=false."
+    ]
+    assert list(tmp_path.iterdir()) == []
