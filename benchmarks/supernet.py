@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import random
 import sys
@@ -190,7 +191,7 @@ def _standalone(job: tuple[dict[str, Any], int, int, int, int]) -> dict[str, Any
 
     from archsearch.net.model import build
     from archsearch.net.spec import NetSpec
-    from archsearch.train.fit import fit
+    from archsearch.train.fit import TrainingDiverged, fit
     from archsearch.train.settings import TrainerSettings
 
     raw, epochs, seed, subset, data_seed = job
@@ -200,12 +201,27 @@ def _standalone(job: tuple[dict[str, Any], int, int, int, int]) -> dict[str, Any
     torch.manual_seed(seed)
     model = build(spec)
     c0, w0 = time.process_time(), time.perf_counter()
-    result = fit(model, data, TrainerSettings(epochs=epochs, threads=1), seed=seed)
+    try:
+        result = fit(model, data, TrainerSettings(epochs=epochs, threads=1), seed=seed)
+    except TrainingDiverged as exc:  # recorded, and left out of the rankings
+        return {
+            "value": math.nan,
+            "cpu_s": time.process_time() - c0,
+            "wall_s": time.perf_counter() - w0,
+            "note": str(exc),
+        }
     return {
         "value": result.val_acc_last,
         "cpu_s": time.process_time() - c0,
         "wall_s": time.perf_counter() - w0,
     }
+
+
+def _done(path: Path) -> set[tuple[int, str]]:
+    if not path.exists():
+        return set()
+    with path.open() as f:
+        return {(int(r["candidate"]), r["kind"]) for r in csv.DictReader(f)}
 
 
 def phase_standalone(args: argparse.Namespace, out: Path, second: bool) -> None:
@@ -228,6 +244,8 @@ def phase_standalone(args: argparse.Namespace, out: Path, second: bool) -> None:
                 jobs.append(
                     (i, f"standalone{epochs}", (spec.to_dict(), epochs, args.seed, args.subset, args.seed))
                 )
+    done = _done(out / f"supernet_s{args.seed}.csv")
+    jobs = [j for j in jobs if (j[0], j[1]) not in done]  # a rerun finishes what an earlier one left
     with ProcessPoolExecutor(args.jobs) as pool:
         for (i, kind, _), result in zip(jobs, pool.map(_standalone, [j for _, _, j in jobs]), strict=True):
             row = {
@@ -237,8 +255,8 @@ def phase_standalone(args: argparse.Namespace, out: Path, second: bool) -> None:
                 "params": params[i],
                 "macs": analyze(specs[i]).macs,
                 "kind": kind,
-                "note": f"loadavg {os.getloadavg()[0]:.2f}",
                 **result,
+                "note": f"loadavg {os.getloadavg()[0]:.2f} {result.get('note', '')}".strip(),
             }
             _append(out / f"supernet_s{args.seed}.csv", [row])
             print(f"candidate {i} {kind}: {result['value']:.4f} ({result['cpu_s']:.0f} cpu s)", flush=True)
@@ -296,7 +314,10 @@ def report(out: Path) -> None:
                 continue
             by.setdefault(c, {})[r["kind"]] = float(r["value"])
             params[c] = float(r["params"])
-        full = [c for c in sorted(by) if "standalone9" in by[c] and "supernet" in by[c]]
+        # A training that diverged (NaN) has no accuracy to rank by: its candidate is left out.
+        full = [
+            c for c in sorted(by) if math.isfinite(by[c].get("standalone9", math.nan)) and "supernet" in by[c]
+        ]
         if not full:
             print(
                 f"seed {seed}: no candidate has both a supernet score and a 9-epoch stand-alone accuracy yet"
@@ -322,7 +343,7 @@ def report(out: Path) -> None:
         rankers: list[tuple[str, str | None]] = [(t, t) for t in tags]
         rankers += [("params", None), ("epoch-1", "standalone1"), ("epoch-3", "standalone3")]
         for name, key in rankers:
-            if key is not None and not all(key in by[c] for c in full):
+            if key is not None and not all(math.isfinite(by[c].get(key, math.nan)) for c in full):
                 continue
             x = np.exp(logp) if key is None else np.array([by[c][key] for c in full])
             print(

@@ -452,3 +452,16 @@ def test_the_other_shipped_trainer_configs_parse() -> None:
     assert TrainerSettings.from_mapping(trainer_yaml("long")) == dataclasses.replace(
         TrainerSettings(), epochs=30, augment=True
     )
+
+
+def test_training_diverged_crosses_a_process_boundary_intact() -> None:
+    # Raised in a worker process (a process pool, joblib), it is pickled back to the parent.
+    import pickle
+
+    from archsearch.train.fit import TrainingDiverged
+
+    again = pickle.loads(pickle.dumps(TrainingDiverged(3, 41, float("nan"))))
+    assert isinstance(again, TrainingDiverged)
+    assert (again.epoch, again.step) == (3, 41) and str(
+        again
+    ) == "training diverged: loss is nan at epoch 3, step 41"

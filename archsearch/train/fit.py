@@ -57,6 +57,10 @@ class TrainingDiverged(RuntimeError):
         self.step = step
         self.loss = loss
 
+    def __reduce__(self) -> tuple[type[TrainingDiverged], tuple[int, int, float]]:
+        # Pickled with its own arguments, so a worker process (joblib, a process pool) can raise it.
+        return (type(self), (self.epoch, self.step, self.loss))
+
 
 # --------------------------------------------------------------------------- optimiser and schedule
 
