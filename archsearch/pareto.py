@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = [
     "REFERENCE",
@@ -40,18 +41,34 @@ def non_dominated(points: Sequence[Sequence[float]], directions: Sequence[str]) 
     Returns:
         The indices, ascending.
     """
-    losses = _losses(points, directions)
-    keep = []
-    for i, a in enumerate(losses):
-        dominated = any(
-            all(b_k <= a_k for a_k, b_k in zip(a, b, strict=True))
-            and any(b_k < a_k for a_k, b_k in zip(a, b, strict=True))
-            for j, b in enumerate(losses)
-            if j != i
+    if not points:
+        return []
+    import numpy as np
+
+    # A search of thousands of trials finds its front after every trial; with a front of
+    # hundreds the plain pairwise loop took a second a trial at 1,400 trials. A dominating point
+    # has a smaller loss sum, so in order of the sum each point need only be checked against the
+    # front found so far; that pass can only keep too many (sums of infinities and NaNs do not
+    # order), so its survivors are then checked against every point.
+    losses = np.asarray(_losses(points, directions), dtype=float)
+
+    def beaten(rows: Any, by: Any) -> Any:
+        return (np.all(by[None] <= rows[:, None], axis=2) & np.any(by[None] < rows[:, None], axis=2)).any(
+            axis=1
         )
-        if not dominated:
-            keep.append(i)
-    return keep
+
+    front: list[int] = []
+    with np.errstate(invalid="ignore"):  # inf - inf: such a sum orders nothing, the check below decides
+        order = np.argsort(losses.sum(axis=1), kind="stable")
+    for i in order:
+        if not front or not beaten(losses[i : i + 1], losses[front])[0]:
+            front.append(int(i))
+    survivors = sorted(front)
+    out = []
+    for start in range(0, len(survivors), 256):
+        block = survivors[start : start + 256]
+        out += [i for i, lost in zip(block, beaten(losses[block], losses), strict=True) if not lost]
+    return out
 
 
 def pareto_ranks(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:

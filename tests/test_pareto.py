@@ -114,3 +114,32 @@ def test_normalised_hypervolume_matches_optuna_on_the_same_losses() -> None:
     )
     expected = compute_hypervolume(losses, np.full(3, REFERENCE))
     assert hypervolume(points.tolist(), directions, lower, upper) == pytest.approx(expected, rel=1e-12)
+
+
+def test_non_dominated_matches_the_pairwise_definition_with_ties_infinities_and_nans() -> None:
+    import math
+    import random
+
+    def brute(points: list[list[float]], directions: list[str]) -> list[int]:
+        signs = [1.0 if d == "minimize" else -1.0 for d in directions]
+        losses = [[s * v for s, v in zip(signs, p, strict=True)] for p in points]
+        return [
+            i
+            for i, a in enumerate(losses)
+            if not any(
+                all(y <= x for x, y in zip(a, b, strict=True))
+                and any(y < x for x, y in zip(a, b, strict=True))
+                for j, b in enumerate(losses)
+                if j != i
+            )
+        ]
+
+    rng = random.Random(0)
+    specials = [math.nan, math.inf, -math.inf, 0.5, 1.0]
+    for _ in range(200):
+        n = rng.choice([0, 1, 2, 7, 40, 300])
+        points = [
+            [rng.choice(specials) if rng.random() < 0.1 else rng.random(), float(rng.choice([1, 2, 3]))]
+            for _ in range(n)
+        ]
+        assert non_dominated(points, ["maximize", "minimize"]) == brute(points, ["maximize", "minimize"])
