@@ -314,10 +314,13 @@ def report(out: Path) -> None:
                 continue
             by.setdefault(c, {})[r["kind"]] = float(r["value"])
             params[c] = float(r["params"])
-        # A training that diverged (NaN) has no accuracy to rank by: its candidate is left out.
-        full = [
-            c for c in sorted(by) if math.isfinite(by[c].get("standalone9", math.nan)) and "supernet" in by[c]
-        ]
+        # Every ranker is compared on the same candidates: those with a finite value of each kind
+        # measured (a training that diverged, NaN, has no accuracy to rank by; its count is shown).
+        kinds = {k for c in by for k in by[c]} - {"standalone9_seed2"}
+        measured = [c for c in sorted(by) if "standalone9" in by[c] and "supernet" in by[c]]
+        full = [c for c in measured if all(math.isfinite(by[c].get(k, math.nan)) for k in kinds)]
+        if len(full) < len(measured):
+            print(f"left out: {len(measured) - len(full)} candidates with a diverged (NaN) training")
         if not full:
             print(
                 f"seed {seed}: no candidate has both a supernet score and a 9-epoch stand-alone accuracy yet"

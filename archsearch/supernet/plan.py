@@ -4,9 +4,9 @@ A bank must be as large, on every axis, as the largest slice any feasible candid
 widths of the spaces archsearch reads are monotone in each parameter (a wider base, a larger
 ratio, one more repeat never makes a bank smaller; a ratio that grows one kernel's share shrinks
 another's), so each bank axis is largest at a corner of the parameter box: every numeric
-parameter at its low or high end, every categorical at each of its choices. :func:`plan_banks`
+parameter at its low or high end, every categorical at each of its choices. :func:`corner_specs`
 visits those corners. Parameters that no single change can move a bank with (dropout, pool
-placement) are held at one value, which keeps the fire space at a few hundred corners.
+placement) are held at one value, which keeps the fire space at about 2,500 corners (3 s).
 
 Parameters are grouped by their last name component, so the per-module ``fire3.sr`` and
 ``fire4.sr`` of a template space move together (each module's banks depend only on its own
