@@ -63,7 +63,7 @@ _HOMES = {
     "SupernetSettings": "archsearch.supernet.settings",
     "Supernet": "archsearch.supernet.network",
     "plan_banks": "archsearch.supernet.plan",
-    "corner_specs": "archsearch.supernet.plan",
+    "corner_specs": "archsearch.search.supernet_space",
     "train_supernet": "archsearch.supernet.training",
     "Scorer": "archsearch.supernet.scoring",
     "run_search": "archsearch.search.sweep",

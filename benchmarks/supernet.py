@@ -71,7 +71,7 @@ def _feasible(params_max: float) -> Any:
 
 
 def _candidates(space: Any, data: Any, count: int, params_max: float, seed: int) -> list[Any]:
-    from archsearch.supernet.pool import draw_pool
+    from archsearch.search.supernet_space import draw_pool
 
     pool = draw_pool(
         space, data.shape, data.num_classes, _feasible(params_max), size=count * 4, seed=10_000 + seed
@@ -97,8 +97,8 @@ def phase_supernet(args: argparse.Namespace, out: Path) -> None:
 
     from archsearch.net.cost import analyze
     from archsearch.search.space import load_space
-    from archsearch.supernet.plan import corner_specs, plan_banks
-    from archsearch.supernet.pool import draw_pool
+    from archsearch.search.supernet_space import corner_specs, draw_pool
+    from archsearch.supernet.plan import plan_banks
     from archsearch.supernet.scoring import Scorer
     from archsearch.supernet.settings import SupernetSettings
     from archsearch.supernet.training import train_supernet

@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     from archsearch.data.datasets import load_dataset
     from archsearch.net.cost import analyze
     from archsearch.search.space import load_space
-    from archsearch.supernet.plan import corner_specs, plan_banks
-    from archsearch.supernet.pool import draw_pool
+    from archsearch.search.supernet_space import corner_specs, draw_pool
+    from archsearch.supernet.plan import plan_banks
     from archsearch.supernet.scoring import Scorer
     from archsearch.supernet.settings import SupernetSettings
     from archsearch.supernet.training import train_supernet

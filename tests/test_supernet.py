@@ -23,9 +23,9 @@ from archsearch.search.fidelity import FidelitySettings
 from archsearch.search.space import load_space, space_from_dict
 from archsearch.search.storage import StorageLock
 from archsearch.search.supernet_fidelity import SUPERNET_ATTR, SupernetFidelity
+from archsearch.search.supernet_space import PolicyTrial, corner_specs, draw_pool, random_value
 from archsearch.supernet.network import Supernet, SupernetMismatch
-from archsearch.supernet.plan import BankPlan, PolicyTrial, corner_specs, plan_banks, random_value
-from archsearch.supernet.pool import draw_pool
+from archsearch.supernet.plan import BankPlan, plan_banks
 from archsearch.supernet.scoring import Scorer, recalibrate
 from archsearch.supernet.settings import SupernetSettings
 from archsearch.supernet.slots import Unshareable, candidate_slots

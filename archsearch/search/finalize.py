@@ -379,9 +379,7 @@ def _supernet_weights(study: optuna.Study) -> Callable[[NetSpec, Any], None]:
         ConfigError: the study has no trained supernet, or its checkpoint file is gone.
     """
     from archsearch.search.supernet_fidelity import SUPERNET_ATTR
-    from archsearch.supernet.network import Supernet
-    from archsearch.supernet.plan import BankPlan
-    from archsearch.supernet.training import load_checkpoint
+    from archsearch.supernet.training import load_supernet
 
     claim = study.user_attrs.get(SUPERNET_ATTR) or {}
     if claim.get("state") != "ready":
@@ -390,11 +388,9 @@ def _supernet_weights(study: optuna.Study) -> Callable[[NetSpec, Any], None]:
             f"study {study.study_name!r} has no trained supernet."
         )
     path = Path(str(claim["checkpoint"]))
-    state = load_checkpoint(path, str(claim["fingerprint"]))
-    if state is None:
+    supernet = load_supernet(path, str(claim["fingerprint"]))
+    if supernet is None:
         raise ConfigError(f"finalize.init=supernet: the study's supernet checkpoint {path} is missing.")
-    supernet = Supernet(BankPlan.from_dict(state["plan"]))
-    supernet.load_state_dict(state["supernet"])
     return supernet.load_into
 
 

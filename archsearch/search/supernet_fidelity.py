@@ -92,7 +92,8 @@ class SupernetFidelity:
         hardware: HardwareProfile,
         log: Callable[[str], None] = print,
     ) -> None:
-        from archsearch.supernet.plan import corner_specs, plan_banks
+        from archsearch.search.supernet_space import corner_specs
+        from archsearch.supernet.plan import plan_banks
 
         self.settings = settings
         self.space = space
@@ -181,7 +182,7 @@ class SupernetFidelity:
         )
 
     def _train(self, study: optuna.Study, tracker: Tracker, parent_run: str, me: str) -> None:
-        from archsearch.supernet.pool import draw_pool
+        from archsearch.search.supernet_space import draw_pool
         from archsearch.supernet.training import train_supernet
 
         sn = self.settings.fidelity.supernet
@@ -233,22 +234,18 @@ class SupernetFidelity:
 
     def _load(self) -> None:
         from archsearch.hardware.runtime import torch_threads
-        from archsearch.supernet.network import Supernet
-        from archsearch.supernet.plan import BankPlan
         from archsearch.supernet.scoring import Scorer
-        from archsearch.supernet.training import load_checkpoint
+        from archsearch.supernet.training import load_supernet
         from archsearch.train.device import resolve_device
 
-        state = load_checkpoint(self.checkpoint, self.fingerprint)
-        if state is None:
+        supernet = load_supernet(self.checkpoint, self.fingerprint)
+        if supernet is None:
             raise ConfigError(
                 f"supernet checkpoint {self.checkpoint} is missing; workers of a supernet study must share "
                 "tracking.dir (or copy the file from the MLflow parent run's supernet/ artifacts there)."
             )
         trainer = self.settings.trainer
         with torch_threads(trainer.threads):
-            supernet = Supernet(BankPlan.from_dict(state["plan"]), seed=self.settings.seed)
-            supernet.load_state_dict(state["supernet"])
             supernet.to(resolve_device(trainer.device))
             sn = self.settings.fidelity.supernet
             self.scorer = Scorer(

@@ -40,7 +40,7 @@ from archsearch.train.settings import TrainerSettings
 if TYPE_CHECKING:
     from archsearch.data.datasets import Dataset
 
-__all__ = ["SupernetRun", "load_checkpoint", "train_supernet"]
+__all__ = ["SupernetRun", "load_checkpoint", "load_supernet", "train_supernet"]
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
@@ -78,6 +78,20 @@ def load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
             "delete it or use another study.name."
         )
     return state
+
+
+def load_supernet(path: Path, fingerprint: str) -> Supernet | None:
+    """The trained supernet in the checkpoint at ``path`` (on the CPU), or None when there is none.
+
+    Raises:
+        ConfigError: the file is another study's supernet or unreadable.
+    """
+    state = load_checkpoint(path, fingerprint)
+    if state is None:
+        return None
+    supernet = Supernet(BankPlan.from_dict(state["plan"]))
+    supernet.load_state_dict(state["supernet"])
+    return supernet
 
 
 def _save(path: Path, state: dict[str, Any]) -> None:
