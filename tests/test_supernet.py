@@ -127,8 +127,8 @@ def test_kernel_mix_segments_keep_each_kernels_channels_apart(fire_plan: Any) ->
     }
     a = space.sample(optuna.trial.FixedTrial({**base, "pct3x3": 0.25}), (1, 8, 8), 10)
     b = space.sample(optuna.trial.FixedTrial({**base, "pct3x3": 0.5}), (1, 8, 8), 10)
-    wa = supernet.parameters_of(supernet.candidate(a))["ops.fire3.squeeze.0.weight"]
-    wb = supernet.parameters_of(supernet.candidate(b))["ops.fire3.squeeze.0.weight"]
+    wa = supernet.parameters_of(supernet.slots(a))["ops.fire3.squeeze.0.weight"]
+    wb = supernet.parameters_of(supernet.slots(b))["ops.fire3.squeeze.0.weight"]
     # a: 24 1x1 + 8 3x3 channels; b: 16 + 16. The 3x3 channels' weights agree.
     assert torch.equal(wa[:, 24:32], wb[:, 16:24])
     assert torch.equal(wa[:, :16], wb[:, :16])
@@ -317,7 +317,7 @@ def test_finalize_can_start_members_from_their_supernet_slices(searched: Any) ->
     supernet.load_state_dict(state["supernet"])
     member = result.front[0]
     spec = A.NetSpec.from_dict(member.user_attrs["spec"])
-    want = supernet.parameters_of(supernet.candidate(spec))
+    want = supernet.parameters_of(supernet.slots(spec))
     got = next(s for s in seen if set(want) <= set(s) and all(s[k].shape == v.shape for k, v in want.items()))
     for key, value in want.items():
         assert torch.equal(got[key], value.detach()), key

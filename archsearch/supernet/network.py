@@ -80,10 +80,7 @@ class Supernet(nn.Module):
         if found is not None:
             self._built.move_to_end(spec.hash)
             return found
-        slots = candidate_slots(spec)
-        problem = self.plan.fits(slots)
-        if problem is not None:
-            raise SupernetMismatch(f"network {spec.hash} does not fit the supernet: {problem}")
+        slots = self.slots(spec)
         # Its own initial weights are never used; forking keeps their draws off the global generator,
         # so dropout masks do not depend on which candidates happen to be cached (resumes repeat).
         with torch.random.fork_rng(devices=[]):
@@ -93,6 +90,18 @@ class Supernet(nn.Module):
         if len(self._built) > CACHE_SIZE:
             self._built.popitem(last=False)
         return made
+
+    def slots(self, spec: NetSpec) -> dict[str, Slot]:
+        """Where each parameter of ``spec``'s network comes from, checked against the banks.
+
+        Raises:
+            SupernetMismatch: a parameter of the spec does not fit its bank.
+        """
+        slots = candidate_slots(spec)
+        problem = self.plan.fits(slots)
+        if problem is not None:
+            raise SupernetMismatch(f"network {spec.hash} does not fit the supernet: {problem}")
+        return slots
 
     def _take(self, slot: Slot) -> torch.Tensor:
         """The candidate's tensor of ``slot``: a view (plain leading slices) or a gather of the bank."""
@@ -120,26 +129,25 @@ class Supernet(nn.Module):
                 ).to(device)
         return self._index[key]
 
-    def parameters_of(self, candidate: Candidate) -> dict[str, torch.Tensor]:
-        """The candidate's parameters, by their names in its module, as slices of the banks."""
-        return {name: self._take(slot) for name, slot in candidate.slots.items()}
+    def parameters_of(self, slots: Mapping[str, Slot]) -> dict[str, torch.Tensor]:
+        """A candidate's parameters, by their names in its module, as slices of the banks."""
+        return {name: self._take(slot) for name, slot in slots.items()}
 
     def run(self, candidate: Candidate, x: torch.Tensor) -> torch.Tensor:
         """The candidate's forward pass on ``x`` with the banks' weights (gradients reach the banks)."""
-        return torch.func.functional_call(candidate.module, self.parameters_of(candidate), (x,), strict=False)
+        return torch.func.functional_call(
+            candidate.module, self.parameters_of(candidate.slots), (x,), strict=False
+        )
 
     def load_into(self, spec: NetSpec, module: nn.Module) -> None:
         """Copy the banks' slices for ``spec`` into ``module`` (a ``build(spec)``); its buffers are kept."""
+        # Only the slots are needed: building the cached candidate's module here as well would
+        # build every scored network twice.
         with torch.no_grad():
-            params = self.parameters_of(self.candidate(spec))
+            params = self.parameters_of(self.slots(spec))
             own = dict(module.named_parameters())
             for name, value in params.items():
                 own[name].copy_(value.to(own[name].device))
-
-    def clear_cache(self) -> None:
-        """Forget built candidates (after moving the supernet to another device)."""
-        self._built.clear()
-        self._index.clear()
 
 
 def _initial(shape: tuple[int, ...], role: str, generator: torch.Generator) -> torch.Tensor:
