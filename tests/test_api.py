@@ -137,3 +137,61 @@ def test_arrays_with_bad_labels_are_one_sentence() -> None:
         A.dataset_from_arrays("bad", x, np.array([0, 1, 2, 3, 0, 1, 2, 0, 1, 2]), num_classes=3)
     with pytest.raises(A.DataError, match="NaN or infinite"):
         A.dataset_from_arrays("nan", np.full((10, 8, 8), np.nan), np.arange(10) % 2)
+
+
+def _tiny_search(tmp: Path, name: str, n_trials: int, **kwargs: object) -> A.SearchResult:
+    import numpy as np
+
+    from archsearch.testing import FixedCostFit
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 1, 8, 8)).astype("float32")
+    y = (np.arange(120) % 3).astype("int64")
+    settings = A.SearchSettings(
+        study=A.StudySettings(name=name, n_trials=n_trials),
+        trainer=A.TrainerSettings(epochs=1, batch_size=32, threads=1),
+        tracking=A.TrackingSettings(dir=tmp / "mlruns", enabled=False),
+        export=A.ExportSettings(dir=tmp / name, plots=False),
+    )
+    space = kwargs.pop("space", None) or A.load_space("fire")
+    return A.run_search(
+        space,  # type: ignore[arg-type]
+        A.dataset_from_arrays("mine", x, y),
+        settings,
+        storage=f"sqlite:///{tmp / 'optuna.db'}",
+        fit_fn=FixedCostFit(seconds=0.0, epochs=1),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_callbacks_see_every_trial_and_study_stop_ends_the_search(tmp_path: Path) -> None:
+    import optuna
+
+    seen: list[int] = []
+
+    def stop_after_three(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        seen.append(trial.number)
+        if len(seen) == 3:
+            study.stop()
+
+    result = _tiny_search(tmp_path, "cb", 10, callbacks=[stop_after_three])
+    assert seen == [0, 1, 2]
+    assert len(result.study.trials) == 3
+    assert (tmp_path / "cb" / "pareto.csv").is_file()  # stopped searches export as always
+    # The flag does not outlive the search: the study resumes to its budget.
+    again = _tiny_search(tmp_path, "cb", 5)
+    assert len(again.study.trials) == 5
+
+
+def test_grid_sampler_stops_cleanly_when_its_grid_is_exhausted(tmp_path: Path) -> None:
+    import optuna
+
+    space = A.load_space("sr_grid")
+    grid = space.grid()
+    size = 1
+    for values in grid.values():
+        size *= len(values)
+    result = _tiny_search(
+        tmp_path, "grid", size + 5, space=space, sampler=optuna.samplers.GridSampler(grid, seed=0)
+    )
+    assert len(result.study.trials) == size

@@ -126,6 +126,57 @@ def test_finalize_retrains_each_member_once_and_exports_test_accuracy(tmp_path: 
     assert len(fit.calls) == 2 * len(members)
 
 
+def _trial(number: int, acc: float, params: int) -> Any:
+    import optuna
+
+    return optuna.trial.create_trial(
+        values=[acc, params],
+        distributions={},
+        params={},
+        user_attrs={"val_acc": acc, "costs": {"params": params}},
+    )
+
+
+def test_spread_over_sizes_keeps_the_accuracy_size_front_and_spreads_it_over_log_params() -> None:
+    from archsearch.results.front import spread_over_sizes
+
+    sizes = [1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000]
+    front = [_trial(i, 0.80 + 0.01 * i, p) for i, p in enumerate(sizes)]
+    # A larger network that is no more accurate than a smaller one is never chosen.
+    front.append(_trial(7, 0.805, 50_000))
+    for t, number in zip(front, range(8), strict=True):
+        t.number = number
+    chosen = spread_over_sizes(front, 3)
+    assert [t.number for t in chosen] == [0, 3, 6]  # smallest, log-middle, largest
+    assert [t.number for t in spread_over_sizes(front, 1)] == [6]  # one member: the most accurate
+    assert [t.number for t in spread_over_sizes(front, 20)] == list(range(7))
+
+
+def test_finalize_members_retrains_a_chosen_few_and_exports_only_them(tmp_path: Path) -> None:
+    study = run_sweep(sweep_cfg(tmp_path), fit_fn=FixedCostFit(seconds=0.0, epochs=2)).study
+    members = front_trials(study)
+    params = {t.number: int(t.user_attrs["costs"]["params"]) for t in members}
+    fit = FinalFit({params[t.number]: t.user_attrs["val_acc"] for t in members}, collapse=-1)
+
+    result = finalize(sweep_cfg(tmp_path, "finalize.members=1"), study=study, fit_fn=fit)
+
+    best = max(members, key=lambda t: (t.user_attrs["val_acc"], -params[t.number]))
+    assert [c["params"] for c in fit.calls] == [params[best.number]]
+    assert [m.trial for m in result.members] == [best.number]
+    assert [t.number for t in result.front] == [best.number]
+    with (tmp_path / "results" / "pareto.csv").open() as fh:
+        assert [int(r["trial"]) for r in csv.DictReader(fh)] == [best.number]
+    # Finalizing the whole front afterwards retrains the others and exports them all.
+    finalize(sweep_cfg(tmp_path), study=study, fit_fn=fit)
+    assert len(fit.calls) == len(members)
+    assert set(finalized_results(study)) == {t.number for t in members}
+
+
+def test_finalize_members_must_be_a_positive_count(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"finalize\.members"):
+        finalize(sweep_cfg(tmp_path, "finalize.members=0"), fit_fn=FixedCostFit(seconds=0.0, epochs=2))
+
+
 def test_sweep_with_finalize_true_returns_the_finalized_front(tmp_path: Path) -> None:
     cfg = sweep_cfg(tmp_path, "sweep.finalize=true", "tracking.enabled=false", "study.n_trials=4")
     result = run_sweep(cfg, fit_fn=FixedCostFit(seconds=0.0, epochs=2))

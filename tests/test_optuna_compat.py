@@ -134,3 +134,20 @@ def test_one_write_declines_storages_without_a_database() -> None:
     trial = study.ask()
     assert optuna_compat.set_user_attrs_in_one_write(trial, ATTRS) is False
     assert study.trials[0].user_attrs == {}
+
+
+def test_optimize_loop_lets_study_stop_work_and_resets_after(storage: Any) -> None:
+    study = _study(storage)
+    with pytest.raises(RuntimeError, match="supposed to be invoked"):
+        study.stop()  # outside any loop Optuna refuses, which is what the context manager lifts
+    with optuna_compat.optimize_loop(study) as stop_asked:
+        assert not stop_asked()
+        study.stop()
+        assert stop_asked()
+    with pytest.raises(RuntimeError, match="supposed to be invoked"):
+        study.stop()
+    with optuna_compat.optimize_loop(study) as stop_asked:
+        assert not stop_asked()  # a new loop starts without the old request
+    # Study.optimize still works afterwards, and still honours stop.
+    study.optimize(lambda t: (t.suggest_float("x", 0, 1), 1.0), n_trials=5, callbacks=[lambda s, t: s.stop()])
+    assert len(study.trials) == 1

@@ -26,6 +26,7 @@ from archsearch.search.commands import fill_config
 
 __all__ = [
     "FINALIZED_PREFIX",
+    "SELECTION_ATTR",
     "ExportResult",
     "atomic_write",
     "export_study",
@@ -39,6 +40,8 @@ ACCURACY_KEYS = ("val_acc", "test_acc")
 #: archsearch.search.finalize keeps trial N's retrained results in the study user attr ``finalized:N``
 #: (one key per member, so workers finalizing at the same time never overwrite each other).
 FINALIZED_PREFIX = "finalized:"
+#: The trial numbers finalize was asked to retrain (``finalize.members``); None or absent: the front.
+SELECTION_ATTR = "finalize_members"
 #: hypervolume.csv's value column, naming its scaling (``k``: the number of objectives).
 HYPERVOLUME_COLUMN = f"hypervolume (log10 costs; divided by {REFERENCE:g}^{{k}} so 1 = max)"
 
@@ -70,7 +73,11 @@ def finalized_results(study: optuna.Study) -> dict[int, dict[str, Any]]:
 
 
 def finalized_front(study: optuna.Study) -> list[FrozenTrial] | None:
-    """The front on finalized results, or None unless every search-front member was finalized.
+    """The front on finalized results, or None unless every member to finalize was finalized.
+
+    The members to finalize are the search's front, or the members finalize chose from it
+    (``finalize.members``: the study user attr ``finalize_members``) while all of them are
+    still on the front.
 
     Each member is a copy of its trial whose ``val_acc`` objective and user attrs carry the
     finalized validation accuracy, with ``test_acc``, ``search_val_acc`` (what the search saw)
@@ -81,6 +88,11 @@ def finalized_front(study: optuna.Study) -> list[FrozenTrial] | None:
 
     results = finalized_results(study)
     members = front_trials(study)
+    selection = study.user_attrs.get(SELECTION_ATTR)
+    if selection is not None:
+        members = [t for t in members if t.number in set(selection)]
+        if len(members) != len(selection):
+            return None  # the search went on and pushed a chosen member off the front
     if not members or any(t.number not in results for t in members):
         return None
     names = objective_names(study)

@@ -35,13 +35,15 @@ from archsearch.errors import ArchsearchError, ConfigError
 from archsearch.net.spec import NetSpec
 from archsearch.results.export import (
     FINALIZED_PREFIX,
+    SELECTION_ATTR,
     ExportResult,
     export_study,
     finalized_results,
 )
-from archsearch.results.front import front_trials
+from archsearch.results.front import front_trials, spread_over_sizes
 from archsearch.results.tracking import ROLE_TAG, STUDY_TAG, Tracker
 from archsearch.search.settings import ExportSettings, TrackingSettings
+from archsearch.search.supernet_fidelity import inherited_weights
 from archsearch.train.settings import TrainerSettings
 
 #: Where a finalized member's weights start (``finalize.init``).
@@ -60,16 +62,22 @@ class FinalizeSettings:
         force: retrain members already finalized with the same settings.
         init: ``scratch`` (fresh weights) or ``supernet``: each member starts from its slice of
             the study's supernet (a study searched with ``sweep.fidelity.kind=supernet``).
+        members: retrain at most this many members, chosen on validation accuracy and spread
+            over the front's sizes (:func:`archsearch.results.front.spread_over_sizes`); None
+            retrains the whole front.
     """
 
     epochs: int = 30
     force: bool = False
     init: str = "scratch"
+    members: int | None = None
 
     def __post_init__(self) -> None:
         check_int("finalize.epochs", self.epochs, 1)
         check_flag("finalize.force", self.force)
         check_choice("finalize.init", self.init, FINALIZE_INITS)
+        if self.members is not None:
+            check_int("finalize.members", self.members, 1)
 
     @classmethod
     def from_mapping(cls, raw: Any) -> FinalizeSettings:
@@ -160,13 +168,10 @@ def finalize_study(
     export = export or ExportSettings()
     dsd = trainer.dsd.enabled
     members = front_trials(study)
+    if settings.members is not None:
+        members = spread_over_sizes(members, settings.members)
     specs = _member_specs(members, data)
-    tracker = Tracker(
-        tracking.resolved_uri,
-        experiment=f"archsearch/{study.study_name}",
-        artifact_dir=tracking.dir / "artifacts",
-        enabled=tracking.enabled,
-    )
+    tracker = _tracker(study, tracking)
     parent = tracker.start_study(
         study.study_name, {"finalize": {"epochs": settings.epochs, "dsd": dsd}}, config_yaml
     )
@@ -180,7 +185,7 @@ def finalize_study(
         export.dir if export.dir is not None else Path("results") / study.study_name,
         tracking.log_weights != "none",
         _fingerprint(data, trainer, seed, settings.init),
-        _supernet_weights(study) if settings.init == "supernet" else None,
+        inherited_weights(study) if settings.init == "supernet" else None,
     )
     started = time.perf_counter()
     console.print(
@@ -188,6 +193,8 @@ def finalize_study(
         f"of study [cyan]{study.study_name}[/cyan]: "
         f"{settings.epochs} epochs on all {len(data.train_y)} training images{', DSD' if dsd else ''}"
     )
+    # Which members the export's finalized front is made of (None: the whole search front).
+    study.set_user_attr(SELECTION_ATTR, None if settings.members is None else [t.number for t in members])
     try:
         done = _retrain(study, members, specs, context, settings.force, console)
     except BaseException as exc:
@@ -201,6 +208,15 @@ def finalize_study(
         f"results; export rewritten in [cyan]{exported.directory}[/cyan] ({seconds:.1f}s)"
     )
     return FinalizeResult(done, exported, parent, seconds)
+
+
+def _tracker(study: optuna.Study, tracking: TrackingSettings) -> Tracker:
+    return Tracker(
+        tracking.resolved_uri,
+        experiment=f"archsearch/{study.study_name}",
+        artifact_dir=tracking.dir / "artifacts",
+        enabled=tracking.enabled,
+    )
 
 
 def _publish(tracker: Tracker, parent: str, done: list[FinalizedMember], exported: ExportResult) -> None:
@@ -370,28 +386,6 @@ def _initial_model(ctx: _Context, spec: NetSpec) -> Any:
     if ctx.inherit is not None:
         ctx.inherit(spec, model)
     return model
-
-
-def _supernet_weights(study: optuna.Study) -> Callable[[NetSpec, Any], None]:
-    """Loads a member's slice of the study's supernet into its freshly built module.
-
-    Raises:
-        ConfigError: the study has no trained supernet, or its checkpoint file is gone.
-    """
-    from archsearch.search.supernet_fidelity import SUPERNET_ATTR
-    from archsearch.supernet.training import load_supernet
-
-    claim = study.user_attrs.get(SUPERNET_ATTR) or {}
-    if claim.get("state") != "ready":
-        raise ConfigError(
-            f"finalize.init=supernet needs a study searched with sweep.fidelity.kind=supernet; "
-            f"study {study.study_name!r} has no trained supernet."
-        )
-    path = Path(str(claim["checkpoint"]))
-    supernet = load_supernet(path, str(claim["fingerprint"]))
-    if supernet is None:
-        raise ConfigError(f"finalize.init=supernet: the study's supernet checkpoint {path} is missing.")
-    return supernet.load_into
 
 
 def _save_weights(ctx: _Context, run_id: str, number: int, model: Any) -> str:

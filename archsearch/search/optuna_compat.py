@@ -13,14 +13,15 @@ samplers call on the study they are given (tests/test_optuna_compat.py pins that
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Mapping
+import contextlib
+from collections.abc import Callable, Container, Iterator, Mapping
 from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["set_user_attrs_in_one_write", "study_trials", "trial_id"]
+__all__ = ["optimize_loop", "set_user_attrs_in_one_write", "study_trials", "trial_id"]
 
 
 def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
@@ -32,6 +33,28 @@ def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
     storage lock; the attribute is already in memory.
     """
     return trial._trial_id
+
+
+@contextlib.contextmanager
+def optimize_loop(study: optuna.Study) -> Iterator[Callable[[], bool]]:
+    """Let ``study.stop()`` work inside archsearch's own trial loop; yields "was stop asked?".
+
+    Private because ``Study.stop`` (which user callbacks call, and GridSampler calls once its
+    grid is exhausted) raises unless ``Study.optimize`` set ``_thread_local.in_optimize_loop``,
+    and the flag it sets, ``_stop_flag``, has no public reader. archsearch runs trials with
+    ask/tell (its workers take trials under a storage lock and count slots), so without this
+    ``study.stop()`` raises "supposed to be invoked inside an objective function or a
+    callback". There is no public fallback: a callback would need another way to stop.
+    """
+    local = study._thread_local
+    before = local.in_optimize_loop
+    local.in_optimize_loop = True
+    study._stop_flag = False
+    try:
+        yield lambda: bool(study._stop_flag)
+    finally:
+        local.in_optimize_loop = before
+        study._stop_flag = False
 
 
 def study_trials(

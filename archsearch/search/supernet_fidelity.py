@@ -39,7 +39,13 @@ from archsearch.search.settings import SearchSettings
 from archsearch.search.space_core import SearchSpace
 from archsearch.search.storage import StorageLock
 
-__all__ = ["SUPERNET_ATTR", "SupernetFidelity", "checkpoint_path", "supernet_fingerprint"]
+__all__ = [
+    "SUPERNET_ATTR",
+    "SupernetFidelity",
+    "checkpoint_path",
+    "inherited_weights",
+    "supernet_fingerprint",
+]
 
 #: The study user attr holding the supernet's claim: state, owner, heartbeat, checkpoint, fingerprint.
 SUPERNET_ATTR = "supernet"
@@ -276,3 +282,25 @@ class SupernetFidelity:
             "train_seconds": time.perf_counter() - started,
             "fidelity": "supernet",
         }
+
+
+def inherited_weights(study: optuna.Study) -> Callable[[NetSpec, Any], None]:
+    """What loads a network's slice of the study's trained supernet into its freshly built module
+    (``finalize.init=supernet``).
+
+    Raises:
+        ConfigError: the study has no trained supernet, or its checkpoint file is gone.
+    """
+    from archsearch.supernet.training import load_supernet
+
+    claim = study.user_attrs.get(SUPERNET_ATTR) or {}
+    if claim.get("state") != "ready":
+        raise ConfigError(
+            f"finalize.init=supernet needs a study searched with sweep.fidelity.kind=supernet; "
+            f"study {study.study_name!r} has no trained supernet."
+        )
+    path = Path(str(claim["checkpoint"]))
+    supernet = load_supernet(path, str(claim["fingerprint"]))
+    if supernet is None:
+        raise ConfigError(f"finalize.init=supernet: the study's supernet checkpoint {path} is missing.")
+    return supernet.load_into

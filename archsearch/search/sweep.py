@@ -10,7 +10,7 @@ backends are checked here).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -114,6 +114,7 @@ def run_search(
     config_yaml: str | None = None,
     data_name: str | None = None,
     data_config: Mapping[str, Any] | None = None,
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
 ) -> SearchResult:
     """Run (or resume, or join) a search and export its front.
 
@@ -121,8 +122,7 @@ def run_search(
         space: what to search (:func:`archsearch.search.space.load_space`, or a space object).
         data: the dataset (:func:`archsearch.data.datasets.load_dataset`): its ``shape`` and
             ``num_classes`` shape the sampled networks.
-        settings: objectives, constraints, study, trainer, fidelity, tracking, export (defaults
-            when None).
+        settings: objectives, constraints, study, trainer, fidelity, tracking, export (or defaults).
         sampler: an Optuna sampler, or a function making one from this worker's seed; None is
             :func:`default_sampler`. With halving on, it sees pruned trials at their last rung.
         storage: a storage URL or an ``optuna.storages.RDBStorage``; overrides ``study.storage``.
@@ -131,14 +131,14 @@ def run_search(
         fit_fn: replaces :func:`archsearch.train.fit.fit` (same signature): tests and benchmarks
             pass a fake with fixed results instead of training.
         console: a ``rich.console.Console`` for progress; a quiet one if None.
-        config_yaml: the text logged as the study's config (the CLI's composed config); the
-            settings as YAML when None.
+        config_yaml: the study's config as logged (the CLI's composed one; None: the settings).
         data_name: the ``data=`` config the retrain commands start from (``data_config["name"]``).
         data_config: the ``data`` mapping ``data`` was loaded from with ``settings.seed``; without
             it (a dataset built from arrays, say) no retrain command is printed: none could work.
+        callbacks: called with the study and each finished trial, as ``study.optimize`` calls
+            them; ``study.stop()`` in one ends this process's search (the front is exported).
 
-    Returns:
-        The study, its front and the exported files.
+    Returns the study, its front and the exported files.
 
     Raises:
         ConfigError: a backend does not answer, or the study exists with other objectives.
@@ -162,9 +162,7 @@ def run_search(
     supernet = SupernetFidelity.for_search(settings, space, data, hardware, log=console.print)
     quiet_libraries()
     if config_yaml is None:
-        import yaml
-
-        config_yaml = yaml.safe_dump(settings.to_mapping(), sort_keys=False)
+        config_yaml = _settings_yaml(settings)
     name = data_name or str((data_config or {}).get("name", "")) or str(getattr(data, "name", ""))
     return _Run(
         settings=settings,
@@ -180,7 +178,14 @@ def run_search(
         retrain=retrain_command(settings, data_config, data_name or ""),
         finalize=finalize_command(settings, data_config, data_name or ""),
         data_name=name,
+        callbacks=tuple(callbacks),
     ).run(sampler)
+
+
+def _settings_yaml(settings: SearchSettings) -> str:
+    import yaml
+
+    return str(yaml.safe_dump(settings.to_mapping(), sort_keys=False))
 
 
 def _with_storage(settings: SearchSettings, url: str) -> SearchSettings:
@@ -219,6 +224,7 @@ class _Run:
     retrain: str
     finalize: str
     data_name: str
+    callbacks: tuple[Callable[[optuna.Study, FrozenTrial], None], ...] = ()
     tracker: Tracker | None = None
 
     def run(self, sampler: SamplerArg) -> SearchResult:
@@ -343,7 +349,10 @@ class _Run:
             n_trials=settings.study.n_trials,
             timeout=settings.study.timeout,
             catch=(TrialFailed,),
-            callbacks=[lambda st, t: reporter.trial_done(st, t, objective.outcomes.pop(t.number, {}))],
+            callbacks=[
+                lambda st, t: reporter.trial_done(st, t, objective.outcomes.pop(t.number, {})),
+                *self.callbacks,
+            ],
             on_stale=on_stale,
             on_wait=lambda b: self.console.print(
                 f"no trial left to take; waiting for {b.running} running in other workers "

@@ -296,7 +296,8 @@ def run_trials(
         n_trials: the study's total budget.
         timeout: seconds after which this process takes no new trial.
         catch: exceptions that fail the trial and go on; others fail it and propagate.
-        callbacks: called with each trial this process finished, after Optuna recorded it.
+        callbacks: called with each trial this process finished, after Optuna recorded it, as
+            ``study.optimize`` calls them; ``study.stop()`` in one ends the loop.
         on_stale: what a trial cut short by Ctrl-C gets (the heartbeat callback, which
             closes its MLflow run and queues its retry).
         on_wait: told, once per wait, that no slot is free while other workers' trials run
@@ -319,39 +320,55 @@ def run_trials(
     waiting = False
     with lock:
         _beat_running(study, storage)
-    while deadline is None or time.monotonic() < deadline:
-        trial: optuna.Trial | None = None
-        try:
-            with lock:
-                _fail_stale(study)
-                trials = study.get_trials(deepcopy=False)
-                if max_epochs is not None and epochs_consumed(trials) >= max_epochs:
-                    return ran
-                state = budget(trials, n_trials)
-                trial = _ask(study) if state.free > 0 and not _grid_exhausted(study) else None
+    # study.stop() (a callback, or GridSampler with its grid exhausted) ends the loop.
+    with optuna_compat.optimize_loop(study) as stop_asked:
+        while (deadline is None or time.monotonic() < deadline) and not stop_asked():
+            trial: optuna.Trial | None = None
+            try:
+                state, trial = _take(study, storage, lock, n_trials, max_epochs)
+                if state is None:
+                    return ran  # the epoch budget is spent
+                if trial is None:
+                    if state.running == 0:
+                        return ran
+                    if on_wait is not None and not waiting:
+                        on_wait(state)
+                    waiting = True
+                    time.sleep(poll)
+                    continue
+                waiting = False
+                trial.set_user_attr("worker", worker_id())
+                frozen = _run_one(study, trial, objective, storage, interval, catch)
+            except KeyboardInterrupt:
                 if trial is not None:
-                    # Beat once under the lock: a trial is never RUNNING without a heartbeat.
-                    storage.record_heartbeat(optuna_compat.trial_id(trial))
-            if trial is None:
-                if state.running == 0:
-                    return ran
-                if on_wait is not None and not waiting:
-                    on_wait(state)
-                waiting = True
-                time.sleep(poll)
-                continue
-            waiting = False
-            trial.set_user_attr("worker", worker_id())
-            frozen = _run_one(study, trial, objective, storage, interval, catch)
-        except KeyboardInterrupt:
-            if trial is not None:
-                with sigint_ignored():
-                    interrupted_trial(study, trial, on_stale)
-            raise
-        ran += 1
-        for callback in callbacks:
-            callback(study, frozen)
+                    with sigint_ignored():
+                        interrupted_trial(study, trial, on_stale)
+                raise
+            ran += 1
+            for callback in callbacks:
+                callback(study, frozen)
     return ran
+
+
+def _take(
+    study: optuna.Study,
+    storage: optuna.storages.RDBStorage,
+    lock: StorageLock,
+    n_trials: int,
+    max_epochs: int | None,
+) -> tuple[Budget | None, optuna.Trial | None]:
+    """Under the lock: the study's slots and a new trial if one is free (None, None: epochs spent)."""
+    with lock:
+        _fail_stale(study)
+        trials = study.get_trials(deepcopy=False)
+        if max_epochs is not None and epochs_consumed(trials) >= max_epochs:
+            return None, None
+        state = budget(trials, n_trials)
+        trial = _ask(study) if state.free > 0 and not _grid_exhausted(study) else None
+        if trial is not None:
+            # Beat once under the lock: a trial is never RUNNING without a heartbeat.
+            storage.record_heartbeat(optuna_compat.trial_id(trial))
+    return state, trial
 
 
 def _beat_running(study: optuna.Study, storage: optuna.storages.RDBStorage) -> None:
