@@ -44,7 +44,7 @@ import yaml
 
 import archsearch as A
 from archsearch.resources import find_config
-from archsearch.search.sweep import grid_sampler
+from archsearch.search.samplers import grid_sampler
 
 # sweep -> (space file, parameter, the paper's saturation point, axis label)
 SWEEPS: dict[str, tuple[str, str, float, str]] = {

@@ -151,3 +151,9 @@ def test_optimize_loop_lets_study_stop_work_and_resets_after(storage: Any) -> No
     # Study.optimize still works afterwards, and still honours stop.
     study.optimize(lambda t: (t.suggest_float("x", 0, 1), 1.0), n_trials=5, callbacks=[lambda s, t: s.stop()])
     assert len(study.trials) == 1
+
+
+def test_population_size_reads_nsga_samplers_and_nothing_else() -> None:
+    assert optuna_compat.population_size(optuna.samplers.NSGAIISampler(population_size=12)) == 12
+    assert optuna_compat.population_size(optuna.samplers.NSGAIIISampler(population_size=14)) == 14
+    assert optuna_compat.population_size(optuna.samplers.TPESampler()) is None

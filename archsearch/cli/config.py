@@ -19,9 +19,9 @@ from archsearch.checks import check_flag
 from archsearch.errors import ConfigError
 from archsearch.hardware.auto import is_auto, resolve_profile
 from archsearch.hardware.profile import HardwareProfile
+from archsearch.search.samplers import SamplerFactory
 from archsearch.search.settings import SearchSettings
 from archsearch.search.space import SearchSpace, load_space
-from archsearch.search.sweep import SamplerFactory
 from archsearch.train.settings import TrainerSettings
 
 __all__ = ["SweepPlan", "plain", "sampler_factory", "sweep_plan"]

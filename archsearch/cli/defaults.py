@@ -15,6 +15,7 @@ from hydra.core.config_store import ConfigStore
 from archsearch.checks import plain_fields
 from archsearch.search.fidelity import FidelitySettings
 from archsearch.search.finalize import FinalizeSettings
+from archsearch.search.samplers import DEFAULT_TPE
 from archsearch.search.settings import (
     CostSettings,
     ExportSettings,
@@ -22,7 +23,7 @@ from archsearch.search.settings import (
     StudySettings,
     TrackingSettings,
 )
-from archsearch.search.sweep import DEFAULT_TPE
+from archsearch.search.warm_start import WarmStartSettings
 from archsearch.train.settings import TrainerSettings
 
 __all__ = ["register_defaults"]
@@ -48,5 +49,6 @@ def register_defaults() -> None:
             "sweep": {"fidelity": FidelitySettings().to_mapping(), "finalize": False},
             "latency": plain_fields(LatencySettings()),
             "export": plain_fields(ExportSettings()),
+            "warm_start": {**plain_fields(WarmStartSettings()), "points": []},
         },
     )

@@ -49,6 +49,7 @@ from archsearch.results.tracking import Tracker
 from archsearch.search import optuna_compat
 from archsearch.search.storage import set_user_attrs
 from archsearch.supernet.settings import SupernetSettings
+from archsearch.train.settings import TrainerSettings
 
 #: How a candidate's accuracy is measured (``sweep.fidelity.kind``).
 FIDELITY_KINDS = ("epochs", "supernet")
@@ -152,6 +153,19 @@ class FidelitySettings:
     def to_mapping(self) -> dict[str, Any]:
         """The block in the config's layout (plain values), the supernet block nested."""
         return {**plain_fields(self, drop=("supernet",)), "supernet": plain_fields(self.supernet)}
+
+    def rungs_in_warmup(self, trainer: TrainerSettings) -> list[int]:
+        """Rungs at or before the end of the learning-rate warm-up (none when halving is off).
+
+        A rung there compares networks whose learning rate is still rising: in a 24-network
+        Fashion-MNIST check, epoch-1 accuracy (inside a 6-epoch one-cycle warm-up) ranked 6-epoch
+        accuracy at Kendall tau 0.49 (0.08 in the larger half) and repeated across two seeds at
+        0.17, where epoch 2 reached about 0.7.
+        """
+        if not self.enabled or self.kind != "epochs" or trainer.schedule.name == "constant":
+            return []
+        end = trainer.schedule.warmup * trainer.epochs
+        return [r for r in self.rungs_for(trainer.epochs) if r <= end]
 
     def rungs_for(self, epochs: int) -> tuple[int, ...]:
         """The rungs of a trainer running ``epochs`` epochs; given rungs must all lie below it."""

@@ -96,6 +96,7 @@ class GraphSpace:
         self.name = name
         self.path = path
         self.description = graph.description
+        self.points: dict[str, dict[str, Any]] = {}  # the file's named points (space_from_dict)
         self._graph = graph
         self._raw = copy.deepcopy(dict(raw))
 

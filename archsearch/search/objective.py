@@ -163,7 +163,16 @@ class Objective:
             tags["archsearch.spec_hash"] = spec.hash
             attrs.update(costs=dict(costs), spec_hash=spec.hash, spec=spec.to_dict())
             texts["net.yaml"] = spec.to_yaml()
-        run_id = self.tracker.start_trial(trial.number, trial.params, tags, costs)
+        # The cost-aware sampler times each proposal (target: <= 2 s at 100 trials).
+        proposed = getattr(trial.study.sampler, "proposal_seconds", None)
+        if isinstance(proposed, dict) and trial.number in proposed:
+            attrs["proposal_seconds"] = float(proposed.pop(trial.number))
+        run_id = self.tracker.start_trial(
+            trial.number,
+            trial.params,
+            tags,
+            {**costs, **{k: attrs[k] for k in ("proposal_seconds",) if k in attrs}},
+        )
         set_user_attrs(trial, {**attrs, "mlflow_run_id": run_id})
         self.tracker.log_texts(run_id, texts)
         return run_id

@@ -21,7 +21,7 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["optimize_loop", "set_user_attrs_in_one_write", "study_trials", "trial_id"]
+__all__ = ["optimize_loop", "population_size", "set_user_attrs_in_one_write", "study_trials", "trial_id"]
 
 
 def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
@@ -55,6 +55,19 @@ def optimize_loop(study: optuna.Study) -> Iterator[Callable[[], bool]]:
     finally:
         local.in_optimize_loop = before
         study._stop_flag = False
+
+
+def population_size(sampler: optuna.samplers.BaseSampler) -> int | None:
+    """An evolutionary sampler's population size (NSGA-II/III), or None for other samplers.
+
+    Private because Optuna keeps it as ``_population_size`` with no public reader; the public
+    fallback is the ``population_size`` the caller passed (the CLI's config has it, an instance
+    does not).
+    """
+    if isinstance(sampler, optuna.samplers.NSGAIISampler | optuna.samplers.NSGAIIISampler):
+        size = getattr(sampler, "_population_size", None)
+        return size if isinstance(size, int) else None
+    return None
 
 
 def study_trials(

@@ -25,6 +25,7 @@ from archsearch.checks import (
 from archsearch.errors import ConfigError
 from archsearch.net.cost import COST_METRICS
 from archsearch.search.fidelity import FidelitySettings
+from archsearch.search.warm_start import WarmStartSettings
 from archsearch.train.settings import TrainerSettings
 
 __all__ = [
@@ -257,6 +258,7 @@ class SearchSettings:
     cost: CostSettings = field(default_factory=CostSettings)
     latency: LatencySettings = field(default_factory=LatencySettings)
     seed: int = 0  # seeds the data split, weight init and the sampler
+    warm_start: WarmStartSettings = field(default_factory=WarmStartSettings)  # seeds a new study
 
     def __post_init__(self) -> None:
         objectives = tuple((str(m), str(d)) for m, d in dict(self.objectives).items())
@@ -305,6 +307,7 @@ class SearchSettings:
             cost=CostSettings.from_mapping(cfg.get("cost")),
             latency=LatencySettings.from_mapping(cfg.get("latency")),
             seed=cfg.get("seed", 0),
+            warm_start=WarmStartSettings.from_mapping(cfg.get("warm_start")),
         )
 
     @property
@@ -349,6 +352,7 @@ class SearchSettings:
             "cost": plain_fields(self.cost),
             "latency": plain_fields(self.latency),
             "seed": self.seed,
+            "warm_start": {**plain_fields(self.warm_start), "points": list(self.warm_start.points)},
         }
 
 

@@ -52,6 +52,7 @@ from archsearch.search.space_core import (
     SearchSpace,
     content_hash,
     fire_channels,
+    parse_points,
     read_space_file,
 )
 
@@ -91,12 +92,24 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
 def space_from_dict(raw: Any, name: str = "space", path: Path | None = None) -> SearchSpace:
     """A space of the kind ``raw`` declares: a graph space if it has ``nodes:``, else a template space.
 
+    A ``points:`` key names parameter sets a study can start from (``warm_start.points``); they
+    are not part of the space (nor of its hash).
+
     Raises:
         ConfigError: naming the source, the key and what is allowed.
     """
+    points = None
+    if isinstance(raw, Mapping) and "points" in raw:
+        points = raw["points"]
+        raw = {k: v for k, v in raw.items() if k != "points"}
+    space: TemplateSpace | GraphSpace
     if isinstance(raw, Mapping) and "nodes" in raw:
-        return GraphSpace.from_dict(raw, name=name, path=path)
-    return TemplateSpace.from_dict(raw, name=name, path=path)
+        space = GraphSpace.from_dict(raw, name=name, path=path)
+    else:
+        space = TemplateSpace.from_dict(raw, name=name, path=path)
+    source = str(path) if path is not None else f"search space {name!r}"
+    space.points = parse_points(points, space.distributions(), source)
+    return space
 
 
 class TemplateSpace:
@@ -116,6 +129,7 @@ class TemplateSpace:
         self.name = name
         self.path = path
         self.description = description
+        self.points: dict[str, dict[str, Any]] = {}  # the file's named points (space_from_dict)
         self._values = values
         self._per_module = per_module
 

@@ -27,9 +27,11 @@ from archsearch.net.spec import NetSpec, _yaml_problem
 __all__ = [
     "InfeasibleArchitecture",
     "SearchSpace",
+    "allows",
     "content_hash",
     "fire_channels",
     "half_up",
+    "parse_points",
     "read_space_file",
 ]
 
@@ -114,6 +116,60 @@ def read_space_file(path: Path) -> Any:
         raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(exc)}.") from None
 
 
+def allows(dist: BaseDistribution, value: Any) -> bool:
+    """Whether ``dist`` can draw ``value`` (a choice; a number in range and on the step grid)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return value in dist.choices
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if isinstance(dist, IntDistribution):
+        return (
+            isinstance(value, int) and dist.low <= value <= dist.high and (value - dist.low) % dist.step == 0
+        )
+    if isinstance(dist, FloatDistribution):
+        if not dist.low <= value <= dist.high:
+            return False
+        return (
+            dist.step is None
+            or abs(round((value - dist.low) / dist.step) * dist.step - (value - dist.low)) < 1e-9
+        )
+    return False
+
+
+def parse_points(
+    raw: Any, distributions: Mapping[str, BaseDistribution], source: str
+) -> dict[str, dict[str, Any]]:
+    """A space file's ``points:``: named parameter sets a study can start from (``warm_start.points``).
+
+    Each point names some of the space's parameters with a value each distribution allows;
+    parameters it leaves out are drawn by the sampler.
+
+    Raises:
+        ConfigError: naming the file, the point and the parameter that is unknown or out of range.
+    """
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: key 'points' must map point names to parameter values.")
+    out: dict[str, dict[str, Any]] = {}
+    for name, params in raw.items():
+        if not isinstance(params, Mapping) or not params:
+            raise ConfigError(f"{source}: points.{name} must map parameter names to values.")
+        for key, value in params.items():
+            dist = distributions.get(str(key))
+            if dist is None:
+                raise ConfigError(
+                    f"{source}: points.{name}.{key} is not a parameter of the space; "
+                    f"allowed: {', '.join(distributions)}."
+                )
+            if not allows(dist, value):
+                raise ConfigError(f"{source}: points.{name}.{key} = {value!r} is outside the space's {dist}.")
+        out[str(name)] = {str(k): v for k, v in params.items()}
+    return out
+
+
 def _plain(value: Any) -> Any:
     # JSON keys must be strings; a kernel map has int keys, which sort_keys could not mix with str.
     if isinstance(value, Mapping):
@@ -124,8 +180,8 @@ def _plain(value: Any) -> Any:
 
 
 def content_hash(content: Mapping[str, Any]) -> str:
-    """12 hex digits of ``content`` less its ``name`` and ``description`` (key order ignored)."""
-    body = {k: v for k, v in content.items() if k not in ("name", "description")}
+    """12 hex digits of ``content`` less ``name``, ``description`` and ``points`` (key order ignored)."""
+    body = {k: v for k, v in content.items() if k not in ("name", "description", "points")}
     canon = json.dumps(_plain(body), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canon.encode()).hexdigest()[:12]
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -23,28 +23,33 @@ from archsearch.hardware.profile import HardwareProfile
 from archsearch.results.publish import log_front
 from archsearch.results.tracking import Tracker
 from archsearch.search.commands import finalize_command, retrain_command
+from archsearch.search.cost_aware import CostAwareSampler
 from archsearch.search.fidelity import RungInformedSampler, SuccessiveHalving
 from archsearch.search.objective import Objective, TrialFailed
+from archsearch.search.samplers import (
+    SamplerArg,
+    SamplerFactory,
+    bind_sampler,
+    check_sampler,
+    default_sampler,
+    make_sampler,
+)
 from archsearch.search.settings import SearchSettings
 from archsearch.search.space import SearchSpace
 from archsearch.search.storage import StorageLock, describe_url
 from archsearch.search.study import check_backends, finished_trials, open_study, quiet_libraries
 from archsearch.search.supernet_fidelity import SupernetFidelity
+from archsearch.search.warm_start import enqueue_warm_start, warm_start_params
 from archsearch.search.workers import (
     WORKERS_STARTED,
     StaleTrialCallback,
-    WorkerGridSampler,
     open_storage,
     run_trials,
     sigint_ignored,
     worker_seed,
 )
 
-__all__ = ["SamplerFactory", "SearchResult", "default_sampler", "retrain_command", "run_search"]
-
-#: Makes the study's sampler from this worker's seed (each worker of a study gets its own).
-SamplerFactory = Callable[[int], optuna.samplers.BaseSampler]
-SamplerArg = Union[optuna.samplers.BaseSampler, SamplerFactory, None]  # noqa: UP007
+__all__ = ["SamplerArg", "SamplerFactory", "SearchResult", "default_sampler", "retrain_command", "run_search"]
 
 
 @dataclass
@@ -76,29 +81,6 @@ class SearchResult:
             }
             for t in self.front
         ]
-
-
-#: archsearch's default sampler, TPE: the API's default and the CLI's ``sampler=tpe``.
-DEFAULT_TPE: dict[str, Any] = {
-    "n_startup_trials": 10,  # random trials before the model kicks in
-    "multivariate": True,
-    "group": True,  # conditional (depth-dependent) parameters are modelled per group
-    "constant_liar": True,  # parallel workers avoid proposing the same point
-}
-
-
-def default_sampler(seed: int) -> optuna.samplers.BaseSampler:
-    """Multivariate, constraint-aware TPE (:data:`DEFAULT_TPE`), seeded."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, **DEFAULT_TPE)
-
-
-def grid_sampler(space: SearchSpace) -> SamplerFactory:
-    """A grid over ``space`` that several workers share (each point is run once)."""
-    return lambda seed: WorkerGridSampler(space.grid(), seed=seed)
 
 
 def run_search(
@@ -158,11 +140,10 @@ def run_search(
     fidelity = SuccessiveHalving.from_settings(
         settings.fidelity, settings.trainer.epochs, settings.objectives
     )
+    seeds = _preflight(settings, space, sampler, console.print)
     # Built before anything is written: a space the supernet cannot share is refused here.
     supernet = SupernetFidelity.for_search(settings, space, data, hardware, log=console.print)
     quiet_libraries()
-    if config_yaml is None:
-        config_yaml = _settings_yaml(settings)
     name = data_name or str((data_config or {}).get("name", "")) or str(getattr(data, "name", ""))
     return _Run(
         settings=settings,
@@ -171,7 +152,7 @@ def run_search(
         hardware=hardware,
         fit_fn=fit_fn or fit,
         console=console,
-        config_yaml=config_yaml,
+        config_yaml=_settings_yaml(settings) if config_yaml is None else config_yaml,
         fidelity=fidelity,
         supernet=supernet,
         storage=storage if isinstance(storage, optuna.storages.RDBStorage) else None,
@@ -179,7 +160,25 @@ def run_search(
         finalize=finalize_command(settings, data_config, data_name or ""),
         data_name=name,
         callbacks=tuple(callbacks),
+        seeds=seeds,
     ).run(sampler)
+
+
+def _preflight(
+    settings: SearchSettings, space: SearchSpace, sampler: SamplerArg, log: Callable[[str], Any]
+) -> list[tuple[str, dict[str, Any]]]:
+    """Checks and warnings before anything is written; the warm start's trials to enqueue."""
+    check_sampler(sampler, settings, log)
+    early = settings.fidelity.rungs_in_warmup(settings.trainer)
+    if early:
+        warmup = settings.trainer.schedule.warmup * settings.trainer.epochs
+        log(
+            f"[yellow]warning[/yellow]: rung{'s' if len(early) > 1 else ''} at epoch "
+            f"{', '.join(map(str, early))} fall{'' if len(early) > 1 else 's'} inside the learning-rate "
+            f"warm-up (the first {warmup:g} of {settings.trainer.epochs} epochs), where accuracy barely "
+            "ranks networks; move sweep.fidelity.rungs later or shorten trainer.schedule.warmup."
+        )
+    return warm_start_params(settings.warm_start, space, settings.storage_url, settings.study.name)
 
 
 def _settings_yaml(settings: SearchSettings) -> str:
@@ -194,17 +193,6 @@ def _with_storage(settings: SearchSettings, url: str) -> SearchSettings:
     if not url:
         raise ConfigError("storage must be a database URL such as sqlite:///optuna.db or an RDBStorage.")
     return dataclasses.replace(settings, study=dataclasses.replace(settings.study, storage=url))
-
-
-def _make_sampler(sampler: SamplerArg, seed: int) -> optuna.samplers.BaseSampler:
-    if sampler is None:
-        return default_sampler(seed)
-    if isinstance(sampler, optuna.samplers.BaseSampler):
-        return sampler
-    made = sampler(seed)
-    if not isinstance(made, optuna.samplers.BaseSampler):
-        raise ConfigError(f"sampler must make an Optuna sampler, got {type(made).__name__}.")
-    return made
 
 
 @dataclass
@@ -225,6 +213,7 @@ class _Run:
     finalize: str
     data_name: str
     callbacks: tuple[Callable[[optuna.Study, FrozenTrial], None], ...] = ()
+    seeds: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # warm start (new study only)
     tracker: Tracker | None = None
 
     def run(self, sampler: SamplerArg) -> SearchResult:
@@ -239,6 +228,7 @@ class _Run:
                 settings.storage_url, settings.study.heartbeat_interval, settings.study.grace_period, on_stale
             )
             study = open_study(settings, storage=storage)
+            enqueue_warm_start(study, self.seeds, self.console.print)
             worker = self._register(study)
             if "finalize_command" not in study.user_attrs:
                 study.set_user_attr("finalize_command", self.finalize)
@@ -249,11 +239,19 @@ class _Run:
                 enabled=settings.tracking.enabled,
             )
             parent = tracker.start_study(settings.study.name, self._study_params(study), self.config_yaml)
-        study.sampler = _make_sampler(sampler, worker_seed(settings.seed, worker))
+        study.sampler = bind_sampler(
+            make_sampler(sampler, worker_seed(settings.seed, worker)),
+            settings,
+            self.space,
+            self.data,
+            self.hardware,
+            resumed=isinstance(sampler, optuna.samplers.BaseSampler) and bool(study.trials),
+        )
         if (
             self.fidelity is not None
             and self.fidelity.settings.learn_from_pruned
-            and not isinstance(study.sampler, optuna.samplers.GridSampler)
+            # A grid learns nothing; the cost-aware sampler reads pruned trials' rungs itself.
+            and not isinstance(study.sampler, optuna.samplers.GridSampler | CostAwareSampler)
         ):
             study.sampler = RungInformedSampler(study.sampler)
         reporter = SweepReporter(self.console, settings.metric_names, settings.study.n_trials, self.hardware)

@@ -1,0 +1,138 @@
+"""Which sampler a search runs, made per worker and fitted to the search before its first trial.
+
+One home for sampler construction: the default (:data:`DEFAULT_TPE`), a grid shared by workers,
+the checks made before anything is written (a sampler that cannot serve these objectives, a
+population larger than the trial budget), and binding :class:`~archsearch.search.cost_aware.
+CostAwareSampler` to the search's space and exact costs.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any, Union
+
+import optuna
+
+from archsearch.errors import ConfigError
+from archsearch.hardware.profile import HardwareProfile
+from archsearch.search import optuna_compat
+from archsearch.search.cost_aware import CostAwareSampler, CostProblem, check_objectives
+from archsearch.search.settings import SearchSettings
+from archsearch.search.space import SearchSpace
+from archsearch.search.workers import WorkerGridSampler
+
+__all__ = [
+    "DEFAULT_TPE",
+    "SamplerArg",
+    "SamplerFactory",
+    "bind_sampler",
+    "check_sampler",
+    "default_sampler",
+    "grid_sampler",
+    "make_sampler",
+]
+
+#: Makes the study's sampler from this worker's seed (each worker of a study gets its own).
+SamplerFactory = Callable[[int], optuna.samplers.BaseSampler]
+SamplerArg = Union[optuna.samplers.BaseSampler, SamplerFactory, None]  # noqa: UP007
+
+#: archsearch's TPE: the CLI's ``sampler=tpe``.
+DEFAULT_TPE: dict[str, Any] = {
+    "n_startup_trials": 10,  # random trials before the model kicks in
+    "multivariate": True,
+    "group": True,  # conditional (depth-dependent) parameters are modelled per group
+    "constant_liar": True,  # parallel workers avoid proposing the same point
+}
+
+
+def default_sampler(seed: int) -> optuna.samplers.BaseSampler:
+    """Multivariate, constraint-aware TPE (:data:`DEFAULT_TPE`), seeded."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, **DEFAULT_TPE)
+
+
+def grid_sampler(space: SearchSpace) -> SamplerFactory:
+    """A grid over ``space`` that several workers share (each point is run once)."""
+    return lambda seed: WorkerGridSampler(space.grid(), seed=seed)
+
+
+def make_sampler(sampler: SamplerArg, seed: int) -> optuna.samplers.BaseSampler:
+    """The sampler itself, or the factory's for ``seed``, or :func:`default_sampler`."""
+    if sampler is None:
+        return default_sampler(seed)
+    if isinstance(sampler, optuna.samplers.BaseSampler):
+        return sampler
+    made = sampler(seed)
+    if not isinstance(made, optuna.samplers.BaseSampler):
+        raise ConfigError(f"sampler must make an Optuna sampler, got {type(made).__name__}.")
+    return made
+
+
+def check_sampler(sampler: SamplerArg, settings: SearchSettings, log: Callable[[str], Any]) -> None:
+    """Refuse a sampler that cannot serve the search, and warn of one that will not learn in it.
+
+    Called before anything is written. An evolutionary sampler whose population is larger than
+    the study's trials never gets past its random first generation: that is a warning.
+    """
+    probe = make_sampler(sampler, settings.seed)
+    if isinstance(probe, CostAwareSampler):
+        check_objectives(settings.objectives)
+    population = optuna_compat.population_size(probe)
+    if population is not None and population >= settings.study.n_trials:
+        log(
+            f"[yellow]warning[/yellow]: the sampler's population ({population}) is not smaller than "
+            f"study.n_trials ({settings.study.n_trials}): every trial is a random draw of its first "
+            "generation; lower sampler.population_size or use sampler=tpe or cost_aware."
+        )
+
+
+def bind_sampler(
+    sampler: optuna.samplers.BaseSampler,
+    settings: SearchSettings,
+    space: SearchSpace,
+    data: Any,
+    hardware: HardwareProfile,
+    *,
+    resumed: bool,
+) -> optuna.samplers.BaseSampler:
+    """Fit the study's sampler to this search before its first trial.
+
+    A :class:`CostAwareSampler` gets the space and the search's exact costs. A sampler instance
+    passed in by the caller (not made from the worker's seed) is reseeded when the study already
+    has trials: seeded again from the same seed it would repeat the draws it made before.
+    """
+    if isinstance(sampler, CostAwareSampler):
+        sampler.bind(cost_problem(settings, space, data, hardware))
+    elif resumed:
+        sampler.reseed_rng()
+    return sampler
+
+
+def cost_problem(
+    settings: SearchSettings, space: SearchSpace, data: Any, hardware: HardwareProfile
+) -> CostProblem:
+    """What :class:`CostAwareSampler` needs: the space, the data's shape, exact costs, cost bounds."""
+    from archsearch.net.cost import analyze
+
+    constraints = [c for c in settings.constraints if c.metric not in ("val_acc", "latency_ms")]
+
+    def costs(spec: Any) -> dict[str, float]:
+        report = analyze(
+            spec,
+            hardware,
+            batch_size=settings.cost.batch_size,
+            bytes_per_element=settings.cost.bytes_per_element,
+        )
+        return report.metrics()
+
+    return CostProblem(
+        space=space,
+        input_shape=tuple(data.shape),
+        num_classes=int(data.num_classes),
+        objectives=tuple(settings.objectives),
+        costs=costs,
+        feasible=lambda metrics: all(c.violation(metrics[c.metric]) <= 0 for c in constraints),
+        epochs=settings.trainer.epochs,
+    )
