@@ -1,59 +1,57 @@
-"""archsearch's default search against its peers: same space, data, trainer and epoch budget.
+"""archsearch's default search against its peers: same space, data, trainer and budget.
 
-    .venv/bin/python benchmarks/peers.py [--trials 30] [--epochs-budget 240] [--seeds 3]
-        [--data digits] [--epochs 8] [--batch-size 32] [--only default,tpe,gp,nsga2,random,ax]
-        [--jobs 1] [--fake SECONDS] [--out DIR] [--from DIR]
+    .venv/bin/python benchmarks/peers.py --data fashion_mnist [--subset 5000] [--epochs 2]
+        [--trials 30] [--seeds 0,1,2,3,4] [--only default,tpe,gp,nsga2,random,ax] [--jobs 2]
+        [--fake SECONDS] [--out DIR] [--from DIR [DIR ...]]
+    .venv/bin/python benchmarks/peers.py --data digits ...        # trainer.epochs 8 (the sweep's)
 
-Methods, each run through archsearch.run_search on the fire space with MLflow off:
+Every method runs exactly what a user gets: the config ``python -m archsearch +sweep=fire`` composes
+(objectives val_acc, params, MACs; the sweep's trainer: one-cycle SGD, batch 128, one thread),
+with ``data=``, ``data.subset`` and ``trainer.epochs`` set as above and MLflow on. Methods:
 
-    default     TPE + multi-objective successive halving + learn_from_pruned (FidelitySettings(enabled=True))
-    gp_halving  Optuna's GPSampler (sampler=gp) with the same halving and learn_from_pruned
+    default     +sweep=fire as shipped (its sampler is whatever conf/sampler/ the sweep names)
+    cost_aware  sampler=cost_aware (archsearch.search.cost_aware)
+    tpe         sampler=tpe: archsearch's multivariate, constraint-aware TPE
+    gp          sampler=gp: Optuna's GPSampler
+    nsga2       sampler=nsga2 with population 10 (so that it evolves within 30 trials)
+    random      sampler=random
+    ax          Ax/BoTorch multi-objective Bayesian optimisation through Ax's Client API
+                (pip install -e '.[peers]'), proposing every trial of the same objective (it
+                models accuracy and log10 params and MACs, the hypervolume's axes); skipped with a
+                note when ax-platform is not installed
 
-and the peers, the same samplers run bare (as a hand-written Optuna script runs them) and Ax:
+Each run stops at ``--trials`` trials. Per finished trial it records the epochs trained, wall-clock
+and the process CPU seconds used so far (every method pinned to one thread: the trainer by
+``trainer.threads=1``, torch, BLAS and BoTorch by ``torch.set_num_threads(1)`` and the
+``*_NUM_THREADS`` variables set before the worker processes start), so neither load nor thread
+counts move the CPU figure. Hypervolume is taken on the fixed box :data:`BOX` (accuracy linear on
+[0, 1], log10 params and log10 MACs on fixed ranges; stored as box.json beside the results so
+that new rows compare with old ones), which is the quantity ``sampler=cost_aware`` maximises.
 
-    tpe      the same TPE without halving
-    gp       Optuna's GPSampler
-    nsga2    Optuna's NSGAIISampler (population 10, so it evolves within 30 trials)
-    random   Optuna's RandomSampler
-    ax       Ax/BoTorch multi-objective Bayesian optimisation (pip install -e '.[peers]'), driven
-             through Ax's Client API from an Optuna sampler, so each trial goes through the same
-             objective: Ax proposes the parameters -> archsearch costs -> train -> values back to Ax
-             (accuracy and log10 params and MACs, the axes the hypervolume is taken on). Skipped,
-             with a note, when ax-platform is not installed.
-
-Every run stops at ``--trials`` trials or ``--epochs-budget`` training epochs (``study.max_epochs``),
-whichever comes first. The hypervolume (accuracy and log10 params and MACs, one normalisation
-box for every method and seed) is reported in two views: against the number of finished trials
-(budget ``--trials``) and against wall-clock seconds (budget: the longest run); the epoch view is
-printed too. For each view and method, the fraction of the budget at which it reaches the best
-peer's final mean hypervolume (the best of ``PEERS``). Target: archsearch's best configuration
-gets there within 0.5 of the budget, in trials and in seconds. A run that stops early (its 30
-trials done in fewer epochs, as halving's do) keeps its final front for the rest of the axis.
-``--jobs 2`` runs two searches side by side (faster, but then wall-clock figures share the 2
-cores). ``--fake S`` replaces training by archsearch.testing.FixedCostFit (S seconds per trial):
-a check of the script, not a measurement.
-
-Scale: at the defaults (digits, 8 epochs, batch 32, one worker) an Optuna method's run trains
-about 3 s per trial, so the five of them over 3 seeds take about half an hour. Ax's Bayesian
-step is far slower on 2 CPU cores: in a ``--fake`` check (8 trials, 5 of them Sobol, 2 jobs,
-load average ~6) an Ax run took 622 s against 3 s for the others, so at 30 trials Ax alone
-may exceed the hour; run it on its own (``--only ax``) or with fewer ``--trials`` if so.
+The report gives, at equal trials, equal epochs and equal CPU seconds, each method's mean and
+standard deviation over seeds, and its paired difference from ``default`` over the seeds both
+ran (mean and 95% t interval), then the targets: at equal trials ``default`` at or above Ax's
+mean and above every Optuna sampler; ``default`` reaching the best peer's final mean
+hypervolume within 0.5 of that peer's mean CPU seconds.
 
 ``--out DIR`` holds each run's study and trials.csv (one row per finished trial: method, seed,
-trial, state, epochs_done, epochs_cumulative, seconds, val_acc, params, macs) and
-hypervolume_<axis>.csv; ``--from DIR [DIR ...]`` reports again on those trials.csv files together
-(e.g. a run of the Optuna methods and a separate ``--only ax`` run; give ``default`` first, since it
-is the method measured against the rest).
+trial, state, epochs_done, epochs_cumulative, seconds, val_acc, params, macs, cpu);
+``--from DIR [DIR ...]`` reports again on those trials.csv files together (runs split over several
+invocations merge). ``--fake S`` replaces training by archsearch.testing.FixedCostFit: a check
+of the script, not a measurement.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import multiprocessing
+import os
+import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -61,12 +59,24 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
-from search_efficiency import Row, read_rows, report, study_rows, summary, write_rows
+from search_efficiency import Row, hv, read_rows, report, study_rows, summary, write_rows
 
-METHODS = ("default", "gp_halving", "tpe", "gp", "nsga2", "random", "ax")
-#: The peers: samplers run bare, as a hand-written Optuna script (or Ax) would run them. The other
-#: methods are archsearch's configurations, with its successive halving and learn_from_pruned.
+METHODS = ("default", "cost_aware", "tpe", "gp", "nsga2", "random", "ax")
+#: The peers: samplers as a hand-written Optuna script (or Ax) runs them.
 PEERS = ("tpe", "gp", "nsga2", "random", "ax")
+OPTUNA_PEERS = ("tpe", "gp", "nsga2", "random")
+OVERRIDES = {
+    "default": [],
+    "cost_aware": ["sampler=cost_aware"],
+    "tpe": ["sampler=tpe"],
+    "gp": ["sampler=gp"],
+    "nsga2": ["sampler=nsga2", "sampler.population_size=10"],
+    "random": ["sampler=random"],
+    "ax": [],
+}
+#: The hypervolume's fixed box: (lower, upper) of accuracy, log10 params, log10 MACs.
+BOX: tuple[list[float], list[float]] = ([0.0, 2.5, 3.5], [1.0, 6.0, 8.5])
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 class AxSampler(optuna.samplers.BaseSampler):
@@ -153,83 +163,181 @@ def ax_missing() -> str | None:
     return None
 
 
-def sampler_for(method: str, distributions: dict[str, BaseDistribution]) -> Callable[[int], Any] | None:
-    """The ``sampler=`` of ``run_search`` for ``method`` (None: archsearch's default TPE)."""
-    if method in ("default", "tpe"):
-        return None
-    if method == "gp_halving":
-        return lambda seed: optuna.samplers.GPSampler(seed=seed)
-    if method == "ax":
-        return lambda seed: AxSampler(distributions, seed)
-    makers: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
-        "gp": lambda seed: optuna.samplers.GPSampler(seed=seed),
-        "nsga2": lambda seed: optuna.samplers.NSGAIISampler(population_size=10, seed=seed),
-        "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
-    }
-    return makers[method]
-
-
 def run(method: str, seed: int, args: argparse.Namespace, out: Path) -> list[Row]:
-    """One search of ``method`` (in this process); its finished trials as rows."""
+    """One search of ``method`` (in this process, one thread); its finished trials as rows."""
+    import dataclasses
     import warnings
 
-    import archsearch as A
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from archsearch.cli.config import sweep_plan
+    from archsearch.data.datasets import load_dataset
+    from archsearch.resources import CONF_DIR
+    from archsearch.search.sweep import run_search
     from archsearch.testing import FixedCostFit
 
+    torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-    space = A.load_space("fire")
-    data = A.load_dataset({"name": args.data}, seed=seed)
     name = f"{method}_{seed}"
-    settings = A.SearchSettings(
-        study=A.StudySettings(name=name, n_trials=args.trials, max_epochs=args.epochs_budget),
-        trainer=A.TrainerSettings.from_mapping(
-            {
-                "epochs": args.epochs,
-                "batch_size": args.batch_size,
-                "threads": 1,
-                "schedule": {"name": "cosine", "warmup": 0.05},
-            }
-        ),
-        fidelity=A.FidelitySettings(enabled=method in ("default", "gp_halving")),
-        tracking=A.TrackingSettings(enabled=False),
-        export=A.ExportSettings(dir=out / name / "export", plots=False),
-        seed=seed,
-    )
-    result = A.run_search(
-        space,
+    overrides = [
+        "+sweep=fire",
+        *OVERRIDES[method],
+        f"data={args.data}",
+        f"seed={seed}",
+        f"study.name={name}",
+        f"study.n_trials={args.trials}",
+        f"study.storage=sqlite:///{out / name / 'optuna.db'}",
+        f"tracking.dir={out / name / 'mlruns'}",
+        f"export.dir={out / name / 'export'}",
+        "export.plots=false",
+        "trainer.threads=1",
+        "hardware=laptop_cpu",  # no latency objective: the profile only fills latency_est_ms
+    ]
+    if args.subset:
+        overrides.append(f"data.subset={args.subset}")
+    if args.epochs:
+        overrides.append(f"trainer.epochs={args.epochs}")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        plan = sweep_plan(compose("config", overrides=overrides))
+    data = load_dataset(plan.data, seed=seed)
+    sampler: Any = plan.sampler
+    if method == "ax":
+        sampler = lambda s: AxSampler(plan.space.distributions(), s)  # noqa: E731
+    cpu0 = time.process_time()
+    used: list[float] = []
+    result = run_search(
+        plan.space,
         data,
-        settings,
-        sampler=sampler_for(method, space.distributions()),
-        storage=f"sqlite:///{out / name / 'optuna.db'}",
-        fit_fn=None if args.fake is None else FixedCostFit(seconds=args.fake, epochs=args.epochs),
+        plan.settings,
+        sampler=sampler,
+        hardware=plan.hardware,
+        fit_fn=None
+        if args.fake is None
+        else FixedCostFit(seconds=args.fake, epochs=plan.settings.trainer.epochs),
+        config_yaml=plan.config_yaml,
+        data_config=plan.data,
+        callbacks=[lambda _study, _trial: used.append(time.process_time() - cpu0)],
     )
-    return study_rows(result.study, method, seed)
+    rows = study_rows(result.study, method, seed)
+    return [dataclasses.replace(r, cpu=used[i] if i < len(used) else None) for i, r in enumerate(rows)]
 
 
-def run_all(args: argparse.Namespace, methods: list[str], out: Path) -> list[Row]:
+def run_all(args: argparse.Namespace, methods: list[str], seeds: list[int], out: Path) -> list[Row]:
+    for variable in THREAD_VARIABLES:  # inherited by the spawned workers before torch loads
+        os.environ[variable] = "1"
     rows: list[Row] = []
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [
-            pool.submit(run, method, seed, args, out) for seed in range(args.seeds) for method in methods
-        ]
+        futures = [pool.submit(run, m, s, args, out) for s in seeds for m in methods]
         for future in futures:
-            rows += future.result()
+            got = future.result()
+            rows += got
+            write_rows(rows, out / "trials.csv")  # after every run: an interrupted batch keeps its runs
+            if got:
+                print(
+                    f"done {got[0].method} seed {got[0].seed}: {len(got)} trials, "
+                    f"{got[-1].cpu or 0:.0f} CPU s",
+                    flush=True,
+                )
     return rows
+
+
+def _final(run: Sequence[Row], axis: str, budget: float) -> float:
+    points = [p for r in run if (getattr(r, axis) or 0) <= budget + 1e-9 and (p := r.point) is not None]
+    return hv(points, BOX)
+
+
+def paired(rows: Sequence[Row], axis: str, budget: float, unit: str, reference: str = "default") -> None:
+    """Each method's hypervolume at ``budget`` minus ``reference``'s, paired by seed: mean, 95% interval."""
+    from scipy.stats import t as student
+
+    methods = list(dict.fromkeys(r.method for r in rows))
+    runs = {(r.method, r.seed) for r in rows}
+    if reference not in methods:
+        return
+    print(
+        f"\npaired difference from {reference} at {budget:g} {unit} "
+        f"(hypervolume; > 0: better than {reference}):"
+    )
+    for m in methods:
+        if m == reference:
+            continue
+        seeds = sorted(s for (mm, s) in runs if mm == m and (reference, s) in runs)
+        diffs = [
+            _final([r for r in rows if (r.method, r.seed) == (m, s)], axis, budget)
+            - _final([r for r in rows if (r.method, r.seed) == (reference, s)], axis, budget)
+            for s in seeds
+        ]
+        if not diffs:
+            continue
+        mean = statistics.mean(diffs)
+        if len(diffs) > 1:
+            half = student.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+            interval = f"[{mean - half:+.4f}, {mean + half:+.4f}]"
+        else:
+            interval = "(one seed: no interval)"
+        print(f"  {m:<12} {mean:+.4f}  95% {interval}  ({len(diffs)} seeds)")
+
+
+def targets(rows: Sequence[Row], trials: int) -> None:
+    """The issue's targets, met or not, on these rows."""
+    methods = list(dict.fromkeys(r.method for r in rows))
+    seeds = {m: sorted({r.seed for r in rows if r.method == m}) for m in methods}
+
+    def final(m: str, axis: str = "trial", budget: float = trials) -> list[float]:
+        return [_final([r for r in rows if (r.method, r.seed) == (m, s)], axis, budget) for s in seeds[m]]
+
+    if "default" not in methods:
+        return
+    base = statistics.mean(final("default"))
+    print(f"\ntargets (equal trials: {trials}; default's mean {base:.4f}):")
+    for m in [m for m in methods if m in PEERS]:
+        mean = statistics.mean(final(m))
+        rule = "at or above" if m == "ax" else "above"
+        met = base >= mean if m == "ax" else base > mean
+        print(f"  default {rule} {m} ({mean:.4f}): {'met' if met else 'MISSED'}")
+    peers = [m for m in methods if m in PEERS]
+    if not peers:
+        return
+    best = max(peers, key=lambda m: statistics.mean(final(m)))
+    goal = statistics.mean(final(best))
+    peer_cpu = statistics.mean(
+        max(r.cpu or 0.0 for r in rows if (r.method, r.seed) == (best, s)) for s in seeds[best]
+    )
+    reached = []
+    for s in seeds["default"]:
+        run = [r for r in rows if (r.method, r.seed) == ("default", s)]
+        points: list[list[float]] = []
+        at = math.inf
+        for r in run:
+            if (p := r.point) is not None:
+                points.append(p)
+                if hv(points, BOX) >= goal - 1e-12:
+                    at = r.cpu or math.inf
+                    break
+        reached.append(at / peer_cpu)
+    share = statistics.mean(reached) if all(math.isfinite(x) for x in reached) else math.inf
+    print(
+        f"  default reaches {best}'s final mean ({goal:.4f}) at {share:.2f} of {best}'s CPU seconds "
+        f"({peer_cpu:.0f} s; per seed {', '.join(f'{x:.2f}' for x in reached)}): "
+        f"{'met' if share <= 0.5 else 'MISSED'} (target <= 0.5)"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--trials", type=int, default=30, help="study.n_trials of every run")
-    parser.add_argument("--epochs-budget", type=int, default=240, help="study.max_epochs of every run")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--data", default="digits")
-    parser.add_argument("--epochs", type=int, default=8, help="trainer.epochs of every candidate")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--data", default="fashion_mnist")
+    parser.add_argument("--subset", type=int, default=None, help="data.subset (fashion_mnist: 5000)")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="trainer.epochs (fashion_mnist: 2; digits: the sweep's 8)"
+    )
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds")
     parser.add_argument("--only", default=",".join(METHODS), help="comma-separated methods")
-    parser.add_argument("--jobs", type=int, default=1, help="searches side by side")
+    parser.add_argument("--jobs", type=int, default=2, help="searches side by side (one thread each)")
     parser.add_argument(
         "--fake", type=float, help="FixedCostFit of this many seconds per trial instead of training"
     )
@@ -237,13 +345,12 @@ def main() -> None:
         "--out", type=Path, help="directory for the runs and CSVs (default: a new temporary one)"
     )
     parser.add_argument(
-        "--from",
-        dest="source",
-        type=Path,
-        nargs="+",
-        help="report on the trials.csv of one or more runs (the others, then --only ax) instead of running",
+        "--from", dest="source", type=Path, nargs="+", help="report on these runs' trials.csv"
     )
     args = parser.parse_args()
+    if args.data == "fashion_mnist":
+        args.subset = args.subset or 5000
+        args.epochs = args.epochs or 2
     started = time.perf_counter()
     methods = [m for m in args.only.split(",") if m in METHODS]
     if "ax" in methods and (why := ax_missing()) is not None:
@@ -252,20 +359,40 @@ def main() -> None:
     out: Path | None = args.out
     if args.source is not None:
         rows = [row for source in args.source for row in read_rows(source / "trials.csv")]
-        if out is not None:  # the runs' rows together, and the hypervolume CSVs beside them
+        if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             write_rows(rows, out / "trials.csv")
     else:
         out = out or Path(tempfile.mkdtemp(prefix="peers_"))
         out.mkdir(parents=True, exist_ok=True)
-        rows = run_all(args, methods, out)
+        print(f"load average {os.getloadavg()[0]:.2f} at the start", flush=True)
+        rows = run_all(args, methods, [int(s) for s in args.seeds.split(",")], out)
         write_rows(rows, out / "trials.csv")
+    if out is not None:
+        (out / "box.json").write_text(
+            json.dumps({"axes": ["val_acc", "log10 params", "log10 macs"], "lower": BOX[0], "upper": BOX[1]})
+        )
     summary(rows)
-    seconds = max(r.seconds for r in rows)
-    report(rows, "trial", args.trials, "trials", out, PEERS)
-    report(rows, "seconds", seconds, "seconds (the longest run)", out, PEERS)
-    report(rows, "epochs_cumulative", args.epochs_budget, "epochs", out, PEERS)
-    print(f"\ntotal {time.perf_counter() - started:.0f}s" + (f"; runs and CSVs in {out}" if out else ""))
+    trials = max(r.trial for r in rows)
+    epochs = min(
+        max(r.epochs_cumulative for r in rows if (r.method, r.seed) == k)
+        for k in {(r.method, r.seed) for r in rows}
+    )
+    cpu = min(
+        max(r.cpu or 0.0 for r in rows if (r.method, r.seed) == k) for k in {(r.method, r.seed) for r in rows}
+    )
+    report(rows, "trial", trials, "trials", out, PEERS, box=BOX)
+    paired(rows, "trial", trials, "trials")
+    report(rows, "epochs_cumulative", epochs, "epochs (the shortest run's)", out, PEERS, box=BOX)
+    paired(rows, "epochs_cumulative", epochs, "epochs")
+    if cpu > 0:
+        report(rows, "cpu", cpu, "CPU seconds (the shortest run's)", out, PEERS, box=BOX)
+        paired(rows, "cpu", cpu, "CPU seconds")
+    targets(rows, trials)
+    print(
+        f"\ntotal {time.perf_counter() - started:.0f}s; load average {os.getloadavg()[0]:.2f}"
+        + (f"; runs and CSVs in {out}" if out else "")
+    )
 
 
 if __name__ == "__main__":

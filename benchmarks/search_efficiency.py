@@ -83,6 +83,7 @@ class Row:
     val_acc: float | None = None  # objective values of a completed feasible trial, else None
     params: float | None = None
     macs: float | None = None
+    cpu: float | None = None  # process CPU seconds its run had used when this trial finished
 
     @property
     def point(self) -> list[float] | None:
@@ -149,6 +150,7 @@ def read_rows(path: Path) -> list[Row]:
                 number(r["val_acc"]),
                 number(r["params"]),
                 number(r["macs"]),
+                number(r.get("cpu") or ""),
             )
             for r in csv.DictReader(f)
         ]
@@ -194,11 +196,12 @@ def report(
     unit: str,
     out: Path | None,
     targets: Sequence[str] | None = None,
+    box: tuple[list[float], list[float]] | None = None,
 ) -> None:
     """Print hypervolume mean ± sd per method at fractions of ``budget`` on ``axis``, and the
     fraction each method needs to reach the best final mean of the ``targets`` methods (by
-    default every method after the first)."""
-    box = shared_box(rows)
+    default every method after the first), on ``box`` (default: :func:`shared_box`)."""
+    box = box or shared_box(rows)
     methods = list(dict.fromkeys(r.method for r in rows))
     # Each method's own seeds: a slow peer may have been run on fewer of them.
     seeds_of = {m: sorted({r.seed for r in rows if r.method == m}) for m in methods}

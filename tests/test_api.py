@@ -102,6 +102,12 @@ def test_front_members_carry_spec_values_costs_weights_and_run(outcome: dict) ->
         (lambda: A.SearchSettings(objectives=(("speed", "maximize"),)), "objectives.speed is not a known"),
         (lambda: A.Constraint("params", max=1, min=2), "constraints.params has min 2 > max 1"),
         (lambda: A.TrackingSettings(log_weights="some"), "tracking.log_weights is 'some'"),
+        (lambda: A.TrainerSettings(batch_size=0), "trainer.batch_size must be an integer >= 1, got 0"),
+        (
+            lambda: A.TrainerSettings(label_smoothing=1.5),
+            r"trainer.label_smoothing must be a number in \[0, 1\)",
+        ),
+        (lambda: A.TrainerSettings(device="gpu"), "trainer.device is 'gpu'"),
         (
             lambda: A.SearchSettings(
                 trainer=A.TrainerSettings(epochs=4), fidelity=A.FidelitySettings(enabled=True, rungs=(2, 5))
@@ -159,7 +165,7 @@ def _tiny_search(tmp: Path, name: str, n_trials: int, **kwargs: object) -> A.Sea
         A.dataset_from_arrays("mine", x, y),
         settings,
         storage=f"sqlite:///{tmp / 'optuna.db'}",
-        fit_fn=FixedCostFit(seconds=0.0, epochs=1),
+        fit_fn=kwargs.pop("fit_fn", None) or FixedCostFit(seconds=0.0, epochs=1),
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -195,3 +201,17 @@ def test_grid_sampler_stops_cleanly_when_its_grid_is_exhausted(tmp_path: Path) -
         tmp_path, "grid", size + 5, space=space, sampler=optuna.samplers.GridSampler(grid, seed=0)
     )
     assert len(result.study.trials) == size
+
+
+def test_a_search_whose_every_trial_failed_says_so(tmp_path: Path) -> None:
+    from archsearch.cli.errors import EXIT_ALL_FAILED, run_cli
+    from archsearch.errors import SearchFailed
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the trainer is broken")
+
+    with pytest.raises(SearchFailed, match=r"every one of the study's 3 trials failed.*the trainer is broken"):
+        _tiny_search(tmp_path, "failing", 3, fit_fn=broken)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: _tiny_search(tmp_path, "failing", 3, fit_fn=broken))
+    assert exit_info.value.code == EXIT_ALL_FAILED == 3

@@ -3,7 +3,8 @@
 Two layers, one message format (``error: <sentence>`` on stderr):
 
 * :func:`run_cli` wraps what a command does: an :class:`ArchsearchError` (or an OmegaConf
-  error, e.g. an interpolation to a missing key) exits 2, Ctrl-C exits 130.
+  error, e.g. an interpolation to a missing key) exits 2, a search whose every trial failed
+  (:class:`SearchFailed`) exits 3, Ctrl-C exits 130.
 * :func:`run_hydra` wraps a ``@hydra.main`` function: Hydra's own composition errors (an
   unknown ``group=option``, an override of a key that does not exist, an override Hydra cannot
   parse, a malformed YAML file under conf/) become one sentence and exit 2 instead of Hydra's
@@ -17,13 +18,22 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
-from archsearch.errors import ArchsearchError
+from archsearch.errors import ArchsearchError, SearchFailed
 
-__all__ = ["EXIT_INTERRUPTED", "EXIT_USER_ERROR", "hydra_error_sentence", "run_cli", "run_hydra"]
+__all__ = [
+    "EXIT_ALL_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_USER_ERROR",
+    "hydra_error_sentence",
+    "run_cli",
+    "run_hydra",
+]
 
 T = TypeVar("T")
 
 EXIT_USER_ERROR = 2
+#: Every trial of the search failed (errors.SearchFailed): the input was accepted, nothing trained.
+EXIT_ALL_FAILED = 3
 #: What a shell reports for a process ended by SIGINT (128 + 2).
 EXIT_INTERRUPTED = 130
 
@@ -39,6 +49,9 @@ def run_cli(fn: Callable[[], T]) -> T:
 
     try:
         return fn()
+    except SearchFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_ALL_FAILED) from None
     except ArchsearchError as exc:
         _fail(str(exc))
     except OmegaConfBaseException as exc:

@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from archsearch.errors import ConfigError
+from archsearch.errors import ConfigError, SearchFailed
 from archsearch.hardware.profile import HardwareProfile
 from archsearch.results.publish import log_front
 from archsearch.results.tracking import Tracker
@@ -124,6 +124,7 @@ def run_search(
 
     Raises:
         ConfigError: a backend does not answer, or the study exists with other objectives.
+        SearchFailed: every trial of the study failed (exported and logged first).
     """
     from rich.console import Console
 
@@ -162,6 +163,19 @@ def run_search(
         callbacks=tuple(callbacks),
         seeds=seeds,
     ).run(sampler)
+
+
+def _check_some_trial_ran(study: optuna.Study) -> None:
+    """Raise SearchFailed when the study's every finished trial failed (there is no front)."""
+    finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    if finished and all(t.state == optuna.trial.TrialState.FAIL for t in finished):
+        reason = next(
+            (str(t.user_attrs["fail_reason"]) for t in finished if "fail_reason" in t.user_attrs), ""
+        )
+        raise SearchFailed(
+            f"every one of the study's {len(finished)} trials failed, so there is no front"
+            + (f"; the first said: {reason.rstrip('.')}." if reason else ".")
+        )
 
 
 def _preflight(
@@ -283,6 +297,7 @@ class _Run:
             raise
         finally:
             exported = self._export(study, parent, lock, status)
+        _check_some_trial_ran(study)
         seconds = time.perf_counter() - started
         reporter.finish(
             study,

@@ -177,6 +177,27 @@ class TrainerSettings:
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)  # per-step lr multiplier
     dsd: DsdSettings = field(default_factory=DsdSettings)  # off unless dsd.enabled
 
+    def __post_init__(self) -> None:
+        """Built from Python (``TrainerSettings(batch_size=0)``), a bad value is refused as from a config."""
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            _count(getattr(self, name), f"trainer.{name}")
+        if self.threads is not None:
+            _count(self.threads, "trainer.threads", " or null")
+        if self.max_seconds is not None:
+            _number(self.max_seconds, "trainer.max_seconds", "of seconds > 0 or null", _positive)
+        _device(self.device, "trainer.device")
+        _choice(self.precision, "trainer.precision", PRECISIONS)
+        _choice(self.memory_format, "trainer.memory_format", MEMORY_FORMATS)
+        _flag(self.augment, "trainer.augment")
+        _number(self.label_smoothing, "trainer.label_smoothing", "in [0, 1)", _unit)
+        for name, kind in (
+            ("optimizer", OptimizerSettings),
+            ("schedule", ScheduleSettings),
+            ("dsd", DsdSettings),
+        ):
+            if not isinstance(getattr(self, name), kind):
+                raise ConfigError(f"trainer.{name} must be a {kind.__name__}, got {getattr(self, name)!r}.")
+
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], key: str = "trainer") -> TrainerSettings:
         """Validate every key of a ``trainer`` block; missing keys take the defaults.
