@@ -210,7 +210,9 @@ def test_a_search_whose_every_trial_failed_says_so(tmp_path: Path) -> None:
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("the trainer is broken")
 
-    with pytest.raises(SearchFailed, match=r"every one of the study's 3 trials failed.*the trainer is broken"):
+    with pytest.raises(
+        SearchFailed, match=r"every one of the study's 3 trials failed.*the trainer is broken"
+    ):
         _tiny_search(tmp_path, "failing", 3, fit_fn=broken)
     with pytest.raises(SystemExit) as exit_info:
         run_cli(lambda: _tiny_search(tmp_path, "failing", 3, fit_fn=broken))
