@@ -17,6 +17,7 @@ __all__ = [
     "check_choice",
     "check_flag",
     "check_int",
+    "check_writable_dir",
     "is_int",
     "is_number",
     "known_fields",
@@ -80,3 +81,28 @@ def plain_fields(settings: Any, drop: tuple[str, ...] = ()) -> dict[str, Any]:
             value = str(value) if isinstance(value, Path) else list(value)
         out[f.name] = value
     return out
+
+
+def check_writable_dir(key: str, path: Any) -> None:
+    """Refuse a folder setting that cannot be written, before anything is: a file in the way, a
+    read-only or immutable folder, a pseudo file system. Leaves nothing behind (the probe file is
+    anonymous and gone when closed; no folder is created).
+
+    Raises:
+        ConfigError: naming the key, the path and why.
+    """
+    import tempfile
+    from pathlib import Path
+
+    target = Path(path).expanduser().absolute()
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{key} {str(path)!r} cannot be a folder: {existing} is a file.")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"{key} {str(path)!r} cannot be written ({exc.strerror or type(exc).__name__} in {existing})."
+        ) from None

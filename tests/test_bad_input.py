@@ -176,6 +176,15 @@ CASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         (*SWEEP, "latency.repeats=0"),
         ("latency.repeats must be an integer >= 1, got 0",),
     ),
+    "misspelled_key": ((*SWEEP, "studdy.n_trials=3"), ("(did you mean 'study.n_trials'?)",)),
+    "misspelled_trainer_key": ((*SWEEP, "trainer.epoch=3"), ("(did you mean 'trainer.epochs'?)",)),
+    "misspelled_added_key": ((*SWEEP, "+studdy.n_trials=3"), ("key 'studdy' is not a setting",)),
+    "study_name_escapes": ((*SWEEP, "study.name=../../esc"), ("study.name '../../esc' must not contain",)),
+    "export_dir_is_a_file": (
+        (*SWEEP, "export.dir={d}/net_yaml.yaml"),
+        ("export.dir", "net_yaml.yaml is a file"),
+    ),
+    "export_dir_unwritable": ((*SWEEP, "export.dir=/proc/archsearch_x"), ("cannot be written",)),
     "unknown_latency_clock": (
         (*SWEEP, "latency.clock=sundial"),
         ("latency.clock is 'sundial'; allowed: wall, cpu",),

@@ -24,7 +24,7 @@ from archsearch.search.settings import SearchSettings
 from archsearch.search.space import SearchSpace, load_space
 from archsearch.train.settings import TrainerSettings
 
-__all__ = ["SweepPlan", "plain", "sampler_factory", "sweep_plan"]
+__all__ = ["SWEEP_KEYS", "SweepPlan", "check_top_keys", "plain", "sampler_factory", "sweep_plan"]
 
 
 def plain(node: Any) -> dict[str, Any]:
@@ -58,6 +58,7 @@ def sweep_plan(cfg: DictConfig) -> SweepPlan:
         ConfigError / SpecError: one sentence naming the key (or file and node) that is wrong.
     """
     raw = plain(cfg)
+    check_top_keys(raw)
     settings = SearchSettings.from_mapping(raw)
     sweep = raw.get("sweep") or {}
     space = load_space(str(sweep.get("space", "fire")))
@@ -81,6 +82,46 @@ def sweep_plan(cfg: DictConfig) -> SweepPlan:
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
         finalize=finalize,
     )
+
+
+#: The top-level keys a composed sweep config may have (tests/test_cli_keys.py composes every shipped sweep).
+SWEEP_KEYS = (
+    "constraints",
+    "cost",
+    "data",
+    "export",
+    "finalize",
+    "hardware",
+    "latency",
+    "model",
+    "model_file",
+    "objectives",
+    "sampler",
+    "seed",
+    "study",
+    "sweep",
+    "tracking",
+    "trainer",
+    "warm_start",
+    "workers",
+)
+
+
+def check_top_keys(raw: Mapping[str, Any]) -> None:
+    """Refuse a top-level key no setting reads (``+studdy.n_trials=3`` was silently ignored).
+
+    Raises:
+        ConfigError: naming the key, with the closest known key when one is close.
+    """
+    import difflib
+
+    for key in raw:
+        if key not in SWEEP_KEYS:
+            close = difflib.get_close_matches(str(key), SWEEP_KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"key {key!r} is not a setting of a sweep{hint}; allowed: {', '.join(SWEEP_KEYS)}."
+            )
 
 
 def finalize_plan(raw: Mapping[str, Any]) -> tuple[Any, TrainerSettings]:

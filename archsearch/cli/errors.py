@@ -87,6 +87,38 @@ def _first_line(text: str) -> str:
     return (lines[0] if lines else "").rstrip(".")
 
 
+def _close_key(key: str) -> str | None:
+    """The known settings key closest to a misspelled dotted ``key`` (None when none is close)."""
+    import dataclasses
+    import difflib
+
+    from archsearch.search.finalize import FinalizeSettings
+    from archsearch.search.settings import (
+        CostSettings,
+        ExportSettings,
+        LatencySettings,
+        StudySettings,
+        TrackingSettings,
+    )
+    from archsearch.search.warm_start import WarmStartSettings
+    from archsearch.train.settings import TrainerSettings
+
+    blocks: dict[str, Any] = {
+        "study": StudySettings,
+        "trainer": TrainerSettings,
+        "tracking": TrackingSettings,
+        "export": ExportSettings,
+        "cost": CostSettings,
+        "latency": LatencySettings,
+        "finalize": FinalizeSettings,
+        "warm_start": WarmStartSettings,
+    }
+    known = [f"{block}.{f.name}" for block, cls in blocks.items() for f in dataclasses.fields(cls)]
+    known += ["seed", "model_file", "sweep.space", "sweep.finalize", "sweep.fidelity.enabled"]
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
 def hydra_error_sentence(exc: BaseException) -> str:
     """One sentence for a Hydra, OmegaConf or YAML error met while composing or reading a config."""
     import yaml
@@ -123,6 +155,9 @@ def hydra_error_sentence(exc: BaseException) -> str:
         cause = exc.__cause__
         if text.startswith("Could not override") and "To append" in str(exc):
             key = text.split("'")[1] if "'" in text else text
+            close = _close_key(key)
+            if close:
+                return f"override {key!r} names a key the config does not have (did you mean {close!r}?)."
             return (
                 f"override {key!r} names a key the config does not have; "
                 f"check its spelling, or add a new key with +{key}=VALUE."

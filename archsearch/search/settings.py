@@ -111,6 +111,11 @@ class StudySettings:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigError("study.name must be a non-empty string.")
+        if any(c in self.name for c in "/\\\0") or self.name.strip() in (".", ".."):
+            # It names folders (results/NAME, the supernet checkpoint): no path may escape through it.
+            raise ConfigError(
+                f"study.name {self.name!r} must not contain '/', '\\' or be '.' or '..': it names folders."
+            )
         if self.storage is not None and not isinstance(self.storage, str):
             raise ConfigError(f"study.storage must be a database URL or null, got {self.storage!r}.")
         if not is_int(self.n_trials) or self.n_trials <= 0:

@@ -18,6 +18,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from archsearch.checks import check_writable_dir
 from archsearch.errors import ConfigError, SearchFailed
 from archsearch.hardware.profile import HardwareProfile
 from archsearch.results.publish import log_front
@@ -137,11 +138,11 @@ def run_search(
         url = storage if isinstance(storage, str) else str(storage.url)
         settings = _with_storage(settings, url)
     check_backends(settings)
+    seeds = _preflight(settings, space, sampler, console.print)
     hardware = hardware or auto_profile_for(settings.latency)
     fidelity = SuccessiveHalving.from_settings(
         settings.fidelity, settings.trainer.epochs, settings.objectives
     )
-    seeds = _preflight(settings, space, sampler, console.print)
     # Built before anything is written: a space the supernet cannot share is refused here.
     supernet = SupernetFidelity.for_search(settings, space, data, hardware, log=console.print)
     quiet_libraries()
@@ -183,6 +184,9 @@ def _preflight(
 ) -> list[tuple[str, dict[str, Any]]]:
     """Checks and warnings before anything is written; the warm start's trials to enqueue."""
     check_sampler(sampler, settings, log)
+    check_writable_dir("export.dir", settings.export_dir)
+    if settings.tracking.enabled or not settings.study.storage:
+        check_writable_dir("tracking.dir", settings.tracking.dir)
     early = settings.fidelity.rungs_in_warmup(settings.trainer)
     if early:
         warmup = settings.trainer.schedule.warmup * settings.trainer.epochs
