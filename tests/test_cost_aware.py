@@ -216,7 +216,7 @@ def test_a_population_larger_than_the_trials_is_warned_of(tmp_path: Path) -> Non
 def test_a_rung_inside_the_warm_up_is_warned_of() -> None:
     from rich.console import Console
 
-    from archsearch.search.sweep import _preflight
+    from archsearch.search.preflight import preflight
 
     def warned(rungs: tuple[int, ...], warmup: float) -> str:
         console = Console(record=True, width=300)
@@ -224,7 +224,7 @@ def test_a_rung_inside_the_warm_up_is_warned_of() -> None:
             trainer=A.TrainerSettings.from_mapping({"epochs": 9, "schedule": {"warmup": warmup}}),
             fidelity=A.FidelitySettings(enabled=True, rungs=rungs),
         )
-        _preflight(settings, A.load_space("fire"), None, console.print)
+        preflight(settings, A.load_space("fire"), None, console.print)
         return console.export_text()
 
     text = warned((1, 3), 0.25)

@@ -18,8 +18,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from archsearch.checks import check_writable_dir
-from archsearch.errors import ConfigError, SearchFailed
+from archsearch.errors import ConfigError
 from archsearch.hardware.profile import HardwareProfile
 from archsearch.results.publish import log_front
 from archsearch.results.tracking import Tracker
@@ -27,20 +26,14 @@ from archsearch.search.commands import finalize_command, retrain_command
 from archsearch.search.cost_aware import CostAwareSampler
 from archsearch.search.fidelity import RungInformedSampler, SuccessiveHalving
 from archsearch.search.objective import Objective, TrialFailed
-from archsearch.search.samplers import (
-    SamplerArg,
-    SamplerFactory,
-    bind_sampler,
-    check_sampler,
-    default_sampler,
-    make_sampler,
-)
+from archsearch.search.preflight import check_some_trial_ran, preflight
+from archsearch.search.samplers import SamplerArg, SamplerFactory, bind_sampler, default_sampler, make_sampler
 from archsearch.search.settings import SearchSettings
 from archsearch.search.space import SearchSpace
 from archsearch.search.storage import StorageLock, describe_url
 from archsearch.search.study import check_backends, finished_trials, open_study, quiet_libraries
 from archsearch.search.supernet_fidelity import SupernetFidelity
-from archsearch.search.warm_start import enqueue_warm_start, warm_start_params
+from archsearch.search.warm_start import enqueue_warm_start
 from archsearch.search.workers import (
     WORKERS_STARTED,
     StaleTrialCallback,
@@ -138,7 +131,7 @@ def run_search(
         url = storage if isinstance(storage, str) else str(storage.url)
         settings = _with_storage(settings, url)
     check_backends(settings)
-    seeds = _preflight(settings, space, sampler, console.print)
+    seeds = preflight(settings, space, sampler, console.print)
     hardware = hardware or auto_profile_for(settings.latency)
     fidelity = SuccessiveHalving.from_settings(
         settings.fidelity, settings.trainer.epochs, settings.objectives
@@ -164,39 +157,6 @@ def run_search(
         callbacks=tuple(callbacks),
         seeds=seeds,
     ).run(sampler)
-
-
-def _check_some_trial_ran(study: optuna.Study) -> None:
-    """Raise SearchFailed when the study's every finished trial failed (there is no front)."""
-    finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
-    if finished and all(t.state == optuna.trial.TrialState.FAIL for t in finished):
-        reason = next(
-            (str(t.user_attrs["fail_reason"]) for t in finished if "fail_reason" in t.user_attrs), ""
-        )
-        raise SearchFailed(
-            f"every one of the study's {len(finished)} trials failed, so there is no front"
-            + (f"; the first said: {reason.rstrip('.')}." if reason else ".")
-        )
-
-
-def _preflight(
-    settings: SearchSettings, space: SearchSpace, sampler: SamplerArg, log: Callable[[str], Any]
-) -> list[tuple[str, dict[str, Any]]]:
-    """Checks and warnings before anything is written; the warm start's trials to enqueue."""
-    check_sampler(sampler, settings, log)
-    check_writable_dir("export.dir", settings.export_dir)
-    if settings.tracking.enabled or not settings.study.storage:
-        check_writable_dir("tracking.dir", settings.tracking.dir)
-    early = settings.fidelity.rungs_in_warmup(settings.trainer)
-    if early:
-        warmup = settings.trainer.schedule.warmup * settings.trainer.epochs
-        log(
-            f"[yellow]warning[/yellow]: rung{'s' if len(early) > 1 else ''} at epoch "
-            f"{', '.join(map(str, early))} fall{'' if len(early) > 1 else 's'} inside the learning-rate "
-            f"warm-up (the first {warmup:g} of {settings.trainer.epochs} epochs), where accuracy barely "
-            "ranks networks; move sweep.fidelity.rungs later or shorten trainer.schedule.warmup."
-        )
-    return warm_start_params(settings.warm_start, space, settings.storage_url, settings.study.name)
 
 
 def _settings_yaml(settings: SearchSettings) -> str:
@@ -301,7 +261,7 @@ class _Run:
             raise
         finally:
             exported = self._export(study, parent, lock, status)
-        _check_some_trial_ran(study)
+        check_some_trial_ran(study)
         seconds = time.perf_counter() - started
         reporter.finish(
             study,
