@@ -231,3 +231,13 @@ def test_a_rung_inside_the_warm_up_is_warned_of() -> None:
     assert "rung at epoch 1 falls inside the learning-rate warm-up (the first 2.25 of 9" in text
     assert warned((3,), 0.25) == ""  # the default rungs start after the default warm-up
     assert warned((1, 3), 0.05) == ""
+
+
+def test_the_default_is_cost_aware_where_it_can_serve_and_tpe_elsewhere() -> None:
+    from archsearch.search.samplers import default_sampler
+
+    accuracy = (("val_acc", "maximize"), ("params", "minimize"))
+    assert isinstance(default_sampler(0, accuracy), CostAwareSampler)
+    measured = (("val_acc", "maximize"), ("latency_ms", "minimize"))
+    assert isinstance(default_sampler(0, measured), optuna.samplers.TPESampler)
+    assert isinstance(default_sampler(0), optuna.samplers.TPESampler)

@@ -89,7 +89,12 @@ def test_pareto_tags_follow_a_later_trial_that_changes_the_front(tmp_path: Path)
     first = compose_sweep(tmp_path, f"sweep.space={_fixed_space(tmp_path, 0.25)}", "study.n_trials=1")
     run_sweep(first, fit_fn=ConstantFit(0.5))
     # A smaller net (squeeze ratio 0.125) that scores higher dominates trial 0.
-    later = compose_sweep(tmp_path, f"sweep.space={_fixed_space(tmp_path, 0.125)}", "study.n_trials=2")
+    later = compose_sweep(
+        tmp_path,
+        f"sweep.space={_fixed_space(tmp_path, 0.125)}",
+        "study.n_trials=2",
+        "study.allow_changes=true",
+    )
     result = run_sweep(later, fit_fn=ConstantFit(0.9))
     assert [t.number for t in result.front] == [1]
     assert _pareto_tags(tmp_path, result.study) == {"true": {1}, "false": {0}}

@@ -52,6 +52,8 @@ from archsearch.search.supernet_space import PolicyTrial, random_value
 
 __all__ = ["PROPOSAL_ATTR", "CostAwareSampler", "CostProblem", "check_objectives"]
 
+#: Random candidates drawn for the start-up proposals (and the cost box); the model's pool is larger.
+STARTUP_POOL = 256
 #: Attribute of a trial's proposal time (seconds), recorded by the objective.
 PROPOSAL_ATTR = "proposal_seconds"
 
@@ -155,7 +157,8 @@ class CostAwareSampler(optuna.samplers.BaseSampler):
         check_objectives(problem.objectives)
         self._problem = problem
         self._pool = {}
-        self._top_up(np.random.default_rng([self.seed, 1 << 20]))
+        # The start-up proposals need only a spread of sizes: the full pool is drawn when the model starts.
+        self._top_up(np.random.default_rng([self.seed, 1 << 20]), STARTUP_POOL)
         if not self._pool:
             raise ConfigError(
                 f"sampler=cost_aware drew no network of search space {problem.space.name!r} that "
@@ -223,8 +226,9 @@ class CostAwareSampler(optuna.samplers.BaseSampler):
         done = [o for o in observed if o[2] >= 1.0]
         for spec_hash in tried & self._pool.keys():
             del self._pool[spec_hash]
-        self._top_up(rng)
-        near = self._neighbours(rng, done) if len(done) >= self.n_startup_trials else {}
+        modelled = len(done) >= self.n_startup_trials
+        self._top_up(rng, self.pool_size if modelled else STARTUP_POOL)
+        near = self._neighbours(rng, done) if modelled else {}
         pool = [c for h, c in {**self._pool, **near}.items() if h not in tried]
         if not pool:
             return {}
@@ -286,16 +290,17 @@ class CostAwareSampler(optuna.samplers.BaseSampler):
         found = self._costed[spec.hash]
         return None if found is None else _Candidate(dict(drawn.params), spec.hash, found)
 
-    def _top_up(self, rng: np.random.Generator) -> None:
-        """Draw random feasible networks until the pool holds ``pool_size`` (4 tries per place)."""
+    def _top_up(self, rng: np.random.Generator, size: int) -> None:
+        """Draw random feasible networks until the pool holds ``size`` (4 tries per place)."""
         import random
 
+        size = min(size, self.pool_size)
         draw = random.Random(int(rng.integers(2**31)))
-        for _ in range(4 * max(self.pool_size - len(self._pool), 0)):
+        for _ in range(4 * max(size - len(self._pool), 0)):
             found = self._candidate(lambda _name, dist: random_value(draw, dist))
             if found is not None:
                 self._pool.setdefault(found.spec_hash, found)
-            if len(self._pool) >= self.pool_size:
+            if len(self._pool) >= size:
                 break
 
     def _neighbours(self, rng: np.random.Generator, done: list[tuple[Any, ...]]) -> dict[str, _Candidate]:

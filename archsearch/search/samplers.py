@@ -9,7 +9,7 @@ CostAwareSampler` to the search's space and exact costs.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Union
 
 import optuna
@@ -46,11 +46,25 @@ DEFAULT_TPE: dict[str, Any] = {
 }
 
 
-def default_sampler(seed: int) -> optuna.samplers.BaseSampler:
-    """Multivariate, constraint-aware TPE (:data:`DEFAULT_TPE`), seeded."""
+def default_sampler(
+    seed: int, objectives: Sequence[tuple[str, str]] | None = None
+) -> optuna.samplers.BaseSampler:
+    """archsearch's default: :class:`CostAwareSampler` (what ``+sweep=fire`` runs, the winner of
+    benchmarks/peers.py) when ``objectives`` have ``val_acc`` and no measured ``latency_ms``;
+    otherwise multivariate, constraint-aware TPE (:data:`DEFAULT_TPE`). Seeded either way."""
+    if objectives is not None and _cost_aware_serves(objectives):
+        return CostAwareSampler(seed=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(seed=seed, **DEFAULT_TPE)
+
+
+def _cost_aware_serves(objectives: Sequence[tuple[str, str]]) -> bool:
+    try:
+        check_objectives(objectives)
+    except ConfigError:
+        return False
+    return True
 
 
 def grid_sampler(space: SearchSpace) -> SamplerFactory:
@@ -58,10 +72,12 @@ def grid_sampler(space: SearchSpace) -> SamplerFactory:
     return lambda seed: WorkerGridSampler(space.grid(), seed=seed)
 
 
-def make_sampler(sampler: SamplerArg, seed: int) -> optuna.samplers.BaseSampler:
-    """The sampler itself, or the factory's for ``seed``, or :func:`default_sampler`."""
+def make_sampler(
+    sampler: SamplerArg, seed: int, objectives: Sequence[tuple[str, str]] | None = None
+) -> optuna.samplers.BaseSampler:
+    """The sampler itself, or the factory's for ``seed``, or :func:`default_sampler` for ``objectives``."""
     if sampler is None:
-        return default_sampler(seed)
+        return default_sampler(seed, objectives)
     if isinstance(sampler, optuna.samplers.BaseSampler):
         return sampler
     made = sampler(seed)
@@ -76,7 +92,7 @@ def check_sampler(sampler: SamplerArg, settings: SearchSettings, log: Callable[[
     Called before anything is written. An evolutionary sampler whose population is larger than
     the study's trials never gets past its random first generation: that is a warning.
     """
-    probe = make_sampler(sampler, settings.seed)
+    probe = make_sampler(sampler, settings.seed, settings.objectives)
     if isinstance(probe, CostAwareSampler):
         check_objectives(settings.objectives)
     population = optuna_compat.population_size(probe)

@@ -107,6 +107,9 @@ class StudySettings:
     heartbeat_interval: int = 10  # seconds between a running trial's heartbeats in the storage
     grace_period: int = 30  # seconds without heartbeat after which a trial is failed (its worker died)
     retries: int = 1  # reruns of an architecture whose worker died or was interrupted
+    # Continue a study whose space, data, objectives, constraints, fidelity or trainer settings
+    # differ from those it was run with (archsearch.search.definition); false refuses.
+    allow_changes: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -130,6 +133,7 @@ class StudySettings:
         more = " (more than study.heartbeat_interval)"
         check_int("study.grace_period", self.grace_period, self.heartbeat_interval + 1, more)
         check_int("study.retries", self.retries, 0)
+        check_flag("study.allow_changes", self.allow_changes)
 
     @classmethod
     def from_mapping(cls, raw: Any) -> StudySettings:

@@ -24,6 +24,7 @@ from archsearch.results.publish import log_front
 from archsearch.results.tracking import Tracker
 from archsearch.search.commands import finalize_command, retrain_command
 from archsearch.search.cost_aware import CostAwareSampler
+from archsearch.search.definition import check_definition, study_definition
 from archsearch.search.fidelity import RungInformedSampler, SuccessiveHalving
 from archsearch.search.objective import Objective, TrialFailed
 from archsearch.search.preflight import check_some_trial_ran, preflight
@@ -100,7 +101,8 @@ def run_search(
             ``num_classes`` shape the sampled networks.
         settings: objectives, constraints, study, trainer, fidelity, tracking, export (or defaults).
         sampler: an Optuna sampler, or a function making one from this worker's seed; None is
-            :func:`default_sampler`. With halving on, it sees pruned trials at their last rung.
+            :func:`default_sampler` (the cost-aware sampler when the objectives allow, else TPE).
+            With halving on, it sees pruned trials at their last rung.
         storage: a storage URL or an ``optuna.storages.RDBStorage``; overrides ``study.storage``.
         hardware: the profile ``latency_est_ms`` is estimated on (None: ``hardware=auto``, this
             host calibrated for ``settings.latency`` once and cached; see archsearch.hardware.auto).
@@ -206,6 +208,12 @@ class _Run:
                 settings.storage_url, settings.study.heartbeat_interval, settings.study.grace_period, on_stale
             )
             study = open_study(settings, storage=storage)
+            check_definition(
+                study,
+                study_definition(settings, self.space, self.data),
+                settings.study.allow_changes,
+                self.console.print,
+            )
             enqueue_warm_start(study, self.seeds, self.console.print)
             worker = self._register(study)
             if "finalize_command" not in study.user_attrs:
@@ -217,21 +225,7 @@ class _Run:
                 enabled=settings.tracking.enabled,
             )
             parent = tracker.start_study(settings.study.name, self._study_params(study), self.config_yaml)
-        study.sampler = bind_sampler(
-            make_sampler(sampler, worker_seed(settings.seed, worker)),
-            settings,
-            self.space,
-            self.data,
-            self.hardware,
-            resumed=isinstance(sampler, optuna.samplers.BaseSampler) and bool(study.trials),
-        )
-        if (
-            self.fidelity is not None
-            and self.fidelity.settings.learn_from_pruned
-            # A grid learns nothing; the cost-aware sampler reads pruned trials' rungs itself.
-            and not isinstance(study.sampler, optuna.samplers.GridSampler | CostAwareSampler)
-        ):
-            study.sampler = RungInformedSampler(study.sampler)
+        study.sampler = self._sampler(sampler, worker, resumed=bool(study.trials))
         reporter = SweepReporter(self.console, settings.metric_names, settings.study.n_trials, self.hardware)
         objective = Objective(
             settings,
@@ -273,6 +267,25 @@ class _Run:
         return SearchResult(
             study, exported.front, exported.directory, exported.files, parent, seconds, settings
         )
+
+    def _sampler(self, sampler: SamplerArg, worker: int, resumed: bool) -> optuna.samplers.BaseSampler:
+        """This worker's sampler, bound to the search; wrapped to learn from pruned trials."""
+        made = bind_sampler(
+            make_sampler(sampler, worker_seed(self.settings.seed, worker), self.settings.objectives),
+            self.settings,
+            self.space,
+            self.data,
+            self.hardware,
+            resumed=isinstance(sampler, optuna.samplers.BaseSampler) and resumed,
+        )
+        if (
+            self.fidelity is not None
+            and self.fidelity.settings.learn_from_pruned
+            # A grid learns nothing; the cost-aware sampler reads pruned trials' rungs itself.
+            and not isinstance(made, optuna.samplers.GridSampler | CostAwareSampler)
+        ):
+            return RungInformedSampler(made)
+        return made
 
     def _register(self, study: optuna.Study) -> int:
         """Record what the study is (first worker only) and count this worker in; its index."""
