@@ -65,3 +65,21 @@ def test_allow_changes_continues_with_a_warning(tmp_path: Path) -> None:
     result = run_sweep(cfg, fit_fn=FixedCostFit(seconds=0.0, epochs=1), console=console)
     assert len(result.study.trials) == 3
     assert "was run with other constraints" in console.export_text()
+
+
+@pytest.mark.slow
+def test_a_net_file_is_data_the_environment_is_never_read_into_it(
+    tmp_path: Path, archsearch_cli: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ARCHSEARCH_TEST_SECRET", "sekret-4711")
+    net = tmp_path / "net.yaml"
+    net.write_text(
+        "name: leak-${oc.env:ARCHSEARCH_TEST_SECRET}\ninput: [1, 8, 8]\nnum_classes: 10\nnodes:\n"
+        "  - {name: c1, op: conv, out: 10, kernel: 3}\n  - {name: gap, op: global_avgpool}\n"
+    )
+    done = archsearch_cli.run(tmp_path, f"model_file={net}", "trainer.epochs=1", "data.subset=100")  # type: ignore[attr-defined]
+    assert done.returncode == 0, done.stderr
+    assert "leak-${oc.env:ARCHSEARCH_TEST_SECRET}" in done.stdout
+    assert "sekret-4711" not in done.stdout + done.stderr
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and b"sekret-4711" in p.read_bytes()]
+    assert written == []

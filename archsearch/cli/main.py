@@ -42,10 +42,25 @@ def dispatch(cfg: DictConfig) -> Any:
 
         spec = load_spec(str(model_file))
         with open_dict(cfg):
-            cfg.model = OmegaConf.create(spec.to_dict())
+            cfg.model = OmegaConf.create(_literal(spec.to_dict()))
+    elif isinstance(cfg.get("model"), DictConfig):
+        # A net is data: `${oc.env:...}` in a conf/model/ file stays text, never the environment.
+        with open_dict(cfg):
+            cfg.model = OmegaConf.create(_literal(OmegaConf.to_container(cfg.model, resolve=False)))
     if cfg.get("sweep") is not None:
         return run_sweep(cfg, console=_console())
     return train(cfg, console=_console())
+
+
+def _literal(value: Any) -> Any:
+    """``value`` with every ``${`` escaped, so OmegaConf reads its strings as text, not interpolations."""
+    if isinstance(value, dict):
+        return {k: _literal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_literal(v) for v in value]
+    if isinstance(value, str):
+        return value.replace("${", "\\${")
+    return value
 
 
 def _console() -> Any:
