@@ -141,6 +141,10 @@ def test_arrays_with_bad_labels_are_one_sentence() -> None:
     x = np.zeros((10, 8, 8), dtype="float32")
     with pytest.raises(A.DataError, match=r"y must lie in 0\.\.2"):
         A.dataset_from_arrays("bad", x, np.array([0, 1, 2, 3, 0, 1, 2, 0, 1, 2]), num_classes=3)
+    with pytest.raises(A.DataError, match=r"class indices 0\.\.K-1, got labels from -1 to 0"):
+        A.dataset_from_arrays("neg", x, np.arange(10) % 2 - 1)
+    with pytest.raises(A.ConfigError, match=r"data\.num_classes must be an integer >= 2 or null, got 2\.5"):
+        A.dataset_from_arrays("frac", x, np.arange(10) % 2, num_classes=2.5)  # type: ignore[arg-type]
     with pytest.raises(A.DataError, match="NaN or infinite"):
         A.dataset_from_arrays("nan", np.full((10, 8, 8), np.nan), np.arange(10) % 2)
 

@@ -47,6 +47,8 @@ def write_binary_inputs(files: Path) -> None:
     x = np.zeros((10, 8, 8), dtype=np.float32)
     np.savez(files / "labels_range.npz", x=x, y=np.arange(10) % 3 - 1)
     np.savez(files / "lengths.npz", x=x, y=np.arange(9) % 2)
+    np.savez(files / "lengths_ok.npz", x=x, y=np.arange(10) % 2)
+    np.savez(files / "huge_labels.npz", x=x, y=np.where(np.arange(10) % 2 == 0, 0, 10**9))
     np.savez(
         files / "nan.npz", x=np.where(np.arange(640).reshape(10, 8, 8) == 5, np.nan, x), y=np.arange(10) % 2
     )
@@ -131,7 +133,15 @@ CASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "arrays_missing_file": ((*ARRAYS, "data.path={d}/nowhere.npz"), ("nowhere.npz does not exist",)),
     "arrays_labels_out_of_range": (
         (*ARRAYS, "data.path={d}/labels_range.npz"),
-        ("y must lie in 0..1, got -1..1",),
+        ("y must be class indices 0..K-1, got labels from -1 to 1",),
+    ),
+    "arrays_num_classes_text": (
+        (*ARRAYS, "data.path={d}/lengths_ok.npz", "data.num_classes=abc"),
+        ("data.num_classes must be an integer >= 2 or null, got 'abc'",),
+    ),
+    "arrays_huge_labels": (
+        (*ARRAYS, "data.path={d}/huge_labels.npz"),
+        ("y's labels run up to 1000000000 but only 2 distinct values occur",),
     ),
     "arrays_lengths_differ": (
         (*ARRAYS, "data.path={d}/lengths.npz"),

@@ -101,7 +101,19 @@ def dataset_from_arrays(
         raise DataError(f"x holds {len(train_x)} images but y has shape {labels.shape}; give one label each.")
     if not np.issubdtype(labels.dtype, np.integer) or not labels.size:
         raise DataError(f"y must be integer class labels, got dtype {labels.dtype}.")
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer)
+    ):
+        raise ConfigError(f"data.num_classes must be an integer >= 2 or null, got {num_classes!r}.")
+    if labels.min() < 0:
+        raise DataError(f"y must be class indices 0..K-1, got labels from {labels.min()} to {labels.max()}.")
     classes = int(num_classes) if num_classes is not None else int(labels.max()) + 1
+    distinct = len(np.unique(labels))
+    if num_classes is None and classes > 100 and classes > 2 * distinct:
+        raise DataError(
+            f"y's labels run up to {labels.max()} but only {distinct} distinct values occur; relabel them "
+            "0..K-1 or give data.num_classes."
+        )
     if classes < 2:
         raise DataError(f"dataset {name!r} needs at least two classes, got {classes}.")
     train_y = _labels(y, "y", len(train_x), classes)
