@@ -195,6 +195,9 @@ CASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("export.dir", "net_yaml.yaml is a file"),
     ),
     "export_dir_unwritable": ((*SWEEP, "export.dir=/proc/archsearch_x"), ("cannot be written",)),
+    "workers_zero": ((*SWEEP, "+workers=local", "workers.n=0"), ("workers.n must be an integer >= 1",)),
+    "tracking_uri_file_store": ((*SWEEP, "tracking.uri=file:///tmp/x"), ("tracking.uri 'file:///tmp/x'",)),
+    "tracking_uri_unknown_scheme": ((*SWEEP, "tracking.uri=bogus://x"), ("tracking.uri 'bogus://x'",)),
     "unknown_latency_clock": (
         (*SWEEP, "latency.clock=sundial"),
         ("latency.clock is 'sundial'; allowed: wall, cpu",),

@@ -261,7 +261,9 @@ def test_fixed_trial_value_outside_a_keys_domain_is_infeasible() -> None:
     # Optuna only warns about a FixedTrial value outside the distribution; the space refuses it.
     with (
         pytest.warns(UserWarning, match="out of the range"),
-        pytest.raises(InfeasibleArchitecture, match=r"'depth' = 0 is outside its domain: an integer >= 1"),
+        pytest.raises(
+            InfeasibleArchitecture, match=r"'depth' = 0 is outside its domain: an integer in \[1, 64\]"
+        ),
     ):
         fire_net(depth=0)
     with (
@@ -389,10 +391,10 @@ BAD_FILES = [
     ),
     ("depth: {float: [2, 6]}\n", "key 'depth' takes integers; use {int: [low, high]}"),
     ("sr: {int: [0, 1]}\n", "key 'sr' takes numbers; use {float: [low, high]}"),
-    ("depth: 0\n", "key 'depth' is 0; allowed: an integer >= 1, or a distribution"),
+    ("depth: 0\n", "key 'depth' is 0; allowed: an integer in [1, 64], or a distribution"),
     ("sr: 1.5\n", "key 'sr' is 1.5; allowed: a number in (0, 1]"),
     ("bn: yes please\n", "key 'bn' is 'yes please'; allowed: true or false"),
-    ("depth: {int: [0, 4]}\n", "key 'depth' has bound 0, outside what the key allows: an integer >= 1"),
+    ("depth: {int: [0, 4]}\n", "key 'depth' has bound 0, outside what the key allows: an integer in [1, 64]"),
     ("depth: {int: [2, 6], stepp: 2}\n", "key 'depth' has option 'stepp', which int does not take"),
     ("depth: {int: 4}\n", "key 'depth' must be {int: [low, high]}, got 4"),
     ("stem_kernel: {int: [3, 7]}\n", "key 'stem_kernel' would draw even values; use an even step"),
@@ -433,3 +435,28 @@ def test_template_hash_follows_content_not_name_or_description() -> None:
     same = TemplateSpace.from_dict({**raw, "description": "other words"}, name="other")
     assert same.hash == fire.hash and len(fire.hash) == 12
     assert TemplateSpace.from_dict({**raw, "depth": 3}).hash != fire.hash
+
+
+def test_runaway_sizes_are_refused_when_the_space_is_read() -> None:
+    from archsearch.errors import ConfigError
+    from archsearch.search.space import space_from_dict
+
+    with pytest.raises(ConfigError, match=r"depth.*an integer in \[1, 64\]"):
+        space_from_dict({"depth": {"int": [2, 1000000]}}, "s")
+
+
+def test_a_node_wider_than_the_cap_is_one_sentence() -> None:
+    from archsearch.errors import SpecError
+    from archsearch.net.spec import NetSpec
+
+    raw = {
+        "name": "x",
+        "input": [1, 8, 8],
+        "num_classes": 10,
+        "nodes": [
+            {"name": "c1", "op": "conv", "out": 100000000, "kernel": 3},
+            {"name": "gap", "op": "global_avgpool"},
+        ],
+    }
+    with pytest.raises(SpecError, match="field 'out' must be at most 65536 channels, got 100000000"):
+        NetSpec.from_dict(raw)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -22,6 +23,11 @@ class LocalWorkersCallback(Callback):
     """
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        # Checked before the launcher starts anything (joblib raises a bare ValueError for 0).
+        n = (config.get("workers") or {}).get("n")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            print(f"error: workers.n must be an integer >= 1 (worker processes), got {n!r}.", file=sys.stderr)
+            raise SystemExit(2)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 

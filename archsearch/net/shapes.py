@@ -23,10 +23,17 @@ def out_size(size: int, kernel: int, stride: int, padding: int, dilation: int, c
     return span // stride + 1
 
 
+#: The most channels (or units) a node may have: a typo such as `out: 100000000` would otherwise
+#: try to allocate gigabytes of weights.
+MAX_WIDTH = 65536
+
+
 def require_positive(where: str, key: str, value: int) -> None:
-    """Raise unless field ``key`` is a positive integer."""
+    """Raise unless field ``key`` is a positive integer (at most :data:`MAX_WIDTH` for ``out``)."""
     if value < 1:
         raise SpecError(f"{where} field {key!r} must be a positive integer, got {value}.")
+    if key == "out" and value > MAX_WIDTH:
+        raise SpecError(f"{where} field 'out' must be at most {MAX_WIDTH} channels, got {value}.")
 
 
 def feature_map(where: str, shape: Shape, op: str) -> tuple[int, int, int]:

@@ -60,12 +60,17 @@ def _scheme(uri: str) -> str:
     return uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
 
 
+#: Tracking URI schemes MLflow serves that are checked by MLflow itself (hosted backends).
+OTHER_SCHEMES = ("databricks", "databricks-uc", "uc")
+
+
 def check_tracking_uri(uri: str) -> None:
     """Raise a one-sentence ConfigError unless the MLflow backend at ``uri`` answers; write nothing.
 
     A database URI is connected to (or, for SQLite, its file or directory inspected); an
-    ``http(s)://`` tracking server must answer its ``/health`` endpoint. Other schemes
-    (``databricks``, ...) are left to MLflow.
+    ``http(s)://`` tracking server must answer its ``/health`` endpoint. ``databricks`` and the
+    other hosted schemes of :data:`OTHER_SCHEMES` are left to MLflow; a plain-file store or an
+    unknown scheme is refused.
     """
     from archsearch.search.storage import check_database_url, describe_url
 
@@ -92,6 +97,16 @@ def check_tracking_uri(uri: str) -> None:
             )
     elif scheme in DATABASE_SCHEMES:
         check_database_url(uri, "tracking.uri")
+    elif scheme in ("file", ""):
+        raise ConfigError(
+            f"tracking.uri {describe_url(uri)!r} is MLflow's plain-file store, which MLflow 3 refuses; leave "
+            "tracking.uri null (SQLite under tracking.dir) or give sqlite:///PATH or http://HOST:PORT."
+        )
+    elif scheme not in OTHER_SCHEMES:
+        allowed = ", ".join(f"{s}://" for s in ("http(s)", *DATABASE_SCHEMES, *OTHER_SCHEMES))
+        raise ConfigError(
+            f"tracking.uri {describe_url(uri)!r} has an unknown scheme {scheme!r}; allowed: {allowed}."
+        )
 
 
 def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -70,12 +70,18 @@ class Key:
     odd: bool = False
 
 
-def _int_key(default: int, minimum: int, doc: str, odd: bool = False) -> Key:
+def _int_key(default: int, minimum: int, doc: str, odd: bool = False, maximum: int = 4096) -> Key:
+    # A bound above: `depth: 1000000` sampled a network that took hours to build and cost.
     if odd:
         return Key(
-            int, default, f"an odd integer >= {minimum}", lambda v: v >= minimum and v % 2 == 1, doc, True
+            int,
+            default,
+            f"an odd integer in [{minimum}, {maximum}]",
+            lambda v: minimum <= v <= maximum and v % 2 == 1,
+            doc,
+            True,
         )
-    return Key(int, default, f"an integer >= {minimum}", lambda v: v >= minimum, doc)
+    return Key(int, default, f"an integer in [{minimum}, {maximum}]", lambda v: minimum <= v <= maximum, doc)
 
 
 def _float_key(default: float, domain: str, ok: Callable[[float], bool], doc: str) -> Key:
@@ -89,19 +95,19 @@ def _choice_key(default: str, options: tuple[str, ...], doc: str) -> Key:
 #: Template keys, in sampling order (``depth`` before any per-module key), with defaults.
 KEYS: dict[str, Key] = {
     "stem_width": _int_key(32, 1, "output channels of the stem conv (conv1)"),
-    "stem_kernel": _int_key(3, 1, "kernel of the stem conv ('same' padding)", odd=True),
-    "stem_stride": _int_key(1, 1, "stride of the stem conv"),
-    "depth": _int_key(4, 1, "number of Fire modules"),
+    "stem_kernel": _int_key(3, 1, "kernel of the stem conv ('same' padding)", odd=True, maximum=31),
+    "stem_stride": _int_key(1, 1, "stride of the stem conv", maximum=8),
+    "depth": _int_key(4, 1, "number of Fire modules", maximum=64),
     "base_e": _int_key(32, 2, "expand channels of the first Fire module"),
     "incr_e": _int_key(32, 0, "expand channels added every freq modules"),
-    "freq": _int_key(2, 1, "modules between expand-width increases"),
+    "freq": _int_key(2, 1, "modules between expand-width increases", maximum=64),
     # (0, 1]: a zero squeeze would cut the module in two.
     "sr": _float_key(0.125, "(0, 1]", lambda v: 0 < v <= 1, "squeeze ratio SR: squeeze / expand channels"),
     "pct3x3": _float_key(0.5, "[0, 1]", lambda v: 0 <= v <= 1, "share of 3x3 filters in the expand layer"),
     "pct5x5": _float_key(0.0, "[0, 1]", lambda v: 0 <= v <= 1, "share of 5x5 filters in the expand layer"),
-    "pools": _int_key(2, 0, "2x2 stride-2 max pools wanted (capped by the input size)"),
+    "pools": _int_key(2, 0, "2x2 stride-2 max pools wanted (capped by the input size)", maximum=16),
     "pool_layout": _choice_key("even", ("even", "early"), "where the pools go"),
-    "min_spatial": _int_key(2, 1, "smallest feature-map side a pool may produce"),
+    "min_spatial": _int_key(2, 1, "smallest feature-map side a pool may produce", maximum=1024),
     "bypass": _choice_key("none", ("none", "simple", "complex"), "shortcut connections"),
     "dropout": _float_key(0.5, "[0, 1)", lambda v: 0 <= v < 1, "dropout before the classifier (0: none)"),
     "bn": Key(bool, False, "true or false", lambda v: True, "batch norm after stem and Fire convs"),
