@@ -53,6 +53,18 @@ def write_binary_inputs(files: Path) -> None:
         files / "nan.npz", x=np.where(np.arange(640).reshape(10, 8, 8) == 5, np.nan, x), y=np.arange(10) % 2
     )
     np.savez(files / "two_channels.npz", x=np.zeros((10, 2, 8, 8), np.uint8), y=np.arange(10) % 2)
+    # A .npy whose header declares 5 TB: loading it raised a bare MemoryError.
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (20000000000, 8, 8), }"
+    header += " " * (63 - (10 + len(header)) % 64) + "\n"
+    (files / "huge.npy").write_bytes(
+        b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode()
+    )
+    np.save(files / "lab.npy", np.arange(10) % 2)
+    # A class folder holding a symlink to itself.
+    for folder in ("loop_images/a", "loop_images/b"):
+        (files / folder).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (6, 6), "red").save(files / folder / "ok.png")
+    (files / "loop_images/a/self").symlink_to("self")
 
 
 FOLDER = (
@@ -142,6 +154,20 @@ CASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "arrays_huge_labels": (
         (*ARRAYS, "data.path={d}/huge_labels.npz"),
         ("y's labels run up to 1000000000 but only 2 distinct values occur",),
+    ),
+    "arrays_huge_header": (
+        (
+            "+sweep=fire",
+            "data=arrays",
+            "export.plots=false",
+            "data.path={d}/huge.npy",
+            "data.labels={d}/lab.npy",
+        ),
+        ("huge.npy declares an array larger than this machine's memory",),
+    ),
+    "folder_symlink_loop": (
+        (*FOLDER, "data.dir={d}/loop_images"),
+        ("loop_images/a/self cannot be read (Too many levels of symbolic links)",),
     ),
     "arrays_lengths_differ": (
         (*ARRAYS, "data.path={d}/lengths.npz"),

@@ -154,6 +154,8 @@ def load_arrays(cfg: Mapping[str, Any], seed: int) -> Dataset:
                 arrays = {k: archive[k] for k in ("x", "y", "test_x", "test_y") if k in archive.files}
             except (OSError, ValueError, zipfile.BadZipFile) as exc:
                 raise DataError(f"array file {path} cannot be read as numpy data ({exc}).") from None
+            except MemoryError:
+                raise DataError(_TOO_LARGE.format(path=path)) from None
     elif path.suffix == ".npy":
         if not cfg.get("labels"):
             raise ConfigError(f"data.labels must name the .npy file of labels for data.path={path}.")
@@ -189,3 +191,11 @@ def _load(path: Path) -> Any:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise DataError(f"array file {path} cannot be read as numpy data ({exc}).") from None
+    except MemoryError:
+        raise DataError(_TOO_LARGE.format(path=path)) from None
+
+
+#: A header may declare any shape; loading one larger than memory raised a bare MemoryError.
+_TOO_LARGE = (
+    "array file {path} declares an array larger than this machine's memory; check how it was written."
+)

@@ -105,16 +105,31 @@ def _image_files(folder: str, suffixes: frozenset[str]) -> list[tuple[str, int, 
     ``os.scandir`` rather than pathlib: one stat per file, which keeps a cached load of a
     large folder fast (listing is most of its time).
     """
+    return _walk(folder, suffixes, set())
+
+
+def _walk(folder: str, suffixes: frozenset[str], seen: set[str]) -> list[tuple[str, int, int]]:
+    """:func:`_image_files` below ``folder``; a folder reached again through a symlink is listed once."""
+    real = os.path.realpath(folder)
+    if real in seen:
+        return []
+    seen.add(real)
     found = []
     with os.scandir(folder) as entries:
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            if entry.is_dir():
-                found += _image_files(entry.path, suffixes)
-            elif os.path.splitext(entry.name)[1].lower() in suffixes and entry.is_file():
-                stat = entry.stat()
-                found.append((entry.path, stat.st_size, stat.st_mtime_ns))
+            try:
+                if entry.is_dir():
+                    found += _walk(entry.path, suffixes, seen)
+                elif os.path.splitext(entry.name)[1].lower() in suffixes and entry.is_file():
+                    stat = entry.stat()
+                    found.append((entry.path, stat.st_size, stat.st_mtime_ns))
+            except OSError as exc:
+                why = exc.strerror or str(exc)
+                raise DataError(
+                    f"image folder entry {entry.path} cannot be read ({why}); remove or fix it."
+                ) from None
     return found
 
 
