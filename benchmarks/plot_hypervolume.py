@@ -21,7 +21,12 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on the build machine
 import matplotlib.pyplot as plt
 
-AXES = {"trial": "trials", "seconds": "wall-clock seconds", "epochs_cumulative": "training epochs"}
+AXES = {
+    "trial": "trials",
+    "epochs_cumulative": "training epochs",
+    "cpu": "process CPU seconds",
+    "seconds": "wall-clock seconds",
+}
 
 
 def read_curves(paths: list[Path]) -> dict[str, dict[str, list[tuple[float, float, float, int]]]]:

@@ -74,3 +74,27 @@ def test_plain_optuna_opens_a_postgres_study_by_the_url_the_sweep_took(
     study = optuna.load_study(study_name=name, storage=postgres_url)
     assert len(study.trials) == 2
     assert study.metric_names == ["val_acc", "params", "macs"]
+
+
+def test_passwords_are_masked_in_logged_text_and_left_out_of_printed_commands() -> None:
+    from archsearch.search.storage import mask_passwords, url_without_password
+
+    text = "storage: postgresql://alice:s3cr3t@db:5432/x\nuri: http://bob:pw@h:5000\nplain: sqlite:////a/b.db"
+    masked = mask_passwords(text)
+    assert "s3cr3t" not in masked and ":pw@" not in masked
+    assert "postgresql://alice:***@db:5432/x" in masked and "sqlite:////a/b.db" in masked
+    # A pasted command reads the password from PGPASSWORD or ~/.pgpass instead.
+    assert url_without_password("postgresql://alice:s3cr3t@db:5432/x?sslmode=require") == (
+        "postgresql://alice@db:5432/x?sslmode=require"
+    )
+    assert url_without_password("sqlite:////a/b.db") == "sqlite:////a/b.db"
+
+
+def test_the_finalize_command_has_no_password(tmp_path: Path) -> None:
+    import archsearch as A
+    from archsearch.search.commands import finalize_command
+
+    settings = A.SearchSettings(study=A.StudySettings(storage="postgresql://alice:s3cr3t@db/x"))
+    command = finalize_command(settings, {"name": "digits"}, "digits")
+    assert "s3cr3t" not in command and "***" not in command
+    assert "postgresql://alice@db/x" in command

@@ -22,6 +22,7 @@ from archsearch.hardware.profile import HardwareProfile
 from archsearch.search.samplers import SamplerFactory
 from archsearch.search.settings import SearchSettings
 from archsearch.search.space import SearchSpace, load_space
+from archsearch.search.storage import mask_passwords
 from archsearch.train.settings import TrainerSettings
 
 __all__ = ["SWEEP_KEYS", "SweepPlan", "check_top_keys", "plain", "sampler_factory", "sweep_plan"]
@@ -79,7 +80,7 @@ def sweep_plan(cfg: DictConfig) -> SweepPlan:
         hardware=hardware,
         sampler=sampler,
         fit_fn=_configured_fit(sweep.get("fit")),
-        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+        config_yaml=mask_passwords(OmegaConf.to_yaml(cfg, resolve=True)),
         finalize=finalize,
     )
 

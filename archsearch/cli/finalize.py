@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from archsearch.cli.errors import run_cli
 from archsearch.cli.searchpath import use_user_config_dirs
 from archsearch.resources import CONF_DIR
+from archsearch.search.storage import mask_passwords
 
 
 def finalize(
@@ -50,7 +51,7 @@ def finalize(
         seed=seed,
         fit_fn=fit_fn,
         console=console,
-        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+        config_yaml=mask_passwords(OmegaConf.to_yaml(cfg, resolve=True)),
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from archsearch.errors import ConfigError
 from archsearch.search.settings import SearchSettings
-from archsearch.search.storage import describe_url
+from archsearch.search.storage import url_without_password
 from archsearch.train.settings import TrainerSettings
 
 __all__ = ["CONFIG", "fill_config", "finalize_command", "retrain_command"]
@@ -72,7 +72,7 @@ def finalize_command(
 ) -> str:
     """The command that retrains the whole front at full fidelity and scores it on test.
 
-    ``python -m archsearch.finalize`` with the study's storage (password masked), tracking,
+    ``python -m archsearch.finalize`` with the study's storage (without its password), tracking,
     export directory, data (its ``subset`` dropped: finalizing trains on the full split), the
     trainer keys of the search except ``epochs`` (``finalize.epochs`` sets those) and the seed.
     "" when the data cannot be named on the command line.
@@ -93,7 +93,8 @@ def finalize_command(
         "-m",
         "archsearch.finalize",
         _override("study.name", settings.study.name),
-        _override("study.storage", describe_url(settings.storage_url)),
+        # No password: pasted, the command reads it from PGPASSWORD or ~/.pgpass (README "Scaling out").
+        _override("study.storage", url_without_password(settings.storage_url)),
         _override("tracking.dir", str(tracking.dir.resolve())),
         *([_override("tracking.uri", tracking.uri)] if tracking.uri else []),
         *([] if tracking.enabled else ["tracking.enabled=false"]),

@@ -13,6 +13,7 @@ study's MLflow parent run, and take the next trial, which makes the trial budget
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Mapping
@@ -28,8 +29,10 @@ __all__ = [
     "check_database_url",
     "describe_url",
     "is_database_url",
+    "mask_passwords",
     "set_user_attrs",
     "sqlite_sync_normal",
+    "url_without_password",
     "use_wal",
 ]
 
@@ -51,6 +54,33 @@ def describe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
         return url
+
+
+#: user:password@ in any URL of a text (``postgresql://u:pw@host/db``, ``http://u:pw@host``).
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]+:)[^@\s/]+(@)")
+
+
+def mask_passwords(text: str) -> str:
+    """``text`` (a logged config, say) with the password of every URL in it masked as ``***``."""
+    return _URL_PASSWORD.sub(r"\1***\2", text)
+
+
+def url_without_password(url: str) -> str:
+    """``url`` with its password left out, for commands printed to be pasted: a server URL without
+    a password makes libpq (and MySQL clients) read ``PGPASSWORD`` or ``~/.pgpass`` instead."""
+    from sqlalchemy.engine import URL, make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return mask_passwords(url)
+    if parsed.password is None:
+        return url
+    bare = URL.create(
+        parsed.drivername, parsed.username, None, parsed.host, parsed.port, parsed.database, parsed.query
+    )
+    return bare.render_as_string(hide_password=False)
 
 
 def is_database_url(url: str) -> bool:

@@ -31,7 +31,7 @@ from archsearch.search.preflight import check_some_trial_ran, preflight
 from archsearch.search.samplers import SamplerArg, SamplerFactory, bind_sampler, default_sampler, make_sampler
 from archsearch.search.settings import SearchSettings
 from archsearch.search.space import SearchSpace
-from archsearch.search.storage import StorageLock, describe_url
+from archsearch.search.storage import StorageLock, describe_url, mask_passwords
 from archsearch.search.study import check_backends, finished_trials, open_study, quiet_libraries
 from archsearch.search.supernet_fidelity import SupernetFidelity
 from archsearch.search.warm_start import enqueue_warm_start
@@ -164,7 +164,7 @@ def run_search(
 def _settings_yaml(settings: SearchSettings) -> str:
     import yaml
 
-    return str(yaml.safe_dump(settings.to_mapping(), sort_keys=False))
+    return mask_passwords(str(yaml.safe_dump(settings.to_mapping(), sort_keys=False)))
 
 
 def _with_storage(settings: SearchSettings, url: str) -> SearchSettings:
