@@ -34,9 +34,10 @@ from search_efficiency import hv  # noqa: E402
 
 OVERRIDES = {
     "nsga2": ["sampler=nsga2", "sampler.population_size=50"],
-    "tpe": ["sampler=tpe"],
-    "cost_aware": ["sampler=cost_aware"],
-    "random": ["sampler=random"],
+    # fire_supernet sets NSGA-II's population: other samplers drop the key.
+    "tpe": ["sampler=tpe", "~sampler.population_size"],
+    "cost_aware": ["sampler=cost_aware", "~sampler.population_size"],
+    "random": ["sampler=random", "~sampler.population_size"],
 }
 
 

@@ -224,6 +224,10 @@ CASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "workers_zero": ((*SWEEP, "+workers=local", "workers.n=0"), ("workers.n must be an integer >= 1",)),
     "tracking_uri_file_store": ((*SWEEP, "tracking.uri=file:///tmp/x"), ("tracking.uri 'file:///tmp/x'",)),
     "tracking_uri_unknown_scheme": ((*SWEEP, "tracking.uri=bogus://x"), ("tracking.uri 'bogus://x'",)),
+    "sampler_bad_argument": (
+        (*SWEEP, "+sampler.populaton_size=3"),
+        ("sampler config could not be instantiated", "unexpected keyword argument 'populaton_size'"),
+    ),
     "unknown_latency_clock": (
         (*SWEEP, "latency.clock=sundial"),
         ("latency.clock is 'sundial'; allowed: wall, cpu",),

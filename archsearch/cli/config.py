@@ -164,9 +164,9 @@ def sampler_factory(node: Any, space: SearchSpace) -> SamplerFactory:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 sampler = instantiate(node, **kwargs)
         except Exception as exc:
-            raise ConfigError(
-                f"sampler config could not be instantiated ({target}): {exc}".splitlines()[0]
-            ) from None
+            # Hydra puts the cause on the lines after "Error in call to target ...:".
+            why = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            raise ConfigError(f"sampler config could not be instantiated ({target}): {why}") from None
         if not isinstance(sampler, optuna.samplers.BaseSampler):
             raise ConfigError(f"sampler._target_ {target!r} is not an Optuna sampler.")
         return cast(optuna.samplers.BaseSampler, sampler)
