@@ -134,10 +134,9 @@ def report(rows: list[dict[str, Any]]) -> None:
     )
     for sampler in dict.fromkeys(r["sampler"] for r in rows):
         runs = [r for r in rows if r["sampler"] == sampler]
-        at_trials = [hv(r["points"], BOX) for r in runs]
-        at_cpu = [
-            hv([p for p, c in zip(r["points"], r["cpu"], strict=False) if c <= budget], BOX) for r in runs
-        ]
+        # Each point is (score, log10 params, log10 MACs, CPU seconds when its trial finished).
+        at_trials = [hv([p[:3] for p in r["points"]], BOX) for r in runs]
+        at_cpu = [hv([p[:3] for p in r["points"] if p[3] <= budget], BOX) for r in runs]
         proposal = statistics.mean(r["proposal_s"] for r in runs)
         print(
             f"{sampler:<11} {len(runs):>5} {statistics.mean(at_trials):>12.4f} ± {_sd(at_trials):.4f}"
