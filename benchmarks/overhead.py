@@ -71,6 +71,7 @@ def archsearch_loop(n: int, workdir: Path) -> tuple[float, float, float]:
             "config",
             overrides=[
                 "+sweep=fire",
+                "sampler=tpe",  # the framework's overhead, not a sampler's model fits
                 "data=digits",
                 f"tracking.dir={workdir / 'mlruns'}",
                 f"export.dir={workdir / 'results'}",

@@ -42,6 +42,7 @@ def run_workers(storage: str, workers: int, trials: int, seconds: float, cwd: Pa
         "-m",
         "archsearch",
         "+sweep=fire",
+        "sampler=tpe",  # the storage's scaling, not a sampler's model fits
         "data=synthetic",
         "export.plots=false",
         "trainer.threads=1",

@@ -59,8 +59,8 @@ import optuna
 from archsearch.pareto import hypervolume, non_dominated
 
 VARIANTS = {
-    "a: tpe + halving": ["sweep.fidelity.enabled=true"],
-    "b: tpe": [],
+    "a: tpe + halving": ["sampler=tpe", "sweep.fidelity.enabled=true"],
+    "b: tpe": ["sampler=tpe"],  # the fire sweep's sampler is cost_aware now: TPE is named
     "c: random": ["sampler=random"],
 }
 DIRECTIONS = ["maximize", "minimize", "minimize"]
