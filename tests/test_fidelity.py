@@ -161,7 +161,7 @@ def assert_decisions_replay(study: optuna.Study, rungs: tuple[int, ...], eta: in
 
 def test_sweep_prunes_dominated_trials_and_keeps_their_partial_results(tmp_path: Path) -> None:
     fit = EpochCountingFit()
-    result = run_sweep(sweep_cfg(tmp_path, "study.n_trials=8"), fit_fn=fit)
+    result = run_sweep(sweep_cfg(tmp_path, "study.n_trials=8", "sampler=tpe"), fit_fn=fit)
     study = result.study
     assert isinstance(study.sampler, RungInformedSampler)
     assert isinstance(study.sampler.sampler, optuna.samplers.TPESampler)

@@ -165,8 +165,8 @@ def sampler_factory(node: Any, space: SearchSpace) -> SamplerFactory:
                 sampler = instantiate(node, **kwargs)
         except Exception as exc:
             # Hydra puts the cause on the lines after "Error in call to target ...:".
-            why = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-            raise ConfigError(f"sampler config could not be instantiated ({target}): {why}") from None
+            why = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()).rstrip(".")
+            raise ConfigError(f"sampler config could not be instantiated ({target}): {why}.") from None
         if not isinstance(sampler, optuna.samplers.BaseSampler):
             raise ConfigError(f"sampler._target_ {target!r} is not an Optuna sampler.")
         return cast(optuna.samplers.BaseSampler, sampler)

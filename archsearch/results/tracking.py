@@ -60,17 +60,13 @@ def _scheme(uri: str) -> str:
     return uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
 
 
-#: Tracking URI schemes MLflow serves that are checked by MLflow itself (hosted backends).
-OTHER_SCHEMES = ("databricks", "databricks-uc", "uc")
+OTHER_SCHEMES = ("databricks", "databricks-uc", "uc")  # hosted backends, checked by MLflow itself
 
 
 def check_tracking_uri(uri: str) -> None:
     """Raise a one-sentence ConfigError unless the MLflow backend at ``uri`` answers; write nothing.
-
     A database URI is connected to (or, for SQLite, its file or directory inspected); an
-    ``http(s)://`` tracking server must answer its ``/health`` endpoint. ``databricks`` and the
-    other hosted schemes of :data:`OTHER_SCHEMES` are left to MLflow; a plain-file store or an
-    unknown scheme is refused.
+    ``http(s)://`` server must answer ``/health``; :data:`OTHER_SCHEMES` are left to MLflow.
     """
     from archsearch.search.storage import check_database_url, describe_url
 

@@ -159,18 +159,15 @@ class CostAwareSampler(optuna.samplers.BaseSampler):
         self._pool = {}
         # The start-up proposals need only a spread of sizes: the full pool is drawn when the model starts.
         self._top_up(np.random.default_rng([self.seed, 1 << 20]), STARTUP_POOL)
-        if not self._pool:
-            raise ConfigError(
-                f"sampler=cost_aware drew no network of search space {problem.space.name!r} that "
-                "meets the cost constraints in "
-                f"{self.pool_size * 4} tries; loosen the constraints or the space."
-            )
-        costs = np.log10(np.maximum(self._cost_matrix(self._pool.values()), 1e-12))
-        lower, upper = (
-            (np.asarray(self._box_arg[0], float), np.asarray(self._box_arg[1], float))
-            if self._box_arg is not None
-            else (costs.min(axis=0), costs.max(axis=0))
-        )
+        if self._box_arg is not None:
+            lower, upper = np.asarray(self._box_arg[0], float), np.asarray(self._box_arg[1], float)
+        elif self._pool:
+            costs = np.log10(np.maximum(self._cost_matrix(self._pool.values()), 1e-12))
+            lower, upper = costs.min(axis=0), costs.max(axis=0)
+        else:
+            # Constraints no draw meets: proposals stay empty, so Optuna draws at random and each
+            # trial is recorded infeasible, as with any other sampler; the box is never used.
+            lower, upper = np.zeros(len(problem.cost_names)), np.ones(len(problem.cost_names))
         self._box = ehvi.CostBox(lower, upper, seed=self.seed)
 
     def reseed_rng(self) -> None:

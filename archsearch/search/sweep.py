@@ -101,13 +101,11 @@ def run_search(
             ``num_classes`` shape the sampled networks.
         settings: objectives, constraints, study, trainer, fidelity, tracking, export (or defaults).
         sampler: an Optuna sampler, or a function making one from this worker's seed; None is
-            :func:`default_sampler` (the cost-aware sampler when the objectives allow, else TPE).
-            With halving on, it sees pruned trials at their last rung.
-        storage: a storage URL or an ``optuna.storages.RDBStorage``; overrides ``study.storage``.
+            :func:`default_sampler` (cost-aware where the objectives allow, else TPE).
+        storage: a storage URL or an ``optuna.storages.RDBStorage`` (overrides ``study.storage``).
         hardware: the profile ``latency_est_ms`` is estimated on (None: ``hardware=auto``, this
             host calibrated for ``settings.latency`` once and cached; see archsearch.hardware.auto).
-        fit_fn: replaces :func:`archsearch.train.fit.fit` (same signature): tests and benchmarks
-            pass a fake with fixed results instead of training.
+        fit_fn: replaces :func:`archsearch.train.fit.fit` (same signature; tests pass a fake).
         console: a ``rich.console.Console`` for progress; a quiet one if None.
         config_yaml: the study's config as logged (the CLI's composed one; None: the settings).
         data_name: the ``data=`` config the retrain commands start from (``data_config["name"]``).
