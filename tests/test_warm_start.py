@@ -82,3 +82,10 @@ def test_settings_check_themselves() -> None:
     with pytest.raises(ConfigError, match=r"warm_start\.points must be a list"):
         WarmStartSettings(points="squeezenet1_1")  # type: ignore[arg-type]
     assert not WarmStartSettings().enabled and WarmStartSettings(points=("a",)).enabled
+
+
+def test_a_missing_warm_start_storage_is_refused_and_not_created(tmp_path: Path) -> None:
+    typo = tmp_path / "typo.db"
+    with pytest.raises(ConfigError, match=r"warm_start\.storage .*typo\.db' does not exist"):
+        _run(tmp_path, "study.n_trials=2", "warm_start.study=old", f"warm_start.storage=sqlite:///{typo}")
+    assert not typo.exists()

@@ -296,14 +296,10 @@ def hypervolume_history(study: optuna.Study) -> list[tuple[int, float]]:
 def load_stored_study(name: str, storage: str | None, tracking_dir: str | Path = "mlruns") -> optuna.Study:
     """Open an existing study by name; a missing study or storage is a one-sentence ConfigError."""
     from archsearch.errors import ConfigError
+    from archsearch.search.storage import stored_study_names
 
     url = storage or f"sqlite:///{(Path(tracking_dir) / 'optuna.db').resolve()}"
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
-        raise ConfigError(f"study.storage {url!r} does not exist; run a sweep first or fix study.storage.")
-    try:
-        names = optuna.get_all_study_names(storage=url)
-    except Exception as exc:
-        raise ConfigError(f"study.storage {url!r} cannot be opened ({type(exc).__name__}).") from None
+    names = stored_study_names(url)
     if name not in names:
         raise ConfigError(
             f"study.name {name!r} is not in {url}; stored studies: {', '.join(sorted(names)) or 'none'}."

@@ -32,6 +32,7 @@ __all__ = [
     "mask_passwords",
     "set_user_attrs",
     "sqlite_sync_normal",
+    "stored_study_names",
     "url_without_password",
     "use_wal",
 ]
@@ -81,6 +82,19 @@ def url_without_password(url: str) -> str:
         parsed.drivername, parsed.username, None, parsed.host, parsed.port, parsed.database, parsed.query
     )
     return bare.render_as_string(hide_password=False)
+
+
+def stored_study_names(url: str, key: str = "study.storage") -> list[str]:
+    """The study names in an existing storage, read without creating it (a missing SQLite file
+    would otherwise be created empty); a missing or unreadable storage is a one-sentence ConfigError."""
+    import optuna
+
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
+        raise ConfigError(f"{key} {url!r} does not exist; run a sweep first or fix {key}.")
+    try:
+        return list(optuna.get_all_study_names(storage=url))
+    except Exception as exc:
+        raise ConfigError(f"{key} {url!r} cannot be opened ({type(exc).__name__}).") from None
 
 
 def is_database_url(url: str) -> bool:

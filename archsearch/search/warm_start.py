@@ -91,16 +91,14 @@ def _front_params(
     settings: WarmStartSettings, space: SearchSpace, url: str, this_study: str
 ) -> list[tuple[str, dict[str, Any]]]:
     from archsearch.results.front import front_trials, spread_over_sizes
+    from archsearch.search.storage import stored_study_names
 
     name = str(settings.study)
     if name == this_study and not settings.storage:
         raise ConfigError(
             f"warm_start.study={name!r} is this study: a warm start seeds a new study from another one."
         )
-    try:
-        names = optuna.get_all_study_names(storage=url)
-    except Exception as exc:
-        raise ConfigError(f"warm_start.storage could not be opened ({type(exc).__name__}).") from None
+    names = stored_study_names(url, "warm_start.storage" if settings.storage else "study.storage")
     if name not in names:
         raise ConfigError(
             f"warm_start.study={name!r} is not in the storage; it holds: {', '.join(names) or 'no study'}."
