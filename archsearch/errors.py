@@ -1,8 +1,8 @@
-"""Exceptions a user can cause. The CLI prints their one-sentence message and exits 2 (3 for SearchFailed)."""
+"""Exceptions the CLI reports as one sentence: a user's mistake exits 2, SearchFailed 3, a lost database 4."""
 
 from __future__ import annotations
 
-__all__ = ["ArchsearchError", "ConfigError", "DataError", "SearchFailed", "SpecError"]
+__all__ = ["ArchsearchError", "ConfigError", "DataError", "SearchFailed", "SpecError", "StorageUnreachable"]
 
 
 class ArchsearchError(Exception):
@@ -26,4 +26,13 @@ class SearchFailed(ArchsearchError):
 
     The study, its MLflow runs and the (empty) export are kept; each failed trial's reason is in
     its ``fail_reason`` attribute and MLflow tag, the first of them in the message.
+    """
+
+
+class StorageUnreachable(Exception):
+    """The study's database server refused connections for longer than ``study.storage_outage_s``.
+
+    Not the user's input (the URL was checked before the first write): a fault. The CLI prints
+    the message and exits 4; the trials the worker was running are failed and retried by the
+    next start, through their stale heartbeats (archsearch.search.workers).
     """

@@ -24,11 +24,10 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 from optuna.trial import TrialState
 
-from archsearch.search.storage import StorageLock
+from archsearch.search.storage import StorageLock, open_storage
 from archsearch.search.workers import (
     StaleTrialCallback,
     budget,
-    open_storage,
     run_trials,
     worker_seed,
     worker_threads,

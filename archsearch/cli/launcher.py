@@ -1,4 +1,13 @@
-"""Hydra's launchers seen from a job: the local workers' Ctrl-C handling and each job's core share."""
+"""``+workers=local``: one operating-system process per worker, their Ctrl-C, and each one's core share.
+
+:func:`launch_processes` is what the Hydra launcher ``archsearch_processes`` (a shim under
+``hydra_plugins/``, where Hydra requires launchers to live) does: each job is a process of its
+own, started with ``spawn``, and the launcher waits for all of them. A worker that dies (``kill
+-9``, the out-of-memory killer) takes nobody with it: the others go on, fail its trial once its
+heartbeat is ``study.grace_period`` seconds old and run the retry. joblib's loky pool, which
+``+workers=local`` used before, tears down every worker when one dies, leaving their trials and
+MLflow runs RUNNING until the next start.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +15,12 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from hydra.experimental.callback import Callback
 
-__all__ = ["LocalWorkersCallback", "local_parallel_jobs"]
+__all__ = ["LocalWorkersCallback", "launch_processes", "local_parallel_jobs"]
 
 
 class LocalWorkersCallback(Callback):
@@ -59,3 +69,104 @@ def local_parallel_jobs() -> tuple[int, int] | None:
     if n_jobs is None:
         return None
     return len(os.sched_getaffinity(0)), int(n_jobs)
+
+
+def launch_processes(
+    config: Any, hydra_context: Any, task_function: Any, job_overrides: Sequence[Sequence[str]], first: int
+) -> list[Any]:
+    """Run each job of a Hydra multirun in a process of its own and wait for all of them.
+
+    Args:
+        config: the multirun's config (``hydra.sweep.dir`` is created here).
+        hydra_context, task_function: what Hydra gave the launcher's ``setup``.
+        job_overrides: one list of overrides per job.
+        first: the index of the first job (Hydra's ``initial_job_idx``).
+
+    Returns:
+        One ``JobReturn`` per job, in order; its return value is dropped (a job's result lives
+        in the study and MLflow).
+
+    Raises:
+        SystemExit: after every job ended, when one did not end with 0: the first such job's exit
+            code, or 128 + the signal that killed it (as a shell reports it), with one line saying
+            which worker it was.
+    """
+    import multiprocessing
+    import multiprocessing.connection
+    from pathlib import Path
+
+    import cloudpickle
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
+
+    setup_globals()
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+    # spawn: a fresh interpreter per worker (no fork of a process holding threads or a CUDA context).
+    context = multiprocessing.get_context("spawn")
+    payload = cloudpickle.dumps((hydra_context, config, task_function, Singleton.get_state()))
+    workers = []
+    for idx, overrides in enumerate(job_overrides):
+        process = context.Process(
+            target=_run_job, args=(payload, first + idx, list(overrides)), name=f"archsearch-worker-{idx}"
+        )
+        process.start()
+        workers.append(process)
+    failed: list[tuple[int, int]] = []
+    running = dict(enumerate(workers))
+    while running:
+        # Told as soon as a worker ends, so a killed one is reported while the others go on.
+        multiprocessing.connection.wait([p.sentinel for p in running.values()])
+        for idx, process in list(running.items()):
+            if process.is_alive():
+                continue
+            process.join()
+            del running[idx]
+            code = process.exitcode if process.exitcode is not None else 1
+            if code == 0:
+                continue
+            failed.append((idx, 128 - code if code < 0 else code))
+            if code < 0:
+                print(
+                    f"error: worker {idx} (pid {process.pid}) was killed by {signal.Signals(-code).name}; "
+                    "the other workers retry its trial once its heartbeat is study.grace_period seconds "
+                    "old, or the next start does.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    if failed:
+        raise SystemExit(failed[0][1])
+    returns = []
+    for overrides in job_overrides:
+        ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
+        ret.return_value = None
+        returns.append(ret)
+    return returns
+
+
+def _run_job(payload: bytes, idx: int, overrides: list[str]) -> None:
+    """One worker process: the job Hydra would run, with its own sweep config (as joblib's launcher)."""
+    import cloudpickle
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import run_job, setup_globals
+    from omegaconf import open_dict
+
+    hydra_context, config, task_function, singleton_state = cloudpickle.loads(payload)
+    setup_globals()
+    Singleton.set_state(singleton_state)
+    sweep_config = hydra_context.config_loader.load_sweep_config(config, overrides)
+    with open_dict(sweep_config):
+        sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
+        sweep_config.hydra.job.num = idx
+    HydraConfig.instance().set_config(sweep_config)
+    ret = run_job(
+        hydra_context=hydra_context,
+        config=sweep_config,
+        task_function=task_function,
+        job_dir_key="hydra.sweep.dir",
+        job_subdir_key="hydra.sweep.subdir",
+    )
+    # The task wraps its body in run_cli, which exits with its own code; anything else is a bug.
+    if ret.status.name == "FAILED":
+        raise SystemExit(1)

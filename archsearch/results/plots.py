@@ -100,7 +100,8 @@ def plot_front(
         _draw_points(axes[0][col], pfig, col, trials, on_front, hover, (names, x, y))
         _draw_staircase(axes[0][col], pfig, col, trials, names, x, y)
         _label_panel(axes[0][col], pfig, col, x, y)
-    axes[0][0].legend()
+    if trials:  # a study with no finished trial yet (Ctrl-C in the first) has nothing to label
+        axes[0][0].legend()
     fig.suptitle(
         f"study {study.study_name}: {len(front)} on the {len(names)}-objective front "
         f"of {len(trials)} feasible trials"

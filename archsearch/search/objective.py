@@ -14,7 +14,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from archsearch.errors import ArchsearchError
+from archsearch.errors import ArchsearchError, StorageUnreachable
 from archsearch.hardware.profile import HardwareProfile
 from archsearch.net.cost import analyze
 from archsearch.net.spec import NetSpec
@@ -128,7 +128,7 @@ class Objective:
                 )
             metrics.update({k: float(results[k]) for k in RESULT_METRICS if k in results})
             return self._complete(trial, run_id, metrics, results, outcome)
-        except (optuna.TrialPruned, ArchsearchError, KeyboardInterrupt) as exc:
+        except (optuna.TrialPruned, ArchsearchError, KeyboardInterrupt, StorageUnreachable) as exc:
             if isinstance(exc, optuna.TrialPruned):
                 outcome.update(trial.user_attrs.get("costs") or {}, state="pruned", reason=str(exc))
                 outcome["val_acc"] = trial.user_attrs.get("val_acc")

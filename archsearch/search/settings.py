@@ -107,6 +107,9 @@ class StudySettings:
     heartbeat_interval: int = 10  # seconds between a running trial's heartbeats in the storage
     grace_period: int = 30  # seconds without heartbeat after which a trial is failed (its worker died)
     retries: int = 1  # reruns of an architecture whose worker died or was interrupted
+    # Seconds a worker keeps retrying a database server that refuses connections (a restart)
+    # before it stops with exit 4; 0 = stop at once (archsearch.search.outage).
+    storage_outage_s: float = 120.0
     # Continue a study whose space, data, objectives, constraints, fidelity or trainer settings
     # differ from those it was run with (archsearch.search.definition); false refuses.
     allow_changes: bool = False
@@ -133,6 +136,11 @@ class StudySettings:
         more = " (more than study.heartbeat_interval)"
         check_int("study.grace_period", self.grace_period, self.heartbeat_interval + 1, more)
         check_int("study.retries", self.retries, 0)
+        if not is_number(self.storage_outage_s) or not 0 <= self.storage_outage_s <= 86400:
+            raise ConfigError(
+                "study.storage_outage_s must be a number of seconds from 0 to 86400, "
+                f"got {self.storage_outage_s!r}."
+            )
         check_flag("study.allow_changes", self.allow_changes)
 
     @classmethod

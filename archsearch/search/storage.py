@@ -16,7 +16,7 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -30,6 +30,7 @@ __all__ = [
     "describe_url",
     "is_database_url",
     "mask_passwords",
+    "open_storage",
     "set_user_attrs",
     "sqlite_sync_normal",
     "stored_study_names",
@@ -264,6 +265,40 @@ def set_user_attrs(trial: Any, attrs: Mapping[str, Any]) -> None:
         trial.set_user_attr(key, value)
 
 
+def open_storage(
+    url: str,
+    heartbeat_interval: int,
+    grace_period: int,
+    on_stale: Callable[[Any, Any], None] | None,
+    *,
+    outage_s: float = 0.0,
+) -> Any:
+    """The study storage with heartbeats: a trial silent for ``grace_period`` s is failed.
+
+    A database server that refuses connections is retried for ``outage_s`` seconds
+    (archsearch.search.outage) before :class:`~archsearch.errors.StorageUnreachable`.
+    """
+    import warnings
+
+    import optuna
+
+    from archsearch.search.outage import ride_out_outages
+
+    sqlite_sync_normal()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(
+            url,
+            engine_kwargs={"pool_pre_ping": True},
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=on_stale,
+        )
+    ride_out_outages(storage.engine, outage_s, describe_url(url))
+    use_wal(url)
+    return storage
+
+
 class StorageLock:
     """Mutual exclusion among all processes (on any machines) that share one storage URL.
 
@@ -274,10 +309,12 @@ class StorageLock:
 
     Args:
         url: the study storage URL (as validated by :func:`check_database_url`).
+        outage_s: how long a server that refuses connections is retried (archsearch.search.outage).
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, outage_s: float = 0.0) -> None:
         self.url = url
+        self.outage_s = outage_s
         self._backend = _backend(url)
         if self._backend != "sqlite" and self._backend not in SERVER_BACKENDS:
             raise ConfigError(
@@ -318,6 +355,9 @@ class StorageLock:
                 sql = "SELECT pg_advisory_unlock(:k)" if postgres else "SELECT RELEASE_LOCK(:n)"
                 try:
                     self._conn.execute(text(sql), {"k": _LOCK_KEY, "n": _LOCK_NAME})
+                except Exception:
+                    # The server went away while the lock was held: its session, and so the lock, ended.
+                    self._conn.invalidate()
                 finally:
                     self._conn.close()
                     self._conn = None
@@ -352,6 +392,9 @@ class StorageLock:
                 pool_pre_ping=True,
                 connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
             )
+            from archsearch.search.outage import ride_out_outages
+
+            ride_out_outages(self._engine, self.outage_s, describe_url(self.url))
         conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
             if self._backend == "postgresql":

@@ -7,8 +7,8 @@ import optuna
 from archsearch.errors import ArchsearchError, ConfigError
 from archsearch.results.tracking import check_tracking_uri
 from archsearch.search.settings import SearchSettings
-from archsearch.search.storage import StorageLock, check_database_url, describe_url
-from archsearch.search.workers import budget, open_storage
+from archsearch.search.storage import StorageLock, check_database_url, describe_url, open_storage
+from archsearch.search.workers import budget
 
 __all__ = ["check_backends", "finished_trials", "open_study", "quiet_libraries"]
 
@@ -41,7 +41,11 @@ def open_study(
     try:
         if storage is None:
             storage = open_storage(
-                settings.storage_url, settings.study.heartbeat_interval, settings.study.grace_period, None
+                settings.storage_url,
+                settings.study.heartbeat_interval,
+                settings.study.grace_period,
+                None,
+                outage_s=settings.study.storage_outage_s,
             )
         study = optuna.create_study(
             study_name=settings.study.name,

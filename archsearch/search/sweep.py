@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from archsearch.errors import ConfigError
+from archsearch.errors import ConfigError, StorageUnreachable
 from archsearch.hardware.profile import HardwareProfile
 from archsearch.results.publish import log_front
 from archsearch.results.tracking import Tracker
@@ -31,14 +31,13 @@ from archsearch.search.preflight import check_some_trial_ran, preflight
 from archsearch.search.samplers import SamplerArg, SamplerFactory, bind_sampler, default_sampler, make_sampler
 from archsearch.search.settings import SearchSettings
 from archsearch.search.space import SearchSpace
-from archsearch.search.storage import StorageLock, describe_url, mask_passwords
+from archsearch.search.storage import StorageLock, describe_url, mask_passwords, open_storage
 from archsearch.search.study import check_backends, finished_trials, open_study, quiet_libraries
 from archsearch.search.supernet_fidelity import SupernetFidelity
 from archsearch.search.warm_start import enqueue_warm_start
 from archsearch.search.workers import (
     WORKERS_STARTED,
     StaleTrialCallback,
-    open_storage,
     run_trials,
     sigint_ignored,
     worker_seed,
@@ -198,12 +197,16 @@ class _Run:
         from archsearch.results.terminal import SweepReporter
 
         settings = self.settings
-        lock = StorageLock(settings.storage_url)
+        lock = StorageLock(settings.storage_url, outage_s=settings.study.storage_outage_s)
         on_stale = StaleTrialCallback(settings.study.retries, cleanup=self._close_run)
         with lock:
             # One worker at a time creates tables, the study and its parent run, so none is made twice.
             storage = self.storage or open_storage(
-                settings.storage_url, settings.study.heartbeat_interval, settings.study.grace_period, on_stale
+                settings.storage_url,
+                settings.study.heartbeat_interval,
+                settings.study.grace_period,
+                on_stale,
+                outage_s=settings.study.storage_outage_s,
             )
             study = open_study(settings, storage=storage)
             check_definition(
@@ -247,6 +250,9 @@ class _Run:
             self.console.print(
                 "interrupted: the running trial is marked failed and queued to run again on the next start"
             )
+            raise
+        except StorageUnreachable:
+            status = "LOST"
             raise
         except BaseException:
             status = "FAILED"
@@ -354,6 +360,11 @@ class _Run:
         from archsearch.results.onnx_export import add_onnx
 
         assert self.tracker is not None
+        if status == "LOST":
+            # The study storage is unreachable: nothing to export; MLflow has a backend of its own.
+            self.tracker.end_study("FAILED")
+            lock.close()
+            return None
         try:
             with sigint_ignored(), lock:
                 exported = export_study(study, self.settings.export_dir, plots=self.settings.export.plots)

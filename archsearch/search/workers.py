@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from archsearch.errors import StorageUnreachable
 from archsearch.search import optuna_compat
 from archsearch.search.storage import StorageLock
 
@@ -56,7 +57,6 @@ __all__ = [
     "budget",
     "epochs_consumed",
     "interrupted_trial",
-    "open_storage",
     "run_trials",
     "sigint_ignored",
     "worker_id",
@@ -142,26 +142,6 @@ def worker_threads(cores: int, parallel_jobs: int) -> int:
     """
     jobs = parallel_jobs if parallel_jobs > 0 else max(1, cores + 1 + parallel_jobs)
     return max(1, cores // jobs)
-
-
-def open_storage(
-    url: str, heartbeat_interval: int, grace_period: int, on_stale: TrialCallback | None
-) -> optuna.storages.RDBStorage:
-    """The study storage with heartbeats: a trial silent for ``grace_period`` s is failed."""
-    from archsearch.search.storage import sqlite_sync_normal, use_wal
-
-    sqlite_sync_normal()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(
-            url,
-            engine_kwargs={"pool_pre_ping": True},
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            heartbeat_stale_trial_callback=on_stale,
-        )
-    use_wal(url)
-    return storage
 
 
 class StaleTrialCallback:
@@ -406,6 +386,8 @@ def _run_one(
             state = TrialState.PRUNED
         except catch:
             state = TrialState.FAIL
+        except StorageUnreachable:
+            raise  # nothing can be recorded; the next start retries the trial (stale heartbeat)
         except Exception:
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             raise

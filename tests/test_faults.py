@@ -1,0 +1,201 @@
+"""Faults a worker must survive: a database that goes away for a while, a local worker killed outright.
+
+The outage runs through :class:`archsearch.testing.OutageProxy` (refuses and drops every
+connection to the PostgreSQL server CI starts, as a restart would) so that the shared server is
+never stopped; the killed worker is one of ``+workers=local``'s processes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+
+from archsearch.errors import StorageUnreachable
+from archsearch.search.outage import BACKOFF_S, ride_out_outages
+from archsearch.testing import OutageProxy
+from tests.test_workers import FIXED_COST, SWEEP, mlflow_runs, ready_mlruns, sqlite_study, wait_for
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_a_refused_connection_is_retried_with_backoff_then_given_up_in_one_sentence(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Port 1 on the loopback refuses at once: a server that is down.
+    engine = create_engine("postgresql+psycopg://u:secret@127.0.0.1:1/db", pool_pre_ping=True)
+    clock = FakeClock()
+    ride_out_outages(engine, 20, "postgresql://u:***@127.0.0.1:1/db", sleep=clock.sleep, clock=clock)
+    with pytest.raises(StorageUnreachable) as caught:
+        engine.connect()
+    assert clock.sleeps[:5] == list(BACKOFF_S)  # 0.5, 1, 2, 4, 5 ...
+    assert set(clock.sleeps[5:-1]) == {5.0} and sum(clock.sleeps) == pytest.approx(20)
+    message = str(caught.value)
+    assert message.startswith("the study storage 'postgresql://u:***@127.0.0.1:1/db' has refused")
+    assert "secret" not in message and "storage_outage_s is 20" in message
+    err = capsys.readouterr().err
+    assert err.count("warning: the study storage") == 1  # one line per outage, not one per attempt
+
+
+def test_sqlite_and_a_zero_budget_are_left_as_sqlalchemy_has_them(tmp_path: Path) -> None:
+    from sqlalchemy import event
+
+    sqlite = create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    ride_out_outages(sqlite, 60, "x")
+    assert not event.contains(sqlite, "do_connect", lambda *a: None)
+    server = create_engine("postgresql+psycopg://u:p@127.0.0.1:1/db")
+    ride_out_outages(server, 0, "x")
+    with pytest.raises(Exception) as caught:
+        server.connect()
+    assert not isinstance(caught.value, StorageUnreachable)  # fails at once, as before
+
+
+def test_storage_outage_s_is_checked() -> None:
+    from archsearch.errors import ConfigError
+    from archsearch.search.settings import StudySettings
+
+    assert StudySettings().storage_outage_s == 120
+    for bad in (-1, "soon", True, 10**9):
+        with pytest.raises(ConfigError, match=r"study\.storage_outage_s must be a number of seconds"):
+            StudySettings(storage_outage_s=bad)
+
+
+def proxied(postgres_url: str) -> tuple[OutageProxy, str]:
+    url = make_url(postgres_url)
+    proxy = OutageProxy(url.host or "127.0.0.1", url.port or 5432).start()
+    return proxy, url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+
+
+def postgres_states(url: str, name: str) -> list[TrialState]:
+    return [t.state for t in optuna.load_study(study_name=name, storage=url).trials]
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_short_database_outage_is_ridden_out(
+    tmp_path: Path, postgres_url: str, archsearch_cli: Any, mlflow_db_template: Path
+) -> None:
+    """The server refuses everything for 6 s mid-study: the worker waits, says so twice, and
+    finishes every trial; nothing is failed, lost or left RUNNING."""
+    ready_mlruns(tmp_path, mlflow_db_template)
+    proxy, url = proxied(postgres_url)
+    name = f"outage_{uuid.uuid4().hex[:8]}"
+    common = (*SWEEP, FIXED_COST, "+sweep.fit.seconds=1", f"study.name={name}", "study.n_trials=8")
+    try:
+        proc = archsearch_cli.start(tmp_path, *common, f"study.storage={url}")
+        wait_for(lambda: 1 if _complete(postgres_url, name) >= 2 else None, "two finished trials")
+        proxy.cut(6)
+        _, err = proc.communicate(timeout=180)
+    finally:
+        proxy.stop()
+    assert proc.returncode == 0, err[-3000:]
+    assert "refuses connections" in err and "answers again after" in err and "Traceback" not in err
+    assert postgres_states(postgres_url, name) == [TrialState.COMPLETE] * 8
+    assert {r.info.status for r in mlflow_runs(tmp_path, name)} == {"FINISHED"}
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_long_outage_exits_4_and_the_next_start_recovers_everything(
+    tmp_path: Path, postgres_url: str, archsearch_cli: Any, mlflow_db_template: Path
+) -> None:
+    ready_mlruns(tmp_path, mlflow_db_template)
+    proxy, url = proxied(postgres_url)
+    name = f"outage_{uuid.uuid4().hex[:8]}"
+    common = (
+        *SWEEP,
+        FIXED_COST,
+        f"study.name={name}",
+        "study.n_trials=5",
+        "study.heartbeat_interval=1",
+        "study.grace_period=3",
+    )
+    try:
+        proc = archsearch_cli.start(
+            tmp_path, *common, "+sweep.fit.seconds=2", f"study.storage={url}", "study.storage_outage_s=2"
+        )
+        wait_for(lambda: 1 if _complete(postgres_url, name) >= 1 else None, "a finished trial")
+        cutter = threading.Thread(target=proxy.cut, args=(20,))
+        cutter.start()
+        _, err = proc.communicate(timeout=120)
+        cutter.join()
+    finally:
+        proxy.stop()
+    assert proc.returncode == 4, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "has refused connections for 2 s" in lines[0] and "Traceback" not in err
+    time.sleep(3)  # the lost trial's heartbeat goes stale
+    again = archsearch_cli.run(tmp_path, *common, "+sweep.fit.seconds=0.2", f"study.storage={postgres_url}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    states = postgres_states(postgres_url, name)
+    assert states.count(TrialState.COMPLETE) == 5 and TrialState.RUNNING not in states
+    assert "RUNNING" not in {r.info.status for r in mlflow_runs(tmp_path, name)}
+
+
+def _complete(url: str, name: str) -> int:
+    try:
+        return sum(s == TrialState.COMPLETE for s in postgres_states(url, name))
+    except KeyError:  # not created yet
+        return 0
+
+
+@pytest.mark.slow
+def test_a_local_worker_killed_outright_takes_no_other_worker_with_it(
+    tmp_path: Path, archsearch_cli: Any, mlflow_db_template: Path
+) -> None:
+    """``+workers=local workers.n=2`` and ``kill -9`` of one worker: the other runs on, retries
+    the dead one's trial once its heartbeat is stale and completes the study; the launcher says
+    which worker died and exits 128 + 9. Nothing is RUNNING afterwards, in Optuna or MLflow."""
+    ready_mlruns(tmp_path, mlflow_db_template)
+    common = (*SWEEP, FIXED_COST, "+sweep.fit.seconds=1", "study.name=kill", "study.n_trials=8")
+    short = ("study.heartbeat_interval=1", "study.grace_period=3")
+    launcher = archsearch_cli.start(tmp_path, *common, *short, "+workers=local", "workers.n=2")
+    db = tmp_path / "mlruns" / "optuna.db"
+    wait_for(lambda: _running(db), "both workers running trials")
+    children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()
+    # The launcher's children: its two workers and multiprocessing's resource tracker.
+    workers = [int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(workers) == 2
+    os.kill(workers[1], signal.SIGKILL)
+    _, err = launcher.communicate(timeout=180)
+    assert launcher.returncode == 128 + signal.SIGKILL, err[-3000:]
+    assert f"error: worker 1 (pid {workers[1]}) was killed by SIGKILL" in err
+    states = [t.state for t in sqlite_study(tmp_path, "kill").trials]
+    assert states.count(TrialState.COMPLETE) == 8 and states.count(TrialState.FAIL) == 1
+    assert TrialState.RUNNING not in states
+    statuses = [r.info.status for r in mlflow_runs(tmp_path, "kill")]
+    assert "RUNNING" not in statuses and statuses.count("FAILED") == 1
+
+
+def _running(db: Path) -> int | None:
+    import sqlite3
+
+    if not db.is_file():
+        return None
+    try:
+        with sqlite3.connect(db) as conn:
+            (n,) = conn.execute("SELECT COUNT(*) FROM trials WHERE state = 'RUNNING'").fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return 1 if n >= 2 else None
