@@ -276,7 +276,7 @@ def test_every_bad_trainer_key_is_one_sentence_naming_it(override: dict[str, Any
 
 
 @pytest.mark.parametrize(
-    "target", ["torch.optim.Nope", "os.system", "torch.nn.Linear", "collections.OrderedDict", "SGD", 3]
+    "target", ["torch.optim.Nope", "torch.optim.lr_scheduler.StepLR", "archsearch.errors.ConfigError"]
 )
 def test_an_optimizer_target_that_is_no_torch_optimizer_class_is_refused(target: Any) -> None:
     with pytest.raises(ConfigError) as info:
@@ -285,6 +285,13 @@ def test_an_optimizer_target_that_is_no_torch_optimizer_class_is_refused(target:
         "trainer.optimizer._target_ must name a torch.optim.Optimizer subclass such as "
         f"torch.optim.SGD or torch.optim.AdamW, got {target!r}."
     )
+
+
+@pytest.mark.parametrize("target", ["os.system", "torch.nn.Linear", "collections.OrderedDict", "SGD", 3])
+def test_an_optimizer_target_outside_torch_optim_is_not_even_imported(target: Any) -> None:
+    with pytest.raises(ConfigError) as info:
+        TrainerSettings.from_mapping({"optimizer": {"_target_": target, "_partial_": True}})
+    assert str(info.value).startswith(f"trainer.optimizer._target_ {str(target)!r} is not allowed: ")
 
 
 def test_messages_name_keys_under_the_given_prefix() -> None:

@@ -23,6 +23,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
 
 from archsearch.search.storage import StorageLock, open_storage
 from archsearch.search.workers import (
@@ -190,6 +191,9 @@ def test_three_local_workers_share_one_postgres_study(
         f"study.n_trials={n_trials}",
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    (saved,) = (tmp_path / "multirun").glob("*/*/multirun.yaml")
+    password = make_url(postgres_url).password
+    assert password and f":{password}@" not in saved.read_text() and ":***@" in saved.read_text()
     study = optuna.load_study(study_name=name, storage=postgres_url)
     trials = study.trials
     assert [t.number for t in trials] == list(range(n_trials))  # exactly n_trials, unique numbers

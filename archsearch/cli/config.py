@@ -23,6 +23,7 @@ from archsearch.search.samplers import SamplerFactory
 from archsearch.search.settings import SearchSettings
 from archsearch.search.space import SearchSpace, load_space
 from archsearch.search.storage import mask_passwords
+from archsearch.targets import check_target
 from archsearch.train.settings import TrainerSettings
 
 __all__ = ["SWEEP_KEYS", "SweepPlan", "check_top_keys", "plain", "sampler_factory", "sweep_plan"]
@@ -149,6 +150,7 @@ def sampler_factory(node: Any, space: SearchSpace) -> SamplerFactory:
         raise ConfigError(
             "sampler must name an Optuna sampler with _target_, e.g. optuna.samplers.TPESampler."
         )
+    check_target("sampler", target)
     grid = target.endswith("GridSampler")
     if grid:
         cfg["_target_"] = "archsearch.search.workers.WorkerGridSampler"
@@ -181,6 +183,7 @@ def _configured_fit(node: Any) -> Callable[..., Any] | None:
     """
     if node is None:
         return None
+    check_target("sweep.fit", plain(node).get("_target_") if isinstance(node, DictConfig) else None)
     try:
         fit = instantiate(node)
     except Exception as exc:

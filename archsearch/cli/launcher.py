@@ -99,9 +99,16 @@ def launch_processes(
     from hydra.core.singleton import Singleton
     from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
 
+    from archsearch.search.storage import mask_passwords
+
     setup_globals()
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
-    Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    # Hydra's sweeper saved the whole config there just before: a database password included.
+    saved = sweep_dir / "multirun.yaml"
+    if saved.is_file():
+        saved.write_text(mask_passwords(saved.read_text(encoding="utf-8")), encoding="utf-8")
     # spawn: a fresh interpreter per worker (no fork of a process holding threads or a CUDA context).
     context = multiprocessing.get_context("spawn")
     payload = cloudpickle.dumps((hydra_context, config, task_function, Singleton.get_state()))

@@ -9,12 +9,16 @@ entries in front of the primary one, which is what this module registers.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from hydra.core.config_search_path import ConfigSearchPath, SearchPathQuery
 from hydra.core.plugins import Plugins
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
 from archsearch.cli.errors import run_cli
 from archsearch.resources import CONF_DIR, user_config_dirs
+from archsearch.targets import check_user_configs
 
 __all__ = ["UserConfigSearchPath", "use_user_config_dirs"]
 
@@ -43,7 +47,21 @@ def use_user_config_dirs() -> None:
     """Check the user config directories and have Hydra search them before the packaged ones.
 
     Call it before the ``@hydra.main`` function: Hydra builds its search path on that call. A
-    bad ``ARCHSEARCH_CONFIG_DIR`` prints one sentence and exits 2.
+    bad ``ARCHSEARCH_CONFIG_DIR``, or a ``_target_`` in those files that its key may not name
+    (archsearch.targets), prints one sentence and exits 2. Which directories are read is said
+    on stderr, one line, whenever there are any: a folder in the working directory changes
+    what the command does.
     """
-    run_cli(user_config_dirs)
+    dirs = run_cli(user_config_dirs)
+    run_cli(lambda: check_user_configs(dirs))
+    if dirs:
+        shown = ", ".join(_shown(d) for d in dirs)
+        print(f"config folders read before the packaged ones: {shown}", file=sys.stderr)
     Plugins.instance().register(UserConfigSearchPath)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return f"./{path.relative_to(Path.cwd())}"
+    except ValueError:
+        return str(path)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from archsearch.errors import ConfigError
 from archsearch.hardware.choices import MEMORY_FORMATS
+from archsearch.targets import check_target
 
 if TYPE_CHECKING:  # torch loads only when an optimizer is checked or built
     import torch
@@ -291,6 +292,7 @@ def _optimizer_class(target: Any, key: str) -> type[torch.optim.Optimizer]:
     import torch
 
     found: Any = None
+    check_target("trainer.optimizer", target, shown=key.removesuffix("._target_"))
     if isinstance(target, str) and "." in target:
         module, _, name = target.rpartition(".")
         try:
