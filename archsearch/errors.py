@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-__all__ = ["ArchsearchError", "ConfigError", "DataError", "SearchFailed", "SpecError", "StorageUnreachable"]
+__all__ = [
+    "ArchsearchError",
+    "ConfigError",
+    "DataError",
+    "DiskFull",
+    "SearchFailed",
+    "SpecError",
+    "StorageUnreachable",
+    "WorkerFault",
+]
 
 
 class ArchsearchError(Exception):
@@ -29,10 +38,19 @@ class SearchFailed(ArchsearchError):
     """
 
 
-class StorageUnreachable(Exception):
-    """The study's database server refused connections for longer than ``study.storage_outage_s``.
+class WorkerFault(Exception):
+    """The machine, not the input, stopped a worker: the CLI prints the message and exits 4.
 
-    Not the user's input (the URL was checked before the first write): a fault. The CLI prints
-    the message and exits 4; the trials the worker was running are failed and retried by the
-    next start, through their stale heartbeats (archsearch.search.workers).
+    The input was checked before the first write, so this is a fault of the environment. The
+    trial the worker was running is failed and queued to run again (at once when the study
+    storage still answers, else by the next start through its stale heartbeat); its architecture
+    is not counted as a failed one.
     """
+
+
+class StorageUnreachable(WorkerFault):
+    """The study's database server refused connections for longer than ``study.storage_outage_s``."""
+
+
+class DiskFull(WorkerFault):
+    """A file system the search writes to (MLflow's store, the export, weights) ran out of space."""

@@ -199,3 +199,101 @@ def _running(db: Path) -> int | None:
     except sqlite3.OperationalError:
         return None
     return 1 if n >= 2 else None
+
+
+def test_a_full_disk_is_told_from_a_failed_architecture() -> None:
+    import errno
+
+    from mlflow.exceptions import MlflowException
+
+    from archsearch.errors import DiskFull
+    from archsearch.search.recovery import disk_full
+
+    found = disk_full(OSError(errno.ENOSPC, "No space left on device", "/mnt/w/trial_3.pt"))
+    assert isinstance(found, DiskFull) and "writing /mnt/w/trial_3.pt" in str(found)
+    sqlite_full = MlflowException("(sqlite3.OperationalError) database or disk is full")
+    assert isinstance(disk_full(sqlite_full), DiskFull)
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as inner:
+            raise RuntimeError("logging failed") from inner
+    except RuntimeError as outer:
+        assert disk_full(outer) is not None  # found through the cause
+    assert disk_full(ValueError("loss is nan")) is None
+    assert disk_full(OSError(errno.EACCES, "Permission denied")) is None
+
+
+class FullOnce:
+    """A trainer whose second call meets a full disk (then the disk has space again)."""
+
+    def __init__(self) -> None:
+        from archsearch.testing import FixedCostFit
+
+        self.fit = FixedCostFit(seconds=0.0, epochs=1)
+        self.calls = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import errno
+
+        self.calls += 1
+        if self.calls == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", "/full/weights.pt")
+        return self.fit(*args, **kwargs)
+
+
+def test_a_full_disk_stops_the_search_and_the_next_start_redoes_the_trial(tmp_path: Path) -> None:
+    """The trial that met the full disk is failed with its retry queued (not a failed
+    architecture), its MLflow run closed or, if MLflow could not write, closed by the next start."""
+    import archsearch as A
+    from archsearch.errors import DiskFull
+    from tests.test_api import _tiny_search
+
+    with pytest.raises(DiskFull, match=r"no space left on the device writing /full/weights\.pt"):
+        _tiny_search(tmp_path, "full", 4, fit_fn=FullOnce())
+    study = optuna.load_study(study_name="full", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
+    assert study.trials[1].user_attrs["state"] == "fault"
+    result = _tiny_search(tmp_path, "full", 4)
+    assert isinstance(result, A.SearchResult)
+    trials = result.study.trials
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 4
+    assert trials[2].state == TrialState.COMPLETE and trials[2].params == trials[1].params
+
+
+def test_the_next_start_closes_runs_a_fault_left_running(tmp_path: Path, mlflow_db_template: Path) -> None:
+    """Runs of trials Optuna finished but MLflow could not close are closed by state; runs of
+    trials still running (a live worker's) are left alone."""
+    import shutil
+
+    from mlflow import MlflowClient
+
+    from archsearch.results.tracking import STUDY_TAG, Tracker
+    from archsearch.search.recovery import close_orphan_runs
+
+    shutil.copy(mlflow_db_template, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, experiment="archsearch/orphans", artifact_dir=tmp_path / "artifacts")
+    tracker.start_study("orphans", {}, "")
+    study = optuna.create_study(study_name="orphans", directions=["maximize"])
+    runs = {}
+    for number, state in enumerate(("complete", "pruned", "fail", "fault", "running")):
+        trial = study.ask()
+        runs[number] = tracker.start_trial(number, {}, {STUDY_TAG: "orphans"})
+        trial.set_user_attr("mlflow_run_id", runs[number])
+        if state == "fault":
+            trial.set_user_attr("state", "fault")
+        if state == "complete":
+            study.tell(trial, 0.5)
+        elif state == "pruned":
+            study.tell(trial, state=TrialState.PRUNED)
+        elif state != "running":
+            study.tell(trial, state=TrialState.FAIL)
+    assert close_orphan_runs(tracker, study) == 4
+    client = MlflowClient(tracking_uri=uri)
+    got = {n: client.get_run(r) for n, r in runs.items()}
+    assert [got[n].info.status for n in range(5)] == ["FINISHED", "KILLED", "FAILED", "FAILED", "RUNNING"]
+    assert "full disk" in got[3].data.tags["archsearch.fail_reason"]
+    assert "heartbeats" in got[2].data.tags["archsearch.fail_reason"]
+    assert close_orphan_runs(tracker, study) == 0  # nothing left to close

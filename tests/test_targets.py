@@ -102,3 +102,12 @@ def test_the_users_own_sampler_works_when_the_environment_allows_it(tmp_path: Pa
     done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300, check=False, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "config folders read before the packaged ones: ./archsearch_conf" in done.stderr
+
+
+def test_the_trainer_stand_in_comes_from_archsearch_only(tmp_path: Path, archsearch_cli: Any) -> None:
+    refused = archsearch_cli.run(tmp_path, *SWEEP, "+sweep.fit._target_=os.system", "+sweep.fit.command=true")
+    assert refused.returncode == 2 and "sweep.fit._target_ 'os.system' is not allowed" in refused.stderr
+    done = archsearch_cli.run(
+        tmp_path, *SWEEP, "+sweep.fit._target_=archsearch.testing.FixedCostFit", "+sweep.fit.seconds=0"
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -183,7 +183,7 @@ def _configured_fit(node: Any) -> Callable[..., Any] | None:
     """
     if node is None:
         return None
-    check_target("sweep.fit", plain(node).get("_target_") if isinstance(node, DictConfig) else None)
+    check_target("sweep.fit", plain(node).get("_target_"))
     try:
         fit = instantiate(node)
     except Exception as exc:

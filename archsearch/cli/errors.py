@@ -4,8 +4,8 @@ Two layers, one message format (``error: <sentence>`` on stderr):
 
 * :func:`run_cli` wraps what a command does: an :class:`ArchsearchError` (or an OmegaConf
   error, e.g. an interpolation to a missing key) exits 2, a search whose every trial failed
-  (:class:`SearchFailed`) exits 3, a study database that stayed unreachable
-  (:class:`StorageUnreachable`) exits 4, Ctrl-C exits 130.
+  (:class:`SearchFailed`) exits 3, a fault of the machine (:class:`WorkerFault`: the study
+  database stayed unreachable, a disk is full) exits 4, Ctrl-C exits 130.
 * :func:`run_hydra` wraps a ``@hydra.main`` function: Hydra's own composition errors (an
   unknown ``group=option``, an override of a key that does not exist, an override Hydra cannot
   parse, a malformed YAML file under conf/) become one sentence and exit 2 instead of Hydra's
@@ -19,12 +19,12 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
-from archsearch.errors import ArchsearchError, SearchFailed, StorageUnreachable
+from archsearch.errors import ArchsearchError, SearchFailed, WorkerFault
 
 __all__ = [
     "EXIT_ALL_FAILED",
+    "EXIT_FAULT",
     "EXIT_INTERRUPTED",
-    "EXIT_STORAGE_LOST",
     "EXIT_USER_ERROR",
     "hydra_error_sentence",
     "run_cli",
@@ -36,8 +36,8 @@ T = TypeVar("T")
 EXIT_USER_ERROR = 2
 #: Every trial of the search failed (errors.SearchFailed): the input was accepted, nothing trained.
 EXIT_ALL_FAILED = 3
-#: The study's database server refused connections longer than study.storage_outage_s.
-EXIT_STORAGE_LOST = 4
+#: A fault of the machine stopped the worker (errors.WorkerFault); its trial runs again.
+EXIT_FAULT = 4
 #: What a shell reports for a process ended by SIGINT (128 + 2).
 EXIT_INTERRUPTED = 130
 
@@ -56,9 +56,9 @@ def run_cli(fn: Callable[[], T]) -> T:
     except SearchFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_ALL_FAILED) from None
-    except StorageUnreachable as exc:
+    except WorkerFault as exc:
         print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_STORAGE_LOST) from None
+        raise SystemExit(EXIT_FAULT) from None
     except ArchsearchError as exc:
         _fail(str(exc))
     except OmegaConfBaseException as exc:

@@ -196,8 +196,6 @@ class Tracker:
             ) from None
         use_wal(uri)  # MLflow has created the tables of a new SQLite file by now
 
-    # -- the study's parent run -------------------------------------------------------------
-
     def start_study(self, study_name: str, params: Mapping[str, Any], config_yaml: str) -> str:
         """Find or create the study's single parent run (shared by resumes and workers)."""
         if not self.enabled:
@@ -236,8 +234,6 @@ class Tracker:
     def end_study(self, status: str = "FINISHED") -> None:
         if self.enabled and self.parent_run_id:
             self._client.set_terminated(self.parent_run_id, status=status)
-
-    # -- trials -------------------------------------------------------------------------------
 
     def start_trial(
         self,
@@ -349,16 +345,17 @@ class Tracker:
             self.log(run_id, metrics=metrics, tags=tags, step=step)
             self._client.set_terminated(run_id, status=status)
 
-    def trial_runs(self, study_name: str) -> dict[int, str]:
-        """Trial number -> child run id, for every trial of the study logged so far."""
+    def trial_runs(self, study_name: str, running_only: bool = False) -> dict[int, str]:
+        """Trial number -> child run id, for every trial of the study logged so far (or still RUNNING)."""
         if not self.enabled:
             return {}
         out: dict[int, str] = {}
         token = None
+        running = " and attributes.status = 'RUNNING'" if running_only else ""
         while True:
             page = self._client.search_runs(
                 [self.experiment_id],
-                filter_string=f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{ROLE_TAG}` = 'trial'",
+                filter_string=f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{ROLE_TAG}` = 'trial'{running}",
                 max_results=1000,
                 page_token=token,
             )

@@ -6,6 +6,7 @@ sampler learns. Every trial is an MLflow child run under the study's parent run.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -14,12 +15,13 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from archsearch.errors import ArchsearchError, StorageUnreachable
+from archsearch.errors import ArchsearchError, WorkerFault
 from archsearch.hardware.profile import HardwareProfile
 from archsearch.net.cost import analyze
 from archsearch.net.spec import NetSpec
 from archsearch.results.tracking import STUDY_TAG, Tracker
 from archsearch.search.fidelity import SuccessiveHalving
+from archsearch.search.recovery import disk_full
 from archsearch.search.settings import RESULT_METRICS, TRAINED_METRICS, SearchSettings
 from archsearch.search.space import SearchSpace
 from archsearch.search.storage import set_user_attrs
@@ -128,7 +130,11 @@ class Objective:
                 )
             metrics.update({k: float(results[k]) for k in RESULT_METRICS if k in results})
             return self._complete(trial, run_id, metrics, results, outcome)
-        except (optuna.TrialPruned, ArchsearchError, KeyboardInterrupt, StorageUnreachable) as exc:
+        except WorkerFault:
+            with contextlib.suppress(Exception):  # MLflow may be what failed; the next start closes it
+                self.tracker.end_trial(run_id, "KILLED")
+            raise
+        except (optuna.TrialPruned, ArchsearchError, KeyboardInterrupt) as exc:
             if isinstance(exc, optuna.TrialPruned):
                 outcome.update(trial.user_attrs.get("costs") or {}, state="pruned", reason=str(exc))
                 outcome["val_acc"] = trial.user_attrs.get("val_acc")
@@ -137,6 +143,11 @@ class Objective:
         except TrialFailed:
             raise
         except Exception as exc:
+            full = disk_full(exc)
+            if full is not None:
+                with contextlib.suppress(Exception):
+                    self.tracker.end_trial(run_id, "KILLED")
+                raise full from exc
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
             set_user_attrs(trial, {"state": "failed", "fail_reason": reason})
             outcome.update(state="failed", reason=reason)

@@ -96,3 +96,6 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     for name in ("mlflow", "alembic", "matplotlib"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # It logs every database error it re-raises, with a traceback; the error reaches archsearch,
+    # which reports it in one sentence (a full disk) or with its traceback (a bug).
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)

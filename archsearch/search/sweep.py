@@ -9,6 +9,7 @@ backends are checked here).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from archsearch.errors import ConfigError, StorageUnreachable
+from archsearch.errors import ConfigError, WorkerFault
 from archsearch.hardware.profile import HardwareProfile
 from archsearch.results.publish import log_front
 from archsearch.results.tracking import Tracker
@@ -28,6 +29,7 @@ from archsearch.search.definition import check_definition, study_definition
 from archsearch.search.fidelity import RungInformedSampler, SuccessiveHalving
 from archsearch.search.objective import Objective, TrialFailed
 from archsearch.search.preflight import check_some_trial_ran, preflight
+from archsearch.search.recovery import close_cut_short_run, close_orphan_runs
 from archsearch.search.samplers import SamplerArg, SamplerFactory, bind_sampler, default_sampler, make_sampler
 from archsearch.search.settings import SearchSettings
 from archsearch.search.space import SearchSpace
@@ -226,6 +228,7 @@ class _Run:
                 enabled=settings.tracking.enabled,
             )
             parent = tracker.start_study(settings.study.name, self._study_params(study), self.config_yaml)
+            close_orphan_runs(tracker, study)  # left RUNNING by a fault MLflow could not record
         study.sampler = self._sampler(sampler, worker, resumed=bool(study.trials))
         reporter = SweepReporter(self.console, settings.metric_names, settings.study.n_trials, self.hardware)
         objective = Objective(
@@ -251,7 +254,7 @@ class _Run:
                 "interrupted: the running trial is marked failed and queued to run again on the next start"
             )
             raise
-        except StorageUnreachable:
+        except WorkerFault:
             status = "LOST"
             raise
         except BaseException:
@@ -361,8 +364,10 @@ class _Run:
 
         assert self.tracker is not None
         if status == "LOST":
-            # The study storage is unreachable: nothing to export; MLflow has a backend of its own.
-            self.tracker.end_study("FAILED")
+            # A fault (the study storage unreachable, a full disk): nothing can be exported now,
+            # and MLflow may fail too; the next start closes what is left open.
+            with contextlib.suppress(Exception):
+                self.tracker.end_study("FAILED")
             lock.close()
             return None
         try:
@@ -385,21 +390,4 @@ class _Run:
 
     def _close_run(self, _study: optuna.Study, trial: FrozenTrial) -> None:
         if self.tracker is not None:
-            _close_cut_short_run(self.tracker, trial)
-
-
-def _close_cut_short_run(tracker: Tracker, trial: FrozenTrial) -> None:
-    """Close the MLflow run of a trial whose worker died (FAILED) or was interrupted (KILLED)."""
-    run_id = str(trial.user_attrs.get("mlflow_run_id", ""))
-    if trial.user_attrs.get("state") == "interrupted":
-        tracker.set_tags(run_id, {"archsearch.state": "interrupted"})
-        tracker.end_trial(run_id, "KILLED")
-        return
-    tracker.set_tags(
-        run_id,
-        {
-            "archsearch.state": "failed",
-            "archsearch.fail_reason": "its worker stopped sending heartbeats (killed or lost)",
-        },
-    )
-    tracker.end_trial(run_id, "FAILED")
+            close_cut_short_run(self.tracker, trial)

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from archsearch.errors import StorageUnreachable
+from archsearch.errors import WorkerFault
 from archsearch.search import optuna_compat
 from archsearch.search.storage import StorageLock
 
@@ -240,12 +240,13 @@ def _ask(study: optuna.Study) -> optuna.Trial:
 
 
 def interrupted_trial(
-    study: optuna.Study, trial: optuna.Trial, on_stale: TrialCallback | None
+    study: optuna.Study, trial: optuna.Trial, on_stale: TrialCallback | None, state: str = "interrupted"
 ) -> FrozenTrial | None:
-    """Fail a trial cut short by Ctrl-C and queue its retry; None if Optuna had already recorded it."""
+    """Fail a trial cut short by Ctrl-C (or a fault: ``state``) and queue its retry; None if
+    Optuna had already recorded it."""
     if study.get_trials(deepcopy=False)[trial.number].state != TrialState.RUNNING:
         return None
-    trial.set_user_attr("state", "interrupted")
+    trial.set_user_attr("state", state)
     frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
     if on_stale is not None:
         on_stale(study, frozen)
@@ -319,10 +320,13 @@ def run_trials(
                 waiting = False
                 trial.set_user_attr("worker", worker_id())
                 frozen = _run_one(study, trial, objective, storage, interval, catch)
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, WorkerFault) as exc:
+                # On a fault (a full disk) the storage may answer, so the retry is queued now; an
+                # unreachable storage leaves it to the heartbeat recovery of the next start.
+                fault = isinstance(exc, WorkerFault)
                 if trial is not None:
-                    with sigint_ignored():
-                        interrupted_trial(study, trial, on_stale)
+                    with sigint_ignored(), contextlib.suppress(*([Exception] if fault else [])):
+                        interrupted_trial(study, trial, on_stale, "fault" if fault else "interrupted")
                 raise
             ran += 1
             for callback in callbacks:
@@ -386,7 +390,7 @@ def _run_one(
             state = TrialState.PRUNED
         except catch:
             state = TrialState.FAIL
-        except StorageUnreachable:
+        except WorkerFault:
             raise  # nothing can be recorded; the next start retries the trial (stale heartbeat)
         except Exception:
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
