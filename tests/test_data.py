@@ -296,3 +296,19 @@ def test_arrays_config_errors(tmp_path: Path) -> None:
         load_dataset({"name": "arrays", "path": str(tmp_path / "x.npy")}, seed=0)
     with pytest.raises(ConfigError, match=r"must end in \.npz or \.npy"):
         load_dataset({"name": "arrays", "path": str(tmp_path / "x.csv")}, seed=0)
+
+
+def test_python_load_dataset_takes_the_packaged_defaults_of_a_builtin_data_set() -> None:
+    """``load_dataset({"name": "digits"})`` gets conf/data/digits.yaml's keys, as ``data=digits`` does;
+    a key given wins."""
+    import yaml
+
+    from archsearch.data.datasets import load_dataset
+    from archsearch.resources import CONF_DIR
+
+    packaged = yaml.safe_load((CONF_DIR / "data" / "digits.yaml").read_text())
+    plain = load_dataset({"name": "digits"}, seed=0)
+    composed = load_dataset(packaged, seed=0)
+    assert plain.train_x.shape == composed.train_x.shape and plain.augment == composed.augment
+    smaller = load_dataset({"name": "digits", "subset": 100}, seed=0)
+    assert len(smaller.train_y) == 100

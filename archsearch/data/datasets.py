@@ -70,6 +70,7 @@ def load_dataset(data_cfg: Mapping[str, Any], seed: int = 0) -> Dataset:
         DataError: the files are missing or malformed (naming the path and how to get them).
         ConfigError: a key has a value outside what is allowed.
     """
+    data_cfg = _with_packaged_defaults(data_cfg)
     name = str(data_cfg.get("name", ""))
     source = str(data_cfg.get("source") or name)
     if source == "image_folder":
@@ -95,6 +96,22 @@ def load_dataset(data_cfg: Mapping[str, Any], seed: int = 0) -> Dataset:
     else:
         raise ConfigError(f"data.name is {name!r}; allowed: {', '.join(DATASETS)}.")
     return prepare(name, raw, data_cfg, seed)
+
+
+def _with_packaged_defaults(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``cfg`` over the packaged ``conf/data/NAME.yaml`` of a built-in data set, so that Python's
+    ``load_dataset({"name": "fashion_mnist"})`` finds the files (``dir``) and gets the data set's
+    augmentation and split as ``data=fashion_mnist`` does on the command line."""
+    import yaml
+
+    from archsearch.resources import CONF_DIR
+
+    name = cfg.get("name")
+    if name not in ("digits", "fashion_mnist", "cifar10", "synthetic") or cfg.get("source"):
+        return cfg
+    path = CONF_DIR / "data" / f"{name}.yaml"
+    packaged = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return {**packaged, **cfg} if isinstance(packaged, dict) else cfg
 
 
 def _directory(cfg: Mapping[str, Any]) -> Path:
