@@ -221,3 +221,29 @@ def test_a_search_whose_every_trial_failed_says_so(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         run_cli(lambda: _tiny_search(tmp_path, "failing", 3, fit_fn=broken))
     assert exit_info.value.code == EXIT_ALL_FAILED == 3
+
+
+def test_run_search_leaves_the_callers_log_levels_as_they_were(tmp_path: Path) -> None:
+    import logging
+
+    import mlflow  # noqa: F401  (it sets its own loggers on import: a user configures them after)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    logging.getLogger("mlflow").setLevel(logging.DEBUG)
+    try:
+        _tiny_search(tmp_path, "levels", 1)
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO
+        assert logging.getLogger("mlflow").level == logging.DEBUG
+    finally:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        logging.getLogger("mlflow").setLevel(logging.NOTSET)
+
+
+def test_pareto_csv_writes_counts_as_integers(tmp_path: Path) -> None:
+    import csv
+
+    _tiny_search(tmp_path, "ints", 3)
+    with (tmp_path / "ints" / "pareto.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and all(r["params"].isdigit() and r["macs"].isdigit() for r in rows)

@@ -297,3 +297,36 @@ def test_the_next_start_closes_runs_a_fault_left_running(tmp_path: Path, mlflow_
     assert "full disk" in got[3].data.tags["archsearch.fail_reason"]
     assert "heartbeats" in got[2].data.tags["archsearch.fail_reason"]
     assert close_orphan_runs(tracker, study) == 0  # nothing left to close
+
+
+def test_a_call_that_lost_its_connection_mid_statement_runs_again() -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from archsearch.errors import StorageUnreachable
+    from archsearch.search.outage import retry_lost_connection
+
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise OperationalError("UPDATE ...", {}, Exception("server closed the connection unexpectedly"))
+        return "written"
+
+    assert retry_lost_connection(flaky) == "written" and len(calls) == 3
+    calls.clear()
+
+    def gone() -> None:
+        calls.append(1)
+        raise StorageUnreachable("the study storage ... has refused connections for 120 s")
+
+    with pytest.raises(StorageUnreachable):
+        retry_lost_connection(gone)
+    assert len(calls) == 1  # the outage budget is spent: not retried again
+
+    def broken() -> None:
+        calls.append(1)
+        raise ValueError("not a connection problem")
+
+    with pytest.raises(ValueError, match="not a connection"):
+        retry_lost_connection(broken)

@@ -150,6 +150,19 @@ def net_path(directory: str | Path, trial: FrozenTrial) -> Path:
     return Path(directory).resolve() / "nets" / name
 
 
+#: Columns that count things (parameters, multiply-accumulates, bytes, epochs): written as integers.
+_COUNTS = (
+    "params",
+    "macs",
+    "flops",
+    "bytes",
+    "activations",
+    "model_bytes",
+    "peak_activation_bytes",
+    "final_epochs",
+)
+
+
 def _row(t: FrozenTrial, names: list[str], net_file: Path | None, rerun: str) -> dict[str, Any]:
     row: dict[str, Any] = {"trial": t.number}
     values = t.values or []
@@ -174,6 +187,9 @@ def _row(t: FrozenTrial, names: list[str], net_file: Path | None, rerun: str) ->
     row["fidelity"] = t.user_attrs.get("fidelity", "epochs")
     for key, value in (t.user_attrs.get("costs") or {}).items():
         row.setdefault(key, value)
+    for key in _COUNTS:  # counts read back from the study are floats: 53363, not 53363.0
+        if isinstance(row.get(key), float) and row[key].is_integer():
+            row[key] = int(row[key])
     row["spec_hash"] = t.user_attrs.get("spec_hash", "")
     row["config"] = str(net_file) if net_file is not None else ""
     row["retrain"] = fill_config(rerun, net_file) if net_file is not None and rerun else ""

@@ -10,24 +10,35 @@ writes, the heartbeats and the workers' storage lock alike.
 While the server refuses connections, each attempt is retried after 0.5, 1, 2, 4, then every
 5 seconds, with one line on stderr when the wait starts and one when it ends; after
 ``outage_s`` seconds without a connection the worker gives up with :class:`StorageUnreachable`
-(the CLI exits 4), leaving its running trial to the heartbeat recovery of the next start. A
-statement already in flight when the server stops still fails: the window is the few
-milliseconds a storage call takes.
+(the CLI exits 4), leaving its running trial to the heartbeat recovery of the next start.
+
+A statement already in flight when the server went away fails on a dead connection rather than
+at connect time; :class:`OutageTolerantStorage` (Optuna's RDBStorage) and
+:func:`retry_lost_connection` (archsearch's own one-transaction writes) run such a call again,
+up to twice, and the new connection then waits as above. The call's transaction was rolled
+back with the connection, so nothing is written twice; the one exception is a commit the
+server made just before the connection died, which for ``create_new_trial`` would leave one
+extra trial that is never run (it goes stale and is failed, and is retried, not counted).
 
 SQLite files are not touched: a local file has no outage to ride out.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
+
+import optuna
 
 from archsearch.errors import StorageUnreachable
 
-__all__ = ["BACKOFF_S", "ride_out_outages"]
+__all__ = ["BACKOFF_S", "OutageTolerantStorage", "retry_lost_connection", "ride_out_outages"]
+
+T = TypeVar("T")
 
 #: Waits between attempts: then the last one repeats until the outage budget is spent.
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 5.0)
@@ -121,3 +132,84 @@ class _Report:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return " ".join((text.splitlines() or [type(exc).__name__])[0].split()).rstrip(".")
+
+
+def lost_connection(exc: BaseException) -> bool:
+    """True when ``exc`` (or what caused it) is a database connection that failed or was lost."""
+    from sqlalchemy import exc as sa
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StorageUnreachable):
+            return False  # the outage budget is spent: give up
+        if isinstance(current, sa.OperationalError | sa.InterfaceError) or (
+            isinstance(current, sa.DBAPIError) and current.connection_invalidated
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def retry_lost_connection(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)``, run again (at most twice) when it failed on a lost connection."""
+    for attempt in range(3):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if attempt == 2 or not lost_connection(exc):
+                raise
+    raise AssertionError("unreachable")
+
+
+class OutageTolerantStorage(optuna.storages.RDBStorage):
+    """Optuna's RDBStorage whose calls are run again when their connection was lost mid-statement.
+
+    Set ``outage_s`` (seconds, as :func:`ride_out_outages`); 0 keeps RDBStorage's behaviour.
+    """
+
+    outage_s: float = 0.0
+
+
+def _tolerant(name: str) -> Callable[..., Any]:
+    method = getattr(optuna.storages.RDBStorage, name)
+
+    @functools.wraps(method)
+    def call(self: OutageTolerantStorage, *args: Any, **kwargs: Any) -> Any:
+        if self.outage_s <= 0:
+            return method(self, *args, **kwargs)
+        return retry_lost_connection(method, self, *args, **kwargs)
+
+    return call
+
+
+for _name in (
+    "create_new_study",
+    "create_new_trial",
+    "get_all_studies",
+    "get_all_trials",
+    "get_best_trial",
+    "get_n_trials",
+    "get_study_directions",
+    "get_study_id_from_name",
+    "get_study_name_from_id",
+    "get_study_system_attrs",
+    "get_study_user_attrs",
+    "get_trial",
+    "get_trial_id_from_study_id_trial_number",
+    "get_trial_number_from_id",
+    "get_trial_param",
+    "get_trial_params",
+    "get_trial_system_attrs",
+    "get_trial_user_attrs",
+    "record_heartbeat",
+    "set_study_system_attr",
+    "set_study_user_attr",
+    "set_trial_intermediate_value",
+    "set_trial_param",
+    "set_trial_state_values",
+    "set_trial_system_attr",
+    "set_trial_user_attr",
+):
+    setattr(OutageTolerantStorage, _name, _tolerant(_name))

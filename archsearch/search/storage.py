@@ -258,8 +258,9 @@ def set_user_attrs(trial: Any, attrs: Mapping[str, Any]) -> None:
     Optuna whose internals moved, gets the public one-key calls: the same rows, slower.
     """
     from archsearch.search.optuna_compat import set_user_attrs_in_one_write
+    from archsearch.search.outage import retry_lost_connection
 
-    if not attrs or set_user_attrs_in_one_write(trial, attrs):
+    if not attrs or retry_lost_connection(set_user_attrs_in_one_write, trial, attrs):
         return
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
@@ -282,18 +283,19 @@ def open_storage(
 
     import optuna
 
-    from archsearch.search.outage import ride_out_outages
+    from archsearch.search.outage import OutageTolerantStorage, ride_out_outages
 
     sqlite_sync_normal()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(
+        storage = OutageTolerantStorage(
             url,
             engine_kwargs={"pool_pre_ping": True},
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
             heartbeat_stale_trial_callback=on_stale,
         )
+    storage.outage_s = outage_s
     ride_out_outages(storage.engine, outage_s, describe_url(url))
     use_wal(url)
     return storage

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import optuna
 
 from archsearch.errors import ArchsearchError, ConfigError
@@ -85,17 +88,29 @@ def finished_trials(study: optuna.Study) -> int:
     return budget(study.get_trials(deepcopy=False), 0).finished
 
 
-def quiet_libraries() -> None:
-    """Our progress lines replace Optuna's per-trial logging and MLflow's schema messages."""
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """Within the block, our progress lines replace Optuna's per-trial logging and MLflow's schema
+    messages; the caller's log levels and warning filters are restored after it."""
     import logging
     import warnings
 
     import mlflow  # noqa: F401  (mlflow sets its loggers to INFO on import: import first, then quieten)
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    for name in ("mlflow", "alembic", "matplotlib"):
-        logging.getLogger(name).setLevel(logging.WARNING)
     # It logs every database error it re-raises, with a traceback; the error reaches archsearch,
     # which reports it in one sentence (a full disk) or with its traceback (a bug).
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    levels = {"mlflow": logging.WARNING, "alembic": logging.WARNING, "matplotlib": logging.WARNING}
+    levels["mlflow.store.db.utils"] = logging.CRITICAL
+    before = {name: logging.getLogger(name).level for name in levels}
+    verbosity = optuna.logging.get_verbosity()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        try:
+            yield
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+            for name, level in before.items():
+                logging.getLogger(name).setLevel(level)

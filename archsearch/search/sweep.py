@@ -139,9 +139,8 @@ def run_search(
     )
     # Built before anything is written: a space the supernet cannot share is refused here.
     supernet = SupernetFidelity.for_search(settings, space, data, hardware, log=console.print)
-    quiet_libraries()
     name = data_name or str((data_config or {}).get("name", "")) or str(getattr(data, "name", ""))
-    return _Run(
+    run = _Run(
         settings=settings,
         space=space,
         data=data,
@@ -157,7 +156,9 @@ def run_search(
         data_name=name,
         callbacks=tuple(callbacks),
         seeds=seeds,
-    ).run(sampler)
+    )
+    with quiet_libraries():
+        return run.run(sampler)
 
 
 def _settings_yaml(settings: SearchSettings) -> str:
