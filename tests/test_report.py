@@ -207,3 +207,19 @@ def test_cli_unknown_model_exits_2_with_one_sentence_and_writes_nothing(
     assert "alexnet, fire_digits" in done.stderr and "Traceback" not in done.stderr
     assert done.stdout == ""
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cost_report_from_python_takes_names_profiles_and_the_report_defaults() -> None:
+    """``A.cost_report({"compare": [...]})`` works without every key of conf/report.yaml, and
+    ``hardware`` is a profile's name or a HardwareProfile, not only the raw mapping."""
+    from rich.console import Console
+
+    import archsearch as A
+    from archsearch.hardware.profile import load_hardware
+
+    quiet = Console(quiet=True)
+    rows = A.cost_report({"compare": ["alexnet", "squeezenet1_0"]}, console=quiet)
+    assert [r["model"] for r in rows][:2] == ["alexnet", "squeezenet1_0"]
+    by_name = A.cost_report({"model": "squeezenet1_1", "hardware": "a100"}, console=quiet)
+    by_profile = A.cost_report({"model": "squeezenet1_1", "hardware": load_hardware("a100")}, console=quiet)
+    assert by_name == by_profile and len(by_name) > 5

@@ -249,8 +249,11 @@ def _caption(hardware: HardwareProfile) -> str:
 def report(cfg: Mapping[str, Any], console: Console | None = None) -> list[dict[str, Any]]:
     """What ``python -m archsearch.report`` does, for a plain mapping of ``conf/report.yaml``'s keys.
 
-    Prints the per-layer table of ``cfg["model"]`` (a model mapping), or the compare table
-    of ``cfg["compare"]`` (model names) when that is set, and writes it to ``cfg["out"]``.
+    Prints the per-layer table of ``cfg["model"]`` (a model mapping, or a declared model's
+    name), or the compare table of ``cfg["compare"]`` (model names) when that is set, and writes
+    it to ``cfg["out"]``. Keys left out take conf/report.yaml's values (``hardware``:
+    ``laptop_cpu``); ``hardware`` may be a profile's name (``"auto"`` included), a
+    :class:`HardwareProfile` or a profile mapping.
 
     Returns:
         The printed rows (:func:`layer_table` or :func:`compare_table`).
@@ -259,11 +262,12 @@ def report(cfg: Mapping[str, Any], console: Console | None = None) -> list[dict[
         ConfigError / SpecError: one sentence naming the key or node that is wrong.
     """
     console = console or Console()
+    cfg = {"batch_size": 1, "batch_sizes": [1, 64], "bytes_per_element": 4, "model": "squeezenet1_0", **cfg}
     out = cfg.get("out")
     if out is not None and Path(str(out)).suffix not in TABLE_SUFFIXES:
         raise ConfigError(f"out must be null or a path ending in .csv or .md, got {str(out)!r}.")
     # hardware=auto is calibrated for latency_ms's default setting (auto_profile's defaults).
-    hardware = resolve_profile(cfg["hardware"])
+    hardware = _hardware(cfg.get("hardware", "laptop_cpu"))
     width = _positive_int(cfg, "bytes_per_element")
     compare = cfg.get("compare")
     if compare is not None:
@@ -274,7 +278,8 @@ def report(cfg: Mapping[str, Any], console: Console | None = None) -> list[dict[
         rows = compare_table([load_model(str(n)) for n in names], hardware, batch_sizes, width)
         print_compare_table(console, rows, batch_sizes, hardware)
     else:
-        spec = NetSpec.from_dict(cfg["model"], source="model")
+        model = cfg["model"]
+        spec = load_model(model) if isinstance(model, str) else NetSpec.from_dict(model, source="model")
         batch = _positive_int(cfg, "batch_size")
         rows = layer_table(spec, hardware, batch, width)
         title = f"{spec.name} (hash {spec.hash}) at batch {batch}, {width} bytes per element"
@@ -282,6 +287,19 @@ def report(cfg: Mapping[str, Any], console: Console | None = None) -> list[dict[
     if out is not None:
         console.print(f"wrote {write_table(rows, str(out))}")
     return rows
+
+
+def _hardware(raw: Any) -> HardwareProfile:
+    """A profile from its name (``auto``: calibrated on this host), a profile, or a profile mapping."""
+    from archsearch.hardware.profile import load_hardware
+
+    if isinstance(raw, HardwareProfile):
+        return raw
+    if raw == "auto":
+        return resolve_profile({"auto": True})
+    if isinstance(raw, str):
+        return load_hardware(raw)
+    return resolve_profile(raw)
 
 
 def _positive_int(cfg: Mapping[str, Any], key: str) -> int:
