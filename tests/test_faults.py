@@ -330,3 +330,41 @@ def test_a_call_that_lost_its_connection_mid_statement_runs_again() -> None:
 
     with pytest.raises(ValueError, match="not a connection"):
         retry_lost_connection(broken)
+
+
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_still_retried(tmp_path: Path) -> None:
+    """Creating a trial and its first heartbeat are two writes; a worker killed between them
+    left a RUNNING trial Optuna's stale check never sees, and a live worker then waited for it
+    forever. The live worker now beats once for it, fails it after the grace period and runs
+    its retry."""
+    from archsearch.search.storage import StorageLock, open_storage
+    from archsearch.search.workers import StaleTrialCallback, run_trials
+
+    url = f"sqlite:///{tmp_path / 'orphan.db'}"
+    optuna.create_study(study_name="orphan", storage=url)
+    storage = open_storage(url, 1, 2, StaleTrialCallback(retries=1))
+    study = optuna.load_study(study_name="orphan", storage=storage)
+    done: list[int] = []
+
+    def live_worker() -> None:
+        run_trials(
+            study,
+            lambda trial: time.sleep(0.3) or trial.suggest_float("x", 0, 1),
+            storage=storage,
+            lock=StorageLock(url),
+            n_trials=4,
+            callbacks=[lambda _s, t: done.append(t.number)],
+        )
+
+    worker = threading.Thread(target=live_worker, daemon=True)
+    worker.start()
+    wait_for(lambda: 1 if done else None, "the live worker's first trial", timeout=30)
+    # The dead worker's trial: created, never beaten for (it died right after the ask).
+    dead = optuna.load_study(study_name="orphan", storage=url)
+    orphan = dead.ask({"x": optuna.distributions.FloatDistribution(0, 1)}).number
+    worker.join(timeout=40)
+    assert not worker.is_alive(), "the live worker waits for a trial nobody runs"
+    trials = optuna.load_study(study_name="orphan", storage=url).trials
+    assert trials[orphan].state == TrialState.FAIL
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 4
+    assert any(t.system_attrs.get("failed_trial") == orphan for t in trials)

@@ -72,7 +72,12 @@ def local_parallel_jobs() -> tuple[int, int] | None:
 
 
 def launch_processes(
-    config: Any, hydra_context: Any, task_function: Any, job_overrides: Sequence[Sequence[str]], first: int
+    config: Any,
+    hydra_context: Any,
+    task_function: Any,
+    job_overrides: Sequence[Sequence[str]],
+    first: int,
+    n_jobs: int | None = None,
 ) -> list[Any]:
     """Run each job of a Hydra multirun in a process of its own and wait for all of them.
 
@@ -81,6 +86,8 @@ def launch_processes(
         hydra_context, task_function: what Hydra gave the launcher's ``setup``.
         job_overrides: one list of overrides per job.
         first: the index of the first job (Hydra's ``initial_job_idx``).
+        n_jobs: at most this many processes at once (None: all jobs at once); the next job
+            starts as one ends.
 
     Returns:
         One ``JobReturn`` per job, in order; its return value is dropped (a job's result lives
@@ -112,16 +119,17 @@ def launch_processes(
     # spawn: a fresh interpreter per worker (no fork of a process holding threads or a CUDA context).
     context = multiprocessing.get_context("spawn")
     payload = cloudpickle.dumps((hydra_context, config, task_function, Singleton.get_state()))
-    workers = []
-    for idx, overrides in enumerate(job_overrides):
-        process = context.Process(
-            target=_run_job, args=(payload, first + idx, list(overrides)), name=f"archsearch-worker-{idx}"
-        )
-        process.start()
-        workers.append(process)
+    waiting = list(enumerate(job_overrides))
+    limit = max(1, n_jobs) if n_jobs else len(waiting)
     failed: list[tuple[int, int]] = []
-    running = dict(enumerate(workers))
-    while running:
+    running: dict[int, Any] = {}
+    while running or waiting:
+        while waiting and len(running) < limit:
+            idx, overrides = waiting.pop(0)
+            running[idx] = context.Process(
+                target=_run_job, args=(payload, first + idx, list(overrides)), name=f"archsearch-worker-{idx}"
+            )
+            running[idx].start()
         # Told as soon as a worker ends, so a killed one is reported while the others go on.
         multiprocessing.connection.wait([p.sentinel for p in running.values()])
         for idx, process in list(running.items()):
@@ -176,4 +184,9 @@ def _run_job(payload: bytes, idx: int, overrides: list[str]) -> None:
     )
     # The task wraps its body in run_cli, which exits with its own code; anything else is a bug.
     if ret.status.name == "FAILED":
+        import traceback
+
+        error = ret._return_value
+        if isinstance(error, BaseException):
+            traceback.print_exception(type(error), error, error.__traceback__)
         raise SystemExit(1)

@@ -135,3 +135,31 @@ def _one_transaction_writer(storage: Any) -> Callable[[int, Mapping[str, Any]], 
                 )
 
     return write
+
+
+def running_without_heartbeat(storage: Any, study_id: int) -> list[int]:
+    """Storage ids of the study's RUNNING trials that have no heartbeat at all.
+
+    Such a trial's worker died between creating it and recording its first heartbeat (two
+    transactions), so Optuna's stale-trial check, which compares heartbeats, never sees it.
+    Read through Optuna's private table models; [] when they are not there (the next start's
+    beat over every running trial then catches it, as before).
+    """
+    backend = getattr(storage, "_backend", storage)
+    try:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+    except ImportError:
+        return []
+    if not isinstance(backend, RDBStorage) or not hasattr(models, "TrialHeartbeatModel"):
+        return []
+    with _create_scoped_session(backend.scoped_session) as session:
+        beating = session.query(models.TrialHeartbeatModel.trial_id)
+        rows = (
+            session.query(models.TrialModel.trial_id)
+            .filter(models.TrialModel.study_id == study_id)
+            .filter(models.TrialModel.state == TrialState.RUNNING)
+            .filter(models.TrialModel.trial_id.not_in(beating))
+            .all()
+        )
+    return [int(r[0]) for r in rows]

@@ -344,6 +344,11 @@ def _take(
     """Under the lock: the study's slots and a new trial if one is free (None, None: epochs spent)."""
     with lock:
         _fail_stale(study)
+        # A worker killed between creating its trial and beating for it left it without any
+        # heartbeat: beat once for it here, so it goes stale (and is retried) like any other.
+        study_id = storage.get_study_id_from_name(study.study_name)
+        for orphan in optuna_compat.running_without_heartbeat(storage, study_id):
+            storage.record_heartbeat(orphan)
         trials = study.get_trials(deepcopy=False)
         if max_epochs is not None and epochs_consumed(trials) >= max_epochs:
             return None, None

@@ -17,7 +17,7 @@ from hydra.plugins.launcher import Launcher
 @dataclass
 class ProcessLauncherConf:
     _target_: str = "hydra_plugins.archsearch_launcher.ProcessLauncher"
-    n_jobs: int = 2  # processes (one per job: +workers=local sets it to workers.n)
+    n_jobs: int = 2  # processes at once (+workers=local sets it to workers.n, one per job)
 
 
 ConfigStore.instance().store(
@@ -43,5 +43,5 @@ class ProcessLauncher(Launcher):
         from archsearch.cli.launcher import launch_processes
 
         return launch_processes(
-            self.config, self.hydra_context, self.task_function, job_overrides, initial_job_idx
+            self.config, self.hydra_context, self.task_function, job_overrides, initial_job_idx, self.n_jobs
         )
