@@ -298,17 +298,15 @@ def test_arrays_config_errors(tmp_path: Path) -> None:
         load_dataset({"name": "arrays", "path": str(tmp_path / "x.csv")}, seed=0)
 
 
-def test_python_load_dataset_takes_the_packaged_defaults_of_a_builtin_data_set() -> None:
-    """``load_dataset({"name": "digits"})`` gets conf/data/digits.yaml's keys, as ``data=digits`` does;
-    a key given wins."""
+def test_python_load_dataset_finds_fashion_mnist_where_the_cli_does() -> None:
+    """``load_dataset({"name": "fashion_mnist"})`` reads the files from conf/data/fashion_mnist.yaml's
+    ``dir``, as ``data=fashion_mnist`` does; a ``dir`` given wins."""
     import yaml
 
-    from archsearch.data.datasets import load_dataset
+    from archsearch.data.datasets import _with_packaged_defaults
     from archsearch.resources import CONF_DIR
 
-    packaged = yaml.safe_load((CONF_DIR / "data" / "digits.yaml").read_text())
-    plain = load_dataset({"name": "digits"}, seed=0)
-    composed = load_dataset(packaged, seed=0)
-    assert plain.train_x.shape == composed.train_x.shape and plain.augment == composed.augment
-    smaller = load_dataset({"name": "digits", "subset": 100}, seed=0)
-    assert len(smaller.train_y) == 100
+    packaged = yaml.safe_load((CONF_DIR / "data" / "fashion_mnist.yaml").read_text())
+    assert _with_packaged_defaults({"name": "fashion_mnist"})["dir"] == packaged["dir"]
+    assert _with_packaged_defaults({"name": "fashion_mnist", "dir": "/x"})["dir"] == "/x"
+    assert _with_packaged_defaults({"name": "synthetic"}) == {"name": "synthetic"}

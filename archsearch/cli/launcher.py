@@ -119,6 +119,24 @@ def launch_processes(
     # spawn: a fresh interpreter per worker (no fork of a process holding threads or a CUDA context).
     context = multiprocessing.get_context("spawn")
     payload = cloudpickle.dumps((hydra_context, config, task_function, Singleton.get_state()))
+    failed = _run_all(context, payload, job_overrides, first, n_jobs)
+    if failed:
+        raise SystemExit(failed[0][1])
+    returns = []
+    for overrides in job_overrides:
+        ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
+        ret.return_value = None
+        returns.append(ret)
+    return returns
+
+
+def _run_all(
+    context: Any, payload: bytes, job_overrides: Sequence[Sequence[str]], first: int, n_jobs: int | None
+) -> list[tuple[int, int]]:
+    """Start the jobs (at most ``n_jobs`` at once) and wait for all; (index, exit code) of those
+    that failed, a killed one's code as 128 + its signal."""
+    import multiprocessing.connection
+
     waiting = list(enumerate(job_overrides))
     limit = max(1, n_jobs) if n_jobs else len(waiting)
     failed: list[tuple[int, int]] = []
@@ -149,14 +167,7 @@ def launch_processes(
                     file=sys.stderr,
                     flush=True,
                 )
-    if failed:
-        raise SystemExit(failed[0][1])
-    returns = []
-    for overrides in job_overrides:
-        ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
-        ret.return_value = None
-        returns.append(ret)
-    return returns
+    return failed
 
 
 def _run_job(payload: bytes, idx: int, overrides: list[str]) -> None:

@@ -99,19 +99,21 @@ def load_dataset(data_cfg: Mapping[str, Any], seed: int = 0) -> Dataset:
 
 
 def _with_packaged_defaults(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``cfg`` over the packaged ``conf/data/NAME.yaml`` of a built-in data set, so that Python's
-    ``load_dataset({"name": "fashion_mnist"})`` finds the files (``dir``) and gets the data set's
-    augmentation and split as ``data=fashion_mnist`` does on the command line."""
+    """``cfg`` with the packaged ``conf/data/NAME.yaml``'s ``dir`` when it names none, so that
+    Python's ``load_dataset({"name": "fashion_mnist"})`` finds the files ``data=fashion_mnist``
+    finds on the command line. Other keys keep the Python defaults (``prepare``'s)."""
     import yaml
 
     from archsearch.resources import CONF_DIR
 
     name = cfg.get("name")
-    if name not in ("digits", "fashion_mnist", "cifar10", "synthetic") or cfg.get("source"):
+    if cfg.get("dir") or name not in ("fashion_mnist", "cifar10") or cfg.get("source"):
         return cfg
     path = CONF_DIR / "data" / f"{name}.yaml"
     packaged = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
-    return {**packaged, **cfg} if isinstance(packaged, dict) else cfg
+    if isinstance(packaged, dict) and packaged.get("dir"):
+        return {**cfg, "dir": packaged["dir"]}
+    return cfg
 
 
 def _directory(cfg: Mapping[str, Any]) -> Path:
