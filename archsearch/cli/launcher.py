@@ -99,7 +99,6 @@ def launch_processes(
             which worker it was.
     """
     import multiprocessing
-    import multiprocessing.connection
     from pathlib import Path
 
     import cloudpickle
