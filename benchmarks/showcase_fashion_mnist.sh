@@ -19,8 +19,10 @@
 #      wall-clock budget (study.timeout);
 #   2. finalize the members of that front (all <= 113K parameters by the constraint; at most
 #      MAX_MEMBERS of them, see above) from scratch on the full training split (54,000 images;
-#      6,000 held out for validation) with trainer=long (augmentation on), scoring the 10,000
-#      test images once;
+#      6,000 held out for validation) with the recipe benchmarks/finalize_recipes.py chose on
+#      validation (the plain trainer: no augmentation, label smoothing 0.1; augmentation,
+#      erasing, no smoothing and twice the epochs were all inside the noise of it), scoring the
+#      10,000 test images once;
 #   3. write OUT_DIR/showcase.md, showcase.csv and showcase.png (benchmarks/showcase_report.py).
 # Prints the search's and finalize's own output, then the table and where the files are.
 set -euo pipefail
@@ -94,9 +96,9 @@ echo "== select: the front has $members members (all <= $max_params params); fin
 "$python" "$here/showcase_report.py" "$out/optuna.db" --study showcase \
     --select-into showcase_final --max-members "$max_members"
 
-echo "== finalize: full training split, trainer=long, $final_epochs epochs"
+echo "== finalize: full training split, the plain trainer (benchmarks/finalize_recipes.py), $final_epochs epochs"
 # Two threads: one job at a time now, and the full-split epochs are long enough to use both.
-"$python" -m archsearch.finalize "${common[@]}" study.name=showcase_final trainer=long \
+"$python" -m archsearch.finalize "${common[@]}" study.name=showcase_final \
     "finalize.epochs=$final_epochs" "trainer.max_seconds=$final_max_seconds" trainer.threads=2 \
     "export.dir=$out/final" 2>&1 | tee "$out/finalize.log"
 finalized=$(date +%s)
@@ -104,5 +106,5 @@ finalized=$(date +%s)
 echo "== report"
 "$python" "$here/showcase_report.py" "$out/optuna.db" --study showcase_final \
     --published "$here/data/fashion_mnist_published.csv" --out "$out" \
-    --note "scale $scale, seed $seed: search $((searched - start)) s (subset $subset, $search_epochs epochs, rungs $rungs), finalize $((finalized - searched)) s ($final_epochs epochs, trainer=long, full training split)"
+    --note "scale $scale, seed $seed: search $((searched - start)) s (subset $subset, $search_epochs epochs, rungs $rungs), finalize $((finalized - searched)) s ($final_epochs epochs, plain trainer, full training split)"
 echo "total $(( $(date +%s) - start )) s; raw results: $out/search/pareto.csv, $out/final/pareto.csv, $out/optuna.db"
