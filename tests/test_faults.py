@@ -7,6 +7,7 @@ never stopped; the killed worker is one of ``+workers=local``'s processes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -24,7 +25,15 @@ from sqlalchemy.engine import make_url
 from archsearch.errors import StorageUnreachable
 from archsearch.search.outage import BACKOFF_S, ride_out_outages
 from archsearch.testing import OutageProxy
-from tests.test_workers import FIXED_COST, SWEEP, mlflow_runs, ready_mlruns, sqlite_study, wait_for
+from tests.test_workers import (
+    FIXED_COST,
+    SWEEP,
+    mlflow_runs,
+    ready_mlruns,
+    running_trial_with_run,
+    sqlite_study,
+    wait_for,
+)
 
 
 class FakeClock:
@@ -177,8 +186,16 @@ def test_a_local_worker_killed_outright_takes_no_other_worker_with_it(
     # The launcher's children: its two workers and multiprocessing's resource tracker.
     workers = [int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     assert len(workers) == 2
+    # Killed while its trial has an MLflow run, so that there is a run to close as FAILED.
+    wait_for(lambda: running_trial_with_run(db, workers[1]), "the doomed worker's trial with its run")
     os.kill(workers[1], signal.SIGKILL)
-    _, err = launcher.communicate(timeout=180)
+    try:
+        _, err = launcher.communicate(timeout=180)
+    finally:  # a hung launcher must not outlive the test with its worker
+        if launcher.poll() is None:
+            for pid in (launcher.pid, workers[0]):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
     assert launcher.returncode == 128 + signal.SIGKILL, err[-3000:]
     assert f"error: worker 1 (pid {workers[1]}) was killed by SIGKILL" in err
     states = [t.state for t in sqlite_study(tmp_path, "kill").trials]
