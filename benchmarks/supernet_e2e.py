@@ -111,7 +111,6 @@ def phase_search(method: str, args: argparse.Namespace, out: Path) -> None:
 
     from archsearch.cli.config import sweep_plan
     from archsearch.data.datasets import load_dataset
-    from archsearch.search.sweep import run_search
 
     cfg, name = compose(method, args, out)
     plan = sweep_plan(cfg)
@@ -122,18 +121,7 @@ def phase_search(method: str, args: argparse.Namespace, out: Path) -> None:
         if time.process_time() - cpu0 >= args.cpu_budget:
             study.stop()
 
-    result = run_search(
-        plan.space,
-        data,
-        plan.settings,
-        sampler=plan.sampler,
-        hardware=plan.hardware,
-        fit_fn=plan.fit_fn,
-        console=Console(),
-        config_yaml=plan.config_yaml,
-        data_config=plan.data,
-        callbacks=[budget],
-    )
+    result = plan.search(data, console=Console(), callbacks=[budget])
     trials = result.study.trials
     states: dict[str, int] = {}
     for t in trials:

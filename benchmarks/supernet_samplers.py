@@ -52,7 +52,6 @@ def run(sampler: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     from archsearch.data.datasets import load_dataset
     from archsearch.resources import CONF_DIR
     from archsearch.search.supernet_fidelity import checkpoint_path, supernet_fingerprint
-    from archsearch.search.sweep import run_search
 
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -88,16 +87,7 @@ def run(sampler: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     shutil.copyfile(trained, target)
     cpu0 = time.process_time()
     used: list[float] = []
-    result = run_search(
-        plan.space,
-        data,
-        plan.settings,
-        sampler=plan.sampler,
-        hardware=plan.hardware,
-        config_yaml=plan.config_yaml,
-        data_config=plan.data,
-        callbacks=[lambda _s, _t: used.append(time.process_time() - cpu0)],
-    )
+    result = plan.search(data, callbacks=[lambda _s, _t: used.append(time.process_time() - cpu0)])
     # One worker: trials finish in number order, as the callback saw them.
     points = [
         [

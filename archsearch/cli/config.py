@@ -7,7 +7,7 @@ Every key is checked here, before anything is written (storage, MLflow, export d
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -51,6 +51,34 @@ class SweepPlan:
     fit_fn: Callable[..., Any] | None
     config_yaml: str
     finalize: bool  # sweep.finalize: retrain the front at full fidelity after the search
+
+    def search(
+        self,
+        data: Any,
+        *,
+        console: Any = None,
+        fit_fn: Callable[..., Any] | None = None,
+        callbacks: Sequence[Callable[..., None]] = (),
+    ) -> Any:
+        """:func:`archsearch.search.sweep.run_search` on ``data`` (loaded from :attr:`data`) as planned.
+
+        ``fit_fn`` replaces the planned trainer (``sweep.fit``, else the real one); ``callbacks``
+        are Optuna-style trial callbacks.
+        """
+        from archsearch.search.sweep import run_search
+
+        return run_search(
+            self.space,
+            data,
+            self.settings,
+            sampler=self.sampler,
+            hardware=self.hardware,
+            fit_fn=fit_fn or self.fit_fn,
+            console=console,
+            config_yaml=self.config_yaml,
+            data_config=self.data,
+            callbacks=callbacks,
+        )
 
 
 def sweep_plan(cfg: DictConfig) -> SweepPlan:

@@ -82,24 +82,12 @@ def run_sweep(cfg: DictConfig, *, console: Any = None, fit_fn: Callable[..., Any
 
     from archsearch.cli.config import sweep_plan
     from archsearch.data.datasets import load_dataset
-    from archsearch.search.sweep import run_search
 
     plan = sweep_plan(cfg)
-    settings = plan.settings
-    data = load_dataset(plan.data, seed=settings.seed)
+    data = load_dataset(plan.data, seed=plan.settings.seed)
     console = console or Console(quiet=True)
     fit_fn = fit_fn or plan.fit_fn
-    result = run_search(
-        plan.space,
-        data,
-        settings,
-        sampler=plan.sampler,
-        hardware=plan.hardware,
-        fit_fn=fit_fn,
-        console=console,
-        config_yaml=plan.config_yaml,
-        data_config=plan.data,
-    )
+    result = plan.search(data, console=console, fit_fn=fit_fn)
     if not plan.finalize:
         return result
     import dataclasses
