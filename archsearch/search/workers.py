@@ -297,6 +297,7 @@ def run_trials(
     poll = min(1.0, interval)
     deadline = None if timeout is None else time.monotonic() + timeout
     max_epochs = max_epochs if max_epochs is not None else getattr(objective, "max_epochs", None)
+    study_id = storage.get_study_id_from_name(study.study_name)
     ran = 0
     waiting = False
     with lock:
@@ -306,7 +307,7 @@ def run_trials(
         while (deadline is None or time.monotonic() < deadline) and not stop_asked():
             trial: optuna.Trial | None = None
             try:
-                state, trial = _take(study, storage, lock, n_trials, max_epochs)
+                state, trial = _take(study, study_id, storage, lock, n_trials, max_epochs)
                 if state is None:
                     return ran  # the epoch budget is spent
                 if trial is None:
@@ -336,6 +337,7 @@ def run_trials(
 
 def _take(
     study: optuna.Study,
+    study_id: int,
     storage: optuna.storages.RDBStorage,
     lock: StorageLock,
     n_trials: int,
@@ -346,7 +348,6 @@ def _take(
         _fail_stale(study)
         # A worker killed between creating its trial and beating for it left it without any
         # heartbeat: beat once for it here, so it goes stale (and is retried) like any other.
-        study_id = storage.get_study_id_from_name(study.study_name)
         for orphan in optuna_compat.running_without_heartbeat(storage, study_id):
             storage.record_heartbeat(orphan)
         trials = study.get_trials(deepcopy=False)
