@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 __all__ = [
     "ArchsearchError",
     "ConfigError",
@@ -11,6 +13,7 @@ __all__ = [
     "SpecError",
     "StorageUnreachable",
     "WorkerFault",
+    "causes",
 ]
 
 
@@ -54,3 +57,13 @@ class StorageUnreachable(WorkerFault):
 
 class DiskFull(WorkerFault):
     """A file system the search writes to (MLflow's store, the export, weights) ran out of space."""
+
+
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then what caused it (``__cause__``, else ``__context__``), each once."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 import optuna
 
-from archsearch.errors import StorageUnreachable
+from archsearch.errors import StorageUnreachable, causes
 
 __all__ = ["BACKOFF_S", "OutageTolerantStorage", "retry_lost_connection", "ride_out_outages"]
 
@@ -138,17 +138,13 @@ def lost_connection(exc: BaseException) -> bool:
     """True when ``exc`` (or what caused it) is a database connection that failed or was lost."""
     from sqlalchemy import exc as sa
 
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in causes(exc):
         if isinstance(current, StorageUnreachable):
             return False  # the outage budget is spent: give up
         if isinstance(current, sa.OperationalError | sa.InterfaceError) or (
             isinstance(current, sa.DBAPIError) and current.connection_invalidated
         ):
             return True
-        current = current.__cause__ or current.__context__
     return False
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from archsearch.errors import DiskFull
+from archsearch.errors import DiskFull, causes
 
 __all__ = ["close_cut_short_run", "close_orphan_runs", "disk_full"]
 
@@ -27,10 +27,7 @@ _FULL_TEXTS = ("database or disk is full", "no space left on device")
 
 def disk_full(exc: BaseException) -> DiskFull | None:
     """A :class:`DiskFull` naming what could not be written if ``exc`` (or its cause) is a full disk."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in causes(exc):
         full = isinstance(current, OSError) and current.errno == errno.ENOSPC
         if full or any(text in str(current).lower() for text in _FULL_TEXTS):
             where = getattr(current, "filename", None)
@@ -39,7 +36,6 @@ def disk_full(exc: BaseException) -> DiskFull | None:
                 f"no space left on the device{place}; the running trial runs again on the next "
                 "start: free some space and run the same command."
             )
-        current = current.__cause__ or current.__context__
     return None
 
 
