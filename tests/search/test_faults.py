@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 from archsearch.errors import StorageUnreachable
 from archsearch.search.outage import BACKOFF_S, ride_out_outages
 from archsearch.testing import OutageProxy
-from tests.test_workers import (
+from tests.search.test_workers import (
     FIXED_COST,
     SWEEP,
     mlflow_runs,

@@ -26,7 +26,7 @@ from archsearch.results.onnx_export import ONNX_TOLERANCE, export_onnx
 from archsearch.search.settings import ALL_METRICS, ExportSettings, LatencySettings
 from tests.conftest import random_spec
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 #: A branch: a's output lives across b and c until d consumes both.
 BRANCHY = {

@@ -24,7 +24,7 @@ from archsearch.errors import ConfigError, DataError
 from archsearch.testing import FixedCostFit
 from archsearch.train.settings import TrainerSettings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write_folder(root: Path, per_class: int = 12, classes: int = 3, corrupt: bool = False) -> Path:

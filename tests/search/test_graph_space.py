@@ -23,7 +23,7 @@ from archsearch.search.space import InfeasibleArchitecture, SearchSpace, Templat
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ("squeezenet1_1_graph", "fire_stages_graph")
 
 

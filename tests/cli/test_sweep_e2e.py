@@ -21,7 +21,7 @@ from archsearch.net.spec import load_spec
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FAST = ["data=synthetic", "trainer.epochs=1", "data.train_size=256", "data.test_size=64"]
 
 

@@ -23,7 +23,7 @@ from archsearch.results.export import export_study, hypervolume_history
 from archsearch.search.commands import retrain_command
 from archsearch.search.settings import SearchSettings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SWEEP = [
     "+sweep=fire",
     "data=synthetic",
