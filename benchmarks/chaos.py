@@ -50,7 +50,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from archsearch.search.storage import describe_url
+from archsearch.storage.database import describe_url
 
 SCENARIOS = ("sigkill", "sigint", "launcher", "outage", "disk_full")
 

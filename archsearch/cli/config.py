@@ -22,7 +22,7 @@ from archsearch.hardware.profile import HardwareProfile
 from archsearch.search.samplers import SamplerFactory
 from archsearch.search.settings import SearchSettings
 from archsearch.search.space import SearchSpace, load_space
-from archsearch.search.storage import mask_passwords
+from archsearch.storage.database import mask_passwords
 from archsearch.targets import check_target
 from archsearch.train.settings import TrainerSettings
 

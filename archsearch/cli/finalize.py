@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from archsearch.cli.errors import run_cli
 from archsearch.cli.searchpath import use_user_config_dirs
 from archsearch.resources import CONF_DIR
-from archsearch.search.storage import mask_passwords
+from archsearch.storage.database import mask_passwords
 
 
 def finalize(

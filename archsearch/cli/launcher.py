@@ -105,7 +105,7 @@ def launch_processes(
     from hydra.core.singleton import Singleton
     from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
 
-    from archsearch.search.storage import mask_passwords
+    from archsearch.storage.database import mask_passwords
 
     setup_globals()
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)

@@ -21,8 +21,8 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from archsearch.pareto import REFERENCE, hypervolume, non_dominated
+from archsearch.results.commands import fill_config
 from archsearch.results.front import accuracy_axis, completed_feasible, front_trials, objective_directions
-from archsearch.search.commands import fill_config
 
 __all__ = [
     "FINALIZED_PREFIX",
@@ -312,7 +312,7 @@ def hypervolume_history(study: optuna.Study) -> list[tuple[int, float]]:
 def load_stored_study(name: str, storage: str | None, tracking_dir: str | Path = "mlruns") -> optuna.Study:
     """Open an existing study by name; a missing study or storage is a one-sentence ConfigError."""
     from archsearch.errors import ConfigError
-    from archsearch.search.storage import stored_study_names
+    from archsearch.storage.database import stored_study_names
 
     url = storage or f"sqlite:///{(Path(tracking_dir) / 'optuna.db').resolve()}"
     names = stored_study_names(url)

@@ -11,7 +11,7 @@ from optuna.trial import FrozenTrial
 from rich.console import Console
 from rich.table import Table
 
-from archsearch.search.storage import describe_url
+from archsearch.storage.database import describe_url
 
 if TYPE_CHECKING:
     from archsearch.hardware.profile import HardwareProfile
@@ -146,8 +146,8 @@ class SweepReporter:
 
     def _print_retrain(self, study: optuna.Study, exported: ExportResult) -> None:
         """The command retraining the first member as its trial was, and the full-fidelity one."""
+        from archsearch.results.commands import fill_config
         from archsearch.results.export import net_path
-        from archsearch.search.commands import fill_config
 
         command = str(study.user_attrs.get("retrain_command") or "")
         member = exported.front[0]

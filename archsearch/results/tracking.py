@@ -68,7 +68,7 @@ def check_tracking_uri(uri: str) -> None:
     A database URI is connected to (or, for SQLite, its file or directory inspected); an
     ``http(s)://`` server must answer ``/health``; :data:`OTHER_SCHEMES` are left to MLflow.
     """
-    from archsearch.search.storage import check_database_url, describe_url
+    from archsearch.storage.database import check_database_url, describe_url
 
     scheme = _scheme(uri)
     if scheme in ("http", "https"):
@@ -146,7 +146,7 @@ class Tracker:
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
-        from archsearch.search.storage import sqlite_sync_normal, use_wal
+        from archsearch.storage.database import sqlite_sync_normal, use_wal
 
         sqlite_sync_normal()
 

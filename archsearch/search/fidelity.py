@@ -46,8 +46,8 @@ from archsearch.checks import check_choice, check_flag, check_int, known_fields,
 from archsearch.errors import ConfigError
 from archsearch.pareto import crowding_distances, pareto_ranks
 from archsearch.results.tracking import Tracker
-from archsearch.search import optuna_compat
-from archsearch.search.storage import set_user_attrs
+from archsearch.storage import optuna_compat
+from archsearch.storage.database import set_user_attrs
 from archsearch.supernet.settings import SupernetSettings
 from archsearch.train.settings import TrainerSettings
 

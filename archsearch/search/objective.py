@@ -24,7 +24,7 @@ from archsearch.search.fidelity import SuccessiveHalving
 from archsearch.search.recovery import disk_full
 from archsearch.search.settings import RESULT_METRICS, TRAINED_METRICS, SearchSettings
 from archsearch.search.space import SearchSpace
-from archsearch.search.storage import set_user_attrs
+from archsearch.storage.database import set_user_attrs
 
 __all__ = ["Objective", "TrialFailed"]
 

@@ -16,11 +16,11 @@ import optuna
 
 from archsearch.errors import ConfigError
 from archsearch.hardware.profile import HardwareProfile
-from archsearch.search import optuna_compat
 from archsearch.search.cost_aware import CostAwareSampler, CostProblem, check_objectives
 from archsearch.search.settings import SearchSettings
 from archsearch.search.space import SearchSpace
 from archsearch.search.workers import WorkerGridSampler
+from archsearch.storage import optuna_compat
 
 __all__ = [
     "DEFAULT_TPE",

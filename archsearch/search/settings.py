@@ -108,7 +108,7 @@ class StudySettings:
     grace_period: int = 30  # seconds without heartbeat after which a trial is failed (its worker died)
     retries: int = 1  # reruns of an architecture whose worker died or was interrupted
     # Seconds a worker keeps retrying a database server that refuses connections (a restart)
-    # before it stops with exit 4; 0 = stop at once (archsearch.search.outage).
+    # before it stops with exit 4; 0 = stop at once (archsearch.storage.outage).
     storage_outage_s: float = 120.0
     # Continue a study whose space, data, objectives, constraints, fidelity or trainer settings
     # differ from those it was run with (archsearch.search.definition); false refuses.

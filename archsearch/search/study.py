@@ -10,8 +10,8 @@ import optuna
 from archsearch.errors import ArchsearchError, ConfigError
 from archsearch.results.tracking import check_tracking_uri
 from archsearch.search.settings import SearchSettings
-from archsearch.search.storage import StorageLock, check_database_url, describe_url, open_storage
 from archsearch.search.workers import budget
+from archsearch.storage.database import StorageLock, check_database_url, describe_url, open_storage
 
 __all__ = ["check_backends", "finished_trials", "open_study", "quiet_libraries"]
 

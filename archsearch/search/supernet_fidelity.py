@@ -37,7 +37,7 @@ from archsearch.net.spec import NetSpec
 from archsearch.results.tracking import Tracker
 from archsearch.search.settings import SearchSettings
 from archsearch.search.space_core import SearchSpace
-from archsearch.search.storage import StorageLock
+from archsearch.storage.database import StorageLock
 
 __all__ = [
     "SUPERNET_ATTR",

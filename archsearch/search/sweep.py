@@ -21,9 +21,9 @@ from optuna.trial import FrozenTrial
 
 from archsearch.errors import ConfigError, WorkerFault
 from archsearch.hardware.profile import HardwareProfile
+from archsearch.results.commands import finalize_command, retrain_command
 from archsearch.results.publish import log_front
 from archsearch.results.tracking import Tracker
-from archsearch.search.commands import finalize_command, retrain_command
 from archsearch.search.cost_aware import CostAwareSampler
 from archsearch.search.definition import check_definition, study_definition
 from archsearch.search.fidelity import RungInformedSampler, SuccessiveHalving
@@ -33,7 +33,6 @@ from archsearch.search.recovery import close_cut_short_run, close_orphan_runs
 from archsearch.search.samplers import SamplerArg, SamplerFactory, bind_sampler, default_sampler, make_sampler
 from archsearch.search.settings import SearchSettings
 from archsearch.search.space import SearchSpace
-from archsearch.search.storage import StorageLock, describe_url, mask_passwords, open_storage
 from archsearch.search.study import check_backends, finished_trials, open_study, quiet_libraries
 from archsearch.search.supernet_fidelity import SupernetFidelity
 from archsearch.search.warm_start import enqueue_warm_start
@@ -44,6 +43,7 @@ from archsearch.search.workers import (
     sigint_ignored,
     worker_seed,
 )
+from archsearch.storage.database import StorageLock, describe_url, mask_passwords, open_storage
 
 __all__ = ["SamplerArg", "SamplerFactory", "SearchResult", "default_sampler", "retrain_command", "run_search"]
 

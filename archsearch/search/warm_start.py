@@ -91,7 +91,7 @@ def _front_params(
     settings: WarmStartSettings, space: SearchSpace, url: str, this_study: str
 ) -> list[tuple[str, dict[str, Any]]]:
     from archsearch.results.front import front_trials, spread_over_sizes
-    from archsearch.search.storage import stored_study_names
+    from archsearch.storage.database import stored_study_names
 
     name = str(settings.study)
     if name == this_study and not settings.storage:

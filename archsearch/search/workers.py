@@ -2,7 +2,7 @@
 
 Any number of processes, on any machines, may run the same study against one storage.
 They never talk to each other, only to the storage, and take turns under a
-:class:`~archsearch.search.storage.StorageLock` (held for milliseconds) to take the next trial.
+:class:`~archsearch.storage.database.StorageLock` (held for milliseconds) to take the next trial.
 
 The budget rule (``study.n_trials`` is a total, not a per-worker count):
 
@@ -47,8 +47,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.errors import WorkerFault
-from archsearch.search import optuna_compat
-from archsearch.search.storage import StorageLock
+from archsearch.storage import optuna_compat
+from archsearch.storage.database import StorageLock
 
 __all__ = [
     "Budget",

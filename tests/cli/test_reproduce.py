@@ -19,8 +19,8 @@ import torch
 
 from archsearch.net.model import build
 from archsearch.net.spec import load_spec
+from archsearch.results.commands import retrain_command
 from archsearch.results.export import export_study, hypervolume_history
-from archsearch.search.commands import retrain_command
 from archsearch.search.settings import SearchSettings
 
 ROOT = Path(__file__).resolve().parents[2]

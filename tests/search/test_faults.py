@@ -23,7 +23,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 from archsearch.errors import StorageUnreachable
-from archsearch.search.outage import BACKOFF_S, ride_out_outages
+from archsearch.storage.outage import BACKOFF_S, ride_out_outages
 from archsearch.testing import OutageProxy
 from tests.search.test_workers import (
     FIXED_COST,
@@ -320,7 +320,7 @@ def test_a_call_that_lost_its_connection_mid_statement_runs_again() -> None:
     from sqlalchemy.exc import OperationalError
 
     from archsearch.errors import StorageUnreachable
-    from archsearch.search.outage import retry_lost_connection
+    from archsearch.storage.outage import retry_lost_connection
 
     calls: list[int] = []
 
@@ -354,8 +354,8 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_still_retried(t
     left a RUNNING trial Optuna's stale check never sees, and a live worker then waited for it
     forever. The live worker now beats once for it, fails it after the grace period and runs
     its retry."""
-    from archsearch.search.storage import StorageLock, open_storage
     from archsearch.search.workers import StaleTrialCallback, run_trials
+    from archsearch.storage.database import StorageLock, open_storage
 
     url = f"sqlite:///{tmp_path / 'orphan.db'}"
     optuna.create_study(study_name="orphan", storage=url)

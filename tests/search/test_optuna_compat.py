@@ -1,4 +1,4 @@
-"""archsearch.search.optuna_compat: each private Optuna call pinned on real in-memory and SQLite studies.
+"""archsearch.storage.optuna_compat: each private Optuna call pinned on real in-memory and SQLite studies.
 
 An Optuna release that moves one of these internals fails here, not in a sweep.
 """
@@ -13,8 +13,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from archsearch.search import optuna_compat
 from archsearch.search.fidelity import RungInformedSampler
+from archsearch.storage import optuna_compat
 
 ATTRS = {"state": "complete", "val_acc": 0.9, "spec": {"nodes": [{"op": "conv", "out": 8}]}}
 

@@ -1,4 +1,4 @@
-"""archsearch.search.storage.set_user_attrs: several trial attributes in one storage write."""
+"""archsearch.storage.database.set_user_attrs: several trial attributes in one storage write."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from archsearch.search.storage import set_user_attrs
+from archsearch.storage.database import set_user_attrs
 
 ATTRS = {"state": "complete", "val_acc": 0.9, "spec": {"nodes": [{"op": "conv", "out": 8}]}}
 
@@ -77,7 +77,7 @@ def test_plain_optuna_opens_a_postgres_study_by_the_url_the_sweep_took(
 
 
 def test_passwords_are_masked_in_logged_text_and_left_out_of_printed_commands() -> None:
-    from archsearch.search.storage import mask_passwords, url_without_password
+    from archsearch.storage.database import mask_passwords, url_without_password
 
     text = "storage: postgresql://alice:s3cr3t@db:5432/x\nuri: http://bob:pw@h:5000\nplain: sqlite:////a/b.db"
     masked = mask_passwords(text)
@@ -92,7 +92,7 @@ def test_passwords_are_masked_in_logged_text_and_left_out_of_printed_commands() 
 
 def test_the_finalize_command_has_no_password(tmp_path: Path) -> None:
     import archsearch as A
-    from archsearch.search.commands import finalize_command
+    from archsearch.results.commands import finalize_command
 
     settings = A.SearchSettings(study=A.StudySettings(storage="postgresql://alice:s3cr3t@db/x"))
     command = finalize_command(settings, {"name": "digits"}, "digits")

@@ -25,7 +25,6 @@ from mlflow.entities import ViewType
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from archsearch.search.storage import StorageLock, open_storage
 from archsearch.search.workers import (
     StaleTrialCallback,
     budget,
@@ -33,6 +32,7 @@ from archsearch.search.workers import (
     worker_seed,
     worker_threads,
 )
+from archsearch.storage.database import StorageLock, open_storage
 
 SWEEP = ("+sweep=fire", "data=synthetic", "export.plots=false")
 FIXED_COST = "+sweep.fit._target_=archsearch.testing.FixedCostFit"

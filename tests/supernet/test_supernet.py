@@ -21,9 +21,9 @@ from archsearch.net.cost import analyze
 from archsearch.net.model import build
 from archsearch.search.fidelity import FidelitySettings
 from archsearch.search.space import load_space, space_from_dict
-from archsearch.search.storage import StorageLock
 from archsearch.search.supernet_fidelity import SUPERNET_ATTR, SupernetFidelity
 from archsearch.search.supernet_space import PolicyTrial, corner_specs, draw_pool, random_value
+from archsearch.storage.database import StorageLock
 from archsearch.supernet.network import Supernet, SupernetMismatch
 from archsearch.supernet.plan import BankPlan, plan_banks
 from archsearch.supernet.scoring import Scorer, recalibrate

@@ -254,11 +254,11 @@ def set_user_attrs(trial: Any, attrs: Mapping[str, Any]) -> None:
 
     ``Trial.set_user_attr`` opens a session and commits once per key; a trial records about ten
     keys, so on a database storage they are written in one session and one commit
-    (archsearch.search.optuna_compat says how, and what it saves). Any other storage, or an
+    (archsearch.storage.optuna_compat says how, and what it saves). Any other storage, or an
     Optuna whose internals moved, gets the public one-key calls: the same rows, slower.
     """
-    from archsearch.search.optuna_compat import set_user_attrs_in_one_write
-    from archsearch.search.outage import retry_lost_connection
+    from archsearch.storage.optuna_compat import set_user_attrs_in_one_write
+    from archsearch.storage.outage import retry_lost_connection
 
     if not attrs or retry_lost_connection(set_user_attrs_in_one_write, trial, attrs):
         return
@@ -277,13 +277,13 @@ def open_storage(
     """The study storage with heartbeats: a trial silent for ``grace_period`` s is failed.
 
     A database server that refuses connections is retried for ``outage_s`` seconds
-    (archsearch.search.outage) before :class:`~archsearch.errors.StorageUnreachable`.
+    (archsearch.storage.outage) before :class:`~archsearch.errors.StorageUnreachable`.
     """
     import warnings
 
     import optuna
 
-    from archsearch.search.outage import OutageTolerantStorage, ride_out_outages
+    from archsearch.storage.outage import OutageTolerantStorage, ride_out_outages
 
     sqlite_sync_normal()
     with warnings.catch_warnings():
@@ -311,7 +311,7 @@ class StorageLock:
 
     Args:
         url: the study storage URL (as validated by :func:`check_database_url`).
-        outage_s: how long a server that refuses connections is retried (archsearch.search.outage).
+        outage_s: how long a server that refuses connections is retried (archsearch.storage.outage).
     """
 
     def __init__(self, url: str, *, outage_s: float = 0.0) -> None:
@@ -394,7 +394,7 @@ class StorageLock:
                 pool_pre_ping=True,
                 connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
             )
-            from archsearch.search.outage import ride_out_outages
+            from archsearch.storage.outage import ride_out_outages
 
             ride_out_outages(self._engine, self.outage_s, describe_url(self.url))
         conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")

@@ -15,12 +15,14 @@ import shlex
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archsearch.errors import ConfigError
-from archsearch.search.settings import SearchSettings
-from archsearch.search.storage import url_without_password
+from archsearch.storage.database import url_without_password
 from archsearch.train.settings import TrainerSettings
+
+if TYPE_CHECKING:  # the settings of the search whose results these commands reproduce
+    from archsearch.search.settings import SearchSettings
 
 __all__ = ["CONFIG", "fill_config", "finalize_command", "retrain_command"]
 
