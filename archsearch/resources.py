@@ -31,8 +31,20 @@ __all__ = [
 ]
 
 PACKAGE_DIR = Path(str(files("archsearch")))
-CONF_DIR = PACKAGE_DIR / "conf"
-SEARCH_SPACES_DIR = PACKAGE_DIR / "search_spaces"
+
+
+def _shipped_dir() -> Path:
+    """The directory holding the shipped ``conf/`` and ``search_spaces/`` for the running install.
+
+    A wheel (or any non-editable install) maps them into the package, as ``archsearch/conf`` and
+    ``archsearch/search_spaces`` (``[tool.setuptools.package-dir]`` in pyproject.toml); a source
+    checkout, run in place or installed editable, keeps them at the top of the repository.
+    """
+    return PACKAGE_DIR if (PACKAGE_DIR / "conf" / "config.yaml").is_file() else PACKAGE_DIR.parent
+
+
+CONF_DIR = _shipped_dir() / "conf"
+SEARCH_SPACES_DIR = _shipped_dir() / "search_spaces"
 #: The source checkout (or site-packages) holding the package: what a subprocess needs on PYTHONPATH.
 ROOT = PACKAGE_DIR.parent
 
