@@ -17,6 +17,7 @@ from archsearch.resources import (
     CONF_DIR,
     CONFIG_DIR_ENV,
     LOCAL_CONFIG_DIR,
+    PACKAGE_DIR,
     ROOT,
     SEARCH_SPACES_DIR,
     available,
@@ -183,26 +184,49 @@ def test_cli_sweep_uses_a_user_search_space(user_dir: Path, tmp_path: Path) -> N
     assert len(nets) == 1 and "name: myspace-" in nets[0].read_text()
 
 
+def test_the_running_install_finds_both_shipped_trees() -> None:
+    assert (CONF_DIR / "config.yaml").is_file() and (CONF_DIR / "model" / "fire_digits.yaml").is_file()
+    assert (SEARCH_SPACES_DIR / "fire.yaml").is_file()
+    if (ROOT / "pyproject.toml").is_file():
+        # A source checkout (editable install, or PYTHONPATH): the trees sit at the top of the repository.
+        assert (CONF_DIR, SEARCH_SPACES_DIR) == (ROOT / "conf", ROOT / "search_spaces")
+    else:
+        # A wheel: the build mapped them into the package.
+        assert (CONF_DIR, SEARCH_SPACES_DIR) == (PACKAGE_DIR / "conf", PACKAGE_DIR / "search_spaces")
+
+
+def test_pyproject_lists_every_package() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    if not (ROOT / "pyproject.toml").is_file():
+        pytest.skip("not a source checkout")
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("archsearch", "hydra_plugins")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    mapped = setuptools["package-dir"]
+    assert mapped == {"archsearch.conf": "conf", "archsearch.search_spaces": "search_spaces"}
+    assert set(setuptools["packages"]) == found | set(mapped) | {"hydra_plugins"}
+
+
+#: What a wheel needs from the checkout: no stale build/ or egg-info can leak in.
+_SOURCES = ("archsearch", "conf", "search_spaces", "hydra_plugins", "pyproject.toml", "README.md")
+
+
 @pytest.mark.slow
 def test_wheel_ships_the_config_tree_and_search_spaces(tmp_path: Path) -> None:
-    # Only the sources go into the build, so a stale build/ or egg-info in the checkout cannot leak in.
+    if not (ROOT / "pyproject.toml").is_file():
+        pytest.skip("not a source checkout")
     src = tmp_path / "src"
-    shutil.copytree(ROOT / "archsearch", src / "archsearch", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, src / name)
+    for name in _SOURCES:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(ROOT / name, src / name)
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path),
-            str(src),
-        ],
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(src)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -210,13 +234,49 @@ def test_wheel_ships_the_config_tree_and_search_spaces(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     (wheel,) = tmp_path.glob("archsearch-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    expected = {
-        "archsearch/conf/config.yaml",
-        "archsearch/conf/report.yaml",
-        "archsearch/conf/model/squeezenet1_1.yaml",
-        "archsearch/conf/sweep/fire.yaml",
-        "archsearch/search_spaces/fire.yaml",
+    shipped = {
+        f"archsearch/{p.relative_to(tree.parent).as_posix()}"
+        for tree in (CONF_DIR, SEARCH_SPACES_DIR)
+        for p in tree.rglob("*.yaml")
     }
-    assert expected <= names, sorted(expected - names)
-    packaged = {p.relative_to(ROOT).as_posix() for p in (ROOT / "archsearch").rglob("*.yaml")}
-    assert packaged <= names, sorted(packaged - names)
+    assert (
+        "archsearch/conf/model/squeezenet1_1.yaml" in shipped
+        and "archsearch/search_spaces/fire.yaml" in shipped
+    )
+    assert shipped <= names, sorted(shipped - names)
+
+    # Installed from the wheel and run from elsewhere, the package reads its own copies.
+    target = tmp_path / "site"
+    done = subprocess.run(
+        [*pip, "install", "--no-deps", "--target", str(target), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    probe = (
+        "import archsearch, archsearch.resources as r; "
+        "print(archsearch.__file__, r.CONF_DIR, r.SEARCH_SPACES_DIR, sep='\\n')"
+    )
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    env.pop(CONFIG_DIR_ENV, None)
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    package = target / "archsearch"
+    assert done.stdout.splitlines() == [
+        str(package / "__init__.py"),
+        str(package / "conf"),
+        str(package / "search_spaces"),
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "archsearch.report", "model=squeezenet1_1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "1,235,496" in done.stdout
