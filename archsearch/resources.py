@@ -1,11 +1,13 @@
 """Where configuration lives: the user's config directories first, then the package's own.
 
-The package ships ``conf/`` (the Hydra config groups: ``model/``, ``data/``, ``hardware/``,
-``sweep/``, ...) and ``search_spaces/``. A user keeps their own files in a directory laid out
-the same way (``<dir>/model/mynet.yaml``, ``<dir>/search_spaces/myspace.yaml``) and names it
-in ``ARCHSEARCH_CONFIG_DIR`` (several joined with ``os.pathsep``); when that is unset,
-``./archsearch_conf`` is used if it exists. A user file shadows a shipped one of the same name,
-both here and in Hydra's search path (see ``archsearch.cli.searchpath``).
+The project ships ``conf/`` (the Hydra config groups: ``model/``, ``data/``, ``hardware/``,
+``sweep/``, ...) and ``search_spaces/``, at the top of the repository and inside the package of a
+wheel (``CONF_DIR`` and ``SEARCH_SPACES_DIR`` are wherever the running install has them). A user
+keeps their own files in a directory laid out the same way (``<dir>/model/mynet.yaml``,
+``<dir>/search_spaces/myspace.yaml``) and names it in ``ARCHSEARCH_CONFIG_DIR`` (several joined
+with ``os.pathsep``); when that is unset, ``./archsearch_conf`` is used if it exists. A user file
+shadows a shipped one of the same name, both here and in Hydra's search path (see
+``archsearch.cli.searchpath``).
 """
 
 from __future__ import annotations
