@@ -36,7 +36,7 @@ import re
 import socket
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import optuna
 from optuna.distributions import BaseDistribution
@@ -45,11 +45,11 @@ from optuna.trial import FrozenTrial, TrialState
 from archsearch.checks import check_choice, check_flag, check_int, known_fields, plain_fields
 from archsearch.errors import ConfigError
 from archsearch.pareto import crowding_distances, pareto_ranks
-from archsearch.results.tracking import Tracker
 from archsearch.storage import optuna_compat
-from archsearch.storage.database import set_user_attrs
 from archsearch.supernet.settings import SupernetSettings
-from archsearch.train.settings import TrainerSettings
+
+if TYPE_CHECKING:
+    from archsearch.train.settings import TrainerSettings
 
 #: How a candidate's accuracy is measured (``sweep.fidelity.kind``).
 FIDELITY_KINDS = ("epochs", "supernet")
@@ -248,65 +248,58 @@ class SuccessiveHalving:
             if key in t.user_attrs
         }
 
-    def after_epoch(
-        self,
-        trial: optuna.Trial,
-        epoch: int,
-        metrics: Mapping[str, float],
-        tracker: Tracker,
-        run_id: str,
-    ) -> None:
-        """Record the rung entry and prune the trial if it is not promoted.
+    def after_epoch(self, trial: optuna.Trial, epoch: int, val_acc: float) -> RungDecision | None:
+        """Enter the trial at rung ``epoch`` and decide whether it continues (None off a rung).
 
-        Raises:
-            optuna.TrialPruned: the trial ranks outside the best 1/eta at this rung; its partial
-                results are in its user attrs and its MLflow run is tagged ``pruned``.
+        The trial's rung entry is written before the others are read, so two workers at the same
+        rung always see each other; the decision itself is :meth:`decide`'s. The caller records
+        the decision (:meth:`RungDecision.user_attrs`), tags the trial's run and prunes.
         """
         if epoch not in (self.settings.rungs or ()):
-            return
-        values = self.rung_values(trial.user_attrs.get("costs") or {}, metrics["val_acc"])
-        key = rung_key(epoch)
-        # Written before reading the others, so two workers at the same rung always see each other.
-        trial.set_user_attr(key, values)
+            return None
+        values = self.rung_values(trial.user_attrs.get("costs") or {}, val_acc)
+        trial.set_user_attr(rung_key(epoch), values)
         entries = self.entries(trial.study, epoch)
         entries[trial.number] = values
+        return self.decide(trial.number, epoch, entries)
+
+    def decide(self, number: int, epoch: int, entries: Mapping[int, Sequence[float]]) -> RungDecision:
+        """Whether trial ``number`` continues past rung ``epoch`` given every entry at that rung."""
         promoted = promote(entries, self.directions, self.settings.eta)
         keep = len(entries) // self.settings.eta
-        decision = {
-            f"{key}_decision": {
-                "seen": sorted(entries),
-                "continues": trial.number in promoted,
-                "kept": len(promoted),
+        if number in promoted:
+            reason = ""
+        elif keep:
+            reason = f"not among the best {keep} of {len(entries)} trials at this rung"
+        else:
+            reason = f"dominated by one of the {len(entries) - 1} trials at this rung"
+        reason = reason and f"pruned after epoch {epoch}: {reason}"
+        return RungDecision(epoch, tuple(sorted(entries)), len(promoted), reason)
+
+
+@dataclasses.dataclass(frozen=True)
+class RungDecision:
+    """The halving rule's verdict on one trial at one rung."""
+
+    epoch: int
+    seen: tuple[int, ...]  # the trials entered at the rung when it was decided
+    kept: int  # how many of them continue
+    reason: str  # why the trial stops; "" when it continues
+
+    @property
+    def continues(self) -> bool:
+        return not self.reason
+
+    def user_attrs(self) -> dict[str, Any]:
+        """The decision as stored on the trial (``rung_<epoch>_decision``), with the deciding worker."""
+        return {
+            f"{rung_key(self.epoch)}_decision": {
+                "seen": list(self.seen),
+                "continues": self.continues,
+                "kept": self.kept,
                 "worker": f"{socket.gethostname()}:{os.getpid()}",
             }
         }
-        if trial.number in promoted:
-            set_user_attrs(trial, decision)
-            return
-        reason = (
-            f"pruned after epoch {epoch}: not among the best {keep} of {len(entries)} trials at this rung"
-            if keep
-            else f"pruned after epoch {epoch}: dominated by one of the {len(entries) - 1} trials at this rung"
-        )
-        partial = {
-            "val_acc": float(metrics["val_acc"]),
-            "val_acc_best": float(metrics.get("val_acc_best", metrics["val_acc"])),
-            "epochs_done": float(epoch),
-            "train_seconds": float(metrics.get("seconds", 0.0)),
-        }
-        set_user_attrs(trial, {**decision, **partial, "state": "pruned", "pruned_at_epoch": epoch})
-        # val_acc and val_acc_best are already in the run's history at this epoch's step.
-        done = {"epochs_done": float(epoch), "train_seconds": partial["train_seconds"]}
-        tracker.log_metrics(run_id, {**done, "pruned_at_epoch": float(epoch)}, step=epoch)
-        tracker.set_tags(
-            run_id,
-            {
-                "archsearch.state": "pruned",
-                "archsearch.pruned_at_epoch": str(epoch),
-                "archsearch.prune_reason": reason,
-            },
-        )
-        raise optuna.TrialPruned(reason)
 
 
 # --------------------------------------------------------------------------- what the sampler sees

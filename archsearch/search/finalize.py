@@ -26,25 +26,22 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from archsearch.checks import check_choice, check_flag, check_int, known_fields
 from archsearch.errors import ArchsearchError, ConfigError
 from archsearch.net.spec import NetSpec
-from archsearch.results.export import (
-    FINALIZED_PREFIX,
-    SELECTION_ATTR,
-    ExportResult,
-    export_study,
-    finalized_results,
-)
+from archsearch.results.export import FINALIZED_PREFIX, SELECTION_ATTR, export_study, finalized_results
 from archsearch.results.front import front_trials, spread_over_sizes
 from archsearch.results.tracking import ROLE_TAG, STUDY_TAG, Tracker
 from archsearch.search.settings import ExportSettings, TrackingSettings
 from archsearch.search.supernet_fidelity import inherited_weights
 from archsearch.train.settings import TrainerSettings
+
+if TYPE_CHECKING:
+    from archsearch.results.export import ExportResult
 
 #: Where a finalized member's weights start (``finalize.init``).
 FINALIZE_INITS = ("scratch", "supernet")

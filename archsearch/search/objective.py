@@ -10,21 +10,25 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.errors import ArchsearchError, WorkerFault
-from archsearch.hardware.profile import HardwareProfile
 from archsearch.net.cost import analyze
-from archsearch.net.spec import NetSpec
-from archsearch.results.tracking import STUDY_TAG, Tracker
-from archsearch.search.fidelity import SuccessiveHalving
+from archsearch.results.tracking import STUDY_TAG
 from archsearch.search.recovery import disk_full
-from archsearch.search.settings import RESULT_METRICS, TRAINED_METRICS, SearchSettings
-from archsearch.search.space import SearchSpace
+from archsearch.search.settings import RESULT_METRICS, TRAINED_METRICS
 from archsearch.storage.database import set_user_attrs
+
+if TYPE_CHECKING:
+    from archsearch.hardware.profile import HardwareProfile
+    from archsearch.net.spec import NetSpec
+    from archsearch.results.tracking import Tracker
+    from archsearch.search.fidelity import RungDecision, SuccessiveHalving
+    from archsearch.search.settings import SearchSettings
+    from archsearch.search.space import SearchSpace
 
 __all__ = ["Objective", "TrialFailed"]
 
@@ -286,6 +290,39 @@ class Objective:
         )
         return float(result.median_ms)
 
+    def _record_rung(
+        self, trial: optuna.Trial, run_id: str, decision: RungDecision, metrics: Mapping[str, float]
+    ) -> None:
+        """Store a halving decision; a pruned trial keeps its partial results and its run is tagged.
+
+        Raises:
+            optuna.TrialPruned: the trial stops at this rung (``decision.reason`` says why).
+        """
+        if decision.continues:
+            set_user_attrs(trial, decision.user_attrs())
+            return
+        epoch = decision.epoch
+        partial = {
+            "val_acc": float(metrics["val_acc"]),
+            "val_acc_best": float(metrics.get("val_acc_best", metrics["val_acc"])),
+            "epochs_done": float(epoch),
+            "train_seconds": float(metrics.get("seconds", 0.0)),
+        }
+        attrs = {**decision.user_attrs(), **partial, "state": "pruned", "pruned_at_epoch": epoch}
+        set_user_attrs(trial, attrs)
+        # val_acc and val_acc_best are already in the run's history at this epoch's step.
+        done = {"epochs_done": float(epoch), "train_seconds": partial["train_seconds"]}
+        self.tracker.log_metrics(run_id, {**done, "pruned_at_epoch": float(epoch)}, step=epoch)
+        self.tracker.set_tags(
+            run_id,
+            {
+                "archsearch.state": "pruned",
+                "archsearch.pruned_at_epoch": str(epoch),
+                "archsearch.prune_reason": decision.reason,
+            },
+        )
+        raise optuna.TrialPruned(decision.reason)
+
     def _train(self, trial: optuna.Trial, run_id: str, spec: NetSpec, model: Any) -> dict[str, Any]:
         """Train the candidate; its results as user attrs for :meth:`_complete` to record."""
         fit = self.fit_fn
@@ -301,7 +338,9 @@ class Objective:
                 run_id, {k: v for k, v in m.items() if isinstance(v, int | float)}, step=epoch
             )
             if self.fidelity is not None:
-                self.fidelity.after_epoch(trial, epoch, m, self.tracker, run_id)
+                decision = self.fidelity.after_epoch(trial, epoch, m["val_acc"])
+                if decision is not None:
+                    self._record_rung(trial, run_id, decision, m)
 
         try:
             result = fit(model, self.data, self.settings.trainer, seed=self.seed, on_epoch_end=on_epoch_end)

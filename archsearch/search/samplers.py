@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import optuna
 
 from archsearch.errors import ConfigError
-from archsearch.hardware.profile import HardwareProfile
 from archsearch.search.cost_aware import CostAwareSampler, CostProblem, check_objectives
-from archsearch.search.settings import SearchSettings
-from archsearch.search.space import SearchSpace
 from archsearch.search.workers import WorkerGridSampler
 from archsearch.storage import optuna_compat
+
+if TYPE_CHECKING:
+    from archsearch.hardware.profile import HardwareProfile
+    from archsearch.search.settings import SearchSettings
+    from archsearch.search.space import SearchSpace
 
 __all__ = [
     "DEFAULT_TPE",

@@ -26,18 +26,20 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from archsearch.errors import ConfigError
-from archsearch.hardware.profile import HardwareProfile
 from archsearch.net.cost import analyze
-from archsearch.net.spec import NetSpec
-from archsearch.results.tracking import Tracker
-from archsearch.search.settings import SearchSettings
-from archsearch.search.space_core import SearchSpace
-from archsearch.storage.database import StorageLock
+
+if TYPE_CHECKING:
+    from archsearch.hardware.profile import HardwareProfile
+    from archsearch.net.spec import NetSpec
+    from archsearch.results.tracking import Tracker
+    from archsearch.search.settings import SearchSettings
+    from archsearch.search.space_core import SearchSpace
+    from archsearch.storage.database import StorageLock
 
 __all__ = [
     "SUPERNET_ATTR",

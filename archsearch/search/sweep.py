@@ -14,13 +14,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial
 
 from archsearch.errors import ConfigError, WorkerFault
-from archsearch.hardware.profile import HardwareProfile
 from archsearch.results.commands import finalize_command, retrain_command
 from archsearch.results.publish import log_front
 from archsearch.results.tracking import Tracker
@@ -32,7 +31,6 @@ from archsearch.search.preflight import check_some_trial_ran, preflight
 from archsearch.search.recovery import close_cut_short_run, close_orphan_runs
 from archsearch.search.samplers import SamplerArg, SamplerFactory, bind_sampler, default_sampler, make_sampler
 from archsearch.search.settings import SearchSettings
-from archsearch.search.space import SearchSpace
 from archsearch.search.study import check_backends, finished_trials, open_study, quiet_libraries
 from archsearch.search.supernet_fidelity import SupernetFidelity
 from archsearch.search.warm_start import enqueue_warm_start
@@ -44,6 +42,10 @@ from archsearch.search.workers import (
     worker_seed,
 )
 from archsearch.storage.database import StorageLock, describe_url, mask_passwords, open_storage
+
+if TYPE_CHECKING:
+    from archsearch.hardware.profile import HardwareProfile
+    from archsearch.search.space import SearchSpace
 
 __all__ = ["SamplerArg", "SamplerFactory", "SearchResult", "default_sampler", "retrain_command", "run_search"]
 

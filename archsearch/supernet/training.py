@@ -30,12 +30,14 @@ from archsearch.errors import ConfigError
 from archsearch.hardware.runtime import torch_threads
 from archsearch.supernet.network import Supernet
 from archsearch.supernet.plan import BankPlan
-from archsearch.supernet.pool import CandidatePool
-from archsearch.supernet.settings import SupernetSettings
 from archsearch.train.augment import augment_batch
 from archsearch.train.device import autocast, resolve_device, resolve_precision
 from archsearch.train.fit import TrainingDiverged, lr_scheduler
-from archsearch.train.settings import TrainerSettings
+
+if TYPE_CHECKING:
+    from archsearch.supernet.pool import CandidatePool
+    from archsearch.supernet.settings import SupernetSettings
+    from archsearch.train.settings import TrainerSettings
 
 if TYPE_CHECKING:
     from archsearch.data.datasets import Dataset

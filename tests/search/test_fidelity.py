@@ -24,6 +24,7 @@ from archsearch.results.front import front_trials
 from archsearch.search.fidelity import (
     FidelitySettings,
     RungInformedSampler,
+    SuccessiveHalving,
     default_rungs,
     observed_at_last_rung,
     promote,
@@ -77,6 +78,25 @@ def test_with_fewer_than_eta_entries_the_non_dominated_continue() -> None:
     assert promote({1: KNOWN[1], 5: KNOWN[5]}, ACC_PARAMS, eta=3) == {1}
     assert promote({0: KNOWN[0], 2: KNOWN[2]}, ACC_PARAMS, eta=3) == {0, 2}
     assert promote({4: KNOWN[4]}, ACC_PARAMS, eta=3) == {4}
+
+
+def test_the_halving_decision_is_a_value_written_by_no_one() -> None:
+    """decide() reads entries and returns a verdict: no storage, no MLflow (the objective writes)."""
+    halving = SuccessiveHalving(
+        FidelitySettings(enabled=True, rungs=(1,), eta=3), [("val_acc", "maximize"), ("params", "minimize")]
+    )
+    entries = {n: KNOWN[n] for n in range(6)}
+    kept = promote(entries, ACC_PARAMS, eta=3)
+    for number in range(6):
+        decision = halving.decide(number, 1, entries)
+        assert decision.continues == (number in kept)
+        assert decision.seen == tuple(range(6)) and decision.kept == len(kept)
+        attrs = decision.user_attrs()["rung_1_decision"]
+        assert attrs["continues"] == decision.continues and attrs["seen"] == list(range(6))
+        if not decision.continues:
+            assert decision.reason == "pruned after epoch 1: not among the best 2 of 6 trials at this rung"
+    alone = halving.decide(0, 1, {0: KNOWN[0], 9: [KNOWN[0][0] + 0.1, KNOWN[0][1] - 1]})
+    assert alone.reason == "pruned after epoch 1: dominated by one of the 1 trials at this rung"
 
 
 def test_rungs_default_to_powers_of_eta_below_the_epochs() -> None:
