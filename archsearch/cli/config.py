@@ -9,22 +9,26 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import optuna
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from archsearch.checks import check_flag
+from archsearch.data.settings import DataSettings
 from archsearch.errors import ConfigError
 from archsearch.hardware.auto import is_auto, resolve_profile
-from archsearch.hardware.profile import HardwareProfile
-from archsearch.search.samplers import SamplerFactory
 from archsearch.search.settings import SearchSettings
-from archsearch.search.space import SearchSpace, load_space
+from archsearch.search.space import load_space
 from archsearch.storage.database import mask_passwords
 from archsearch.targets import check_target
 from archsearch.train.settings import TrainerSettings
+
+if TYPE_CHECKING:
+    from archsearch.hardware.profile import HardwareProfile
+    from archsearch.search.samplers import SamplerFactory
+    from archsearch.search.space import SearchSpace
 
 __all__ = ["SWEEP_KEYS", "SweepPlan", "check_top_keys", "plain", "sampler_factory", "sweep_plan"]
 
@@ -45,7 +49,7 @@ class SweepPlan:
 
     settings: SearchSettings
     space: SearchSpace
-    data: Mapping[str, Any]
+    data: DataSettings
     hardware: HardwareProfile | None  # None: hardware=auto, resolved by run_search
     sampler: SamplerFactory
     fit_fn: Callable[..., Any] | None
@@ -76,7 +80,7 @@ class SweepPlan:
             fit_fn=fit_fn or self.fit_fn,
             console=console,
             config_yaml=self.config_yaml,
-            data_config=self.data,
+            data_settings=self.data,
             callbacks=callbacks,
         )
 
@@ -105,7 +109,7 @@ def sweep_plan(cfg: DictConfig) -> SweepPlan:
     return SweepPlan(
         settings=settings,
         space=space,
-        data=raw.get("data") or {},
+        data=DataSettings.from_mapping(raw.get("data")),
         hardware=hardware,
         sampler=sampler,
         fit_fn=_configured_fit(sweep.get("fit")),
@@ -160,7 +164,7 @@ def finalize_plan(raw: Mapping[str, Any]) -> tuple[Any, TrainerSettings]:
     The trainer is ``trainer`` at ``finalize.epochs``, so DSD splits those epochs into its
     phases, not the search's.
     """
-    from archsearch.search.finalize import FinalizeSettings
+    from archsearch.search.settings import FinalizeSettings
 
     settings = FinalizeSettings.from_mapping(raw.get("finalize"))
     return settings, TrainerSettings.from_mapping({**(raw.get("trainer") or {}), "epochs": settings.epochs})

@@ -14,11 +14,11 @@ from hydra.core.config_store import ConfigStore
 
 from archsearch.checks import plain_fields
 from archsearch.search.fidelity import FidelitySettings
-from archsearch.search.finalize import FinalizeSettings
 from archsearch.search.samplers import DEFAULT_TPE
 from archsearch.search.settings import (
     CostSettings,
     ExportSettings,
+    FinalizeSettings,
     LatencySettings,
     StudySettings,
     TrackingSettings,

@@ -99,10 +99,10 @@ def _close_key(key: str) -> str | None:
     import dataclasses
     import difflib
 
-    from archsearch.search.finalize import FinalizeSettings
     from archsearch.search.settings import (
         CostSettings,
         ExportSettings,
+        FinalizeSettings,
         LatencySettings,
         StudySettings,
         TrackingSettings,

@@ -49,6 +49,8 @@ def dispatch(cfg: DictConfig) -> Any:
             cfg.model = OmegaConf.create(_literal(OmegaConf.to_container(cfg.model, resolve=False)))
     if cfg.get("sweep") is not None:
         return run_sweep(cfg, console=_console())
+    from archsearch.cli.train import train
+
     return train(cfg, console=_console())
 
 
@@ -96,41 +98,6 @@ def run_sweep(cfg: DictConfig, *, console: Any = None, fit_fn: Callable[..., Any
 
     export = finalize(cfg, study=result.study, fit_fn=fit_fn, console=console).export
     return dataclasses.replace(result, front=export.front, export_dir=export.directory, files=export.files)
-
-
-def train(cfg: DictConfig, *, console: Any = None) -> Any:
-    """No sweep: train ``model`` (or ``model_file``) on ``data`` with ``trainer`` and print it."""
-    from rich.console import Console
-
-    from archsearch.cli.config import plain, trainer_settings
-    from archsearch.data.datasets import load_dataset
-    from archsearch.hardware.auto import auto_profile_for, is_auto, resolve_profile
-    from archsearch.net.spec import NetSpec
-    from archsearch.search.settings import CostSettings, LatencySettings
-    from archsearch.train.single import train_single
-
-    raw = plain(cfg)
-    trainer = trainer_settings(cfg)
-    cost = CostSettings.from_mapping(raw.get("cost"))
-    hw_raw = raw.get("hardware") or {}
-    hardware = None if is_auto(hw_raw) or not hw_raw else resolve_profile(hw_raw)
-    model = raw.get("model") or {}
-    declared = NetSpec.from_dict(model, source=f"model {model.get('name', '')}")
-    seed = raw.get("seed", 0)
-    data = load_dataset(raw.get("data") or {}, seed=seed)
-    if is_auto(hw_raw):
-        # After every check: no sweep, so no latency block; calibrated for latency's defaults.
-        hardware = auto_profile_for(LatencySettings())
-    return train_single(
-        declared,
-        data,
-        trainer,
-        seed=seed,
-        hardware=hardware,
-        cost_batch_size=cost.batch_size,
-        bytes_per_element=cost.bytes_per_element,
-        console=console or Console(quiet=True),
-    )
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

@@ -10,21 +10,23 @@ from any directory: a relative ``model_file`` would resolve against the new work
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 import sys
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from archsearch.errors import ConfigError
 from archsearch.storage.database import url_without_password
 from archsearch.train.settings import TrainerSettings
 
 if TYPE_CHECKING:  # the settings of the search whose results these commands reproduce
+    from archsearch.data.settings import DataSettings
     from archsearch.search.settings import SearchSettings
 
-__all__ = ["CONFIG", "fill_config", "finalize_command", "retrain_command"]
+__all__ = ["CONFIG", "Commands", "fill_config", "finalize_command", "retrain_command"]
 
 #: Stands for a member's net YAML in a stored retrain command (see :func:`fill_config`).
 CONFIG = "{config}"
@@ -33,8 +35,13 @@ CONFIG = "{config}"
 _BARE = re.compile(r"[A-Za-z_~/][\w./~:+-]*")
 _KEYWORDS = {"null", "true", "false", "inf", "nan"}
 
-#: Data keys that name files or folders (built-in and user data configs).
-PATH_KEYS = ("dir", "path", "labels", "root", "cache_dir")
+
+@dataclass(frozen=True)
+class Commands:
+    """The commands stored with a study: retrain one member, finalize the front ("" if none can work)."""
+
+    retrain: str
+    finalize: str
 
 
 def fill_config(command: str, config: str | Path) -> str:
@@ -46,32 +53,28 @@ def fill_config(command: str, config: str | Path) -> str:
     return command.replace(word, shlex.quote(_override("model_file", str(config))))
 
 
-def retrain_command(
-    settings: SearchSettings, data_config: Mapping[str, Any] | None, data_name: str = ""
-) -> str:
+def retrain_command(settings: SearchSettings, data: DataSettings | None) -> str:
     """The command that retrains one exported net exactly as its trial was trained.
 
     Args:
         settings: the search's settings (trainer, seed).
-        data_config: the ``data`` mapping the dataset was loaded from with ``seed``
-            (:func:`archsearch.data.datasets.load_dataset`); None when it is not known.
-        data_name: the ``data=`` config to start from (``data_config["name"]`` when empty).
+        data: the settings the dataset was loaded from with ``seed``
+            (:func:`archsearch.data.datasets.load_dataset`); None when they are not known.
 
     Returns:
         The command with ``{config}`` standing for the net YAML, or "" when the data cannot
-        be named on the command line (no config, e.g. a dataset built from arrays).
+        be named on the command line (no settings, e.g. a dataset built from arrays, or no
+        config file of their name).
     """
-    data = _data_overrides(data_config, data_name)
-    if data is None:
+    data_words = _data_overrides(data)
+    if data_words is None:
         return ""
     trainer = _trainer_overrides(settings.trainer, TrainerSettings())
     words = [sys.executable, "-m", "archsearch"]
-    return _join(words) + f" model_file={CONFIG} " + _join([*data, *trainer, f"seed={settings.seed}"])
+    return _join(words) + f" model_file={CONFIG} " + _join([*data_words, *trainer, f"seed={settings.seed}"])
 
 
-def finalize_command(
-    settings: SearchSettings, data_config: Mapping[str, Any] | None, data_name: str = ""
-) -> str:
+def finalize_command(settings: SearchSettings, data: DataSettings | None) -> str:
     """The command that retrains the whole front at full fidelity and scores it on test.
 
     ``python -m archsearch.finalize`` with the study's storage (without its password), tracking,
@@ -79,10 +82,8 @@ def finalize_command(
     trainer keys of the search except ``epochs`` (``finalize.epochs`` sets those) and the seed.
     "" when the data cannot be named on the command line.
     """
-    if data_config is None:
-        return ""
-    data = _data_overrides({k: v for k, v in data_config.items() if k != "subset"}, data_name)
-    if data is None:
+    data_words = _data_overrides(None if data is None else dataclasses.replace(data, subset=None))
+    if data_words is None:
         return ""
     tracking = settings.tracking
     trainer = [
@@ -101,7 +102,7 @@ def finalize_command(
         *([_override("tracking.uri", tracking.uri)] if tracking.uri else []),
         *([] if tracking.enabled else ["tracking.enabled=false"]),
         _override("export.dir", str(settings.export_dir.resolve())),
-        *data,
+        *data_words,
         # conf/finalize.yaml sets its own thread count, so the search's is always stated.
         _override("trainer.threads", settings.trainer.threads),
         *trainer,
@@ -114,32 +115,12 @@ def _join(words: list[str]) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
-def _data_overrides(data_config: Mapping[str, Any] | None, data_name: str) -> list[str] | None:
-    """``data=NAME`` and every key that differs from that config file, or None if unnameable."""
-    from archsearch.resources import find_config
-
-    if data_config is None:
+def _data_overrides(data: DataSettings | None) -> list[str] | None:
+    """``data=CONFIG`` and every key that differs from that config file, or None if unnameable."""
+    changed = None if data is None else data.overrides()
+    if data is None or changed is None:
         return None
-    name = data_name or str(data_config.get("name", ""))
-    try:
-        default = _load_yaml(find_config("data", name)) if name else None
-    except ConfigError:
-        default = None
-    if default is None:
-        return None
-    given, base = dict(_flat(dict(data_config))), dict(_flat(default))
-    for flat in (given, base):
-        for key in PATH_KEYS:
-            if isinstance(flat.get(key), str) and flat[key]:
-                # Resolved now: the command may be run from another directory (or shell, for ~).
-                flat[key] = str(Path(flat[key]).expanduser().resolve())
-    # A key the config file lacks must be added (``+``): Hydra refuses to override a missing key.
-    changed = [
-        _override(f"{'' if k in base else '+'}data.{k}", v)
-        for k, v in given.items()
-        if base.get(k, given) != v
-    ]
-    return [f"data={name}", *changed]
+    return [f"data={data.config}", *(_override(key, value) for key, value in changed.items())]
 
 
 def _trainer_overrides(trainer: TrainerSettings, default: TrainerSettings) -> list[str]:
@@ -186,10 +167,3 @@ def _hydra_value(value: Any) -> str:
     if _BARE.fullmatch(text) and text.lower() not in _KEYWORDS:
         return text
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _load_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    loaded = yaml.safe_load(path.read_text()) or {}
-    return {k: v for k, v in loaded.items() if k != "defaults"} if isinstance(loaded, dict) else {}

@@ -1,20 +1,79 @@
-"""Publishing a search's front to MLflow: which runs are members, their weights, the export files.
+"""Publishing a search's front: the export files, ONNX, and MLflow's view of which runs are members.
 
-Kept with the other results code so that the search decides and results publish: the search
-calls :func:`log_front` after each export with what it knows (the front, the trial count).
+The one home of publishing, so that the search decides and results publish: the search calls
+:func:`publish_front` (export, then :func:`log_front`) with what it knows after its trials.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from archsearch.results.export import ExportResult
+from archsearch.results.export import ExportResult, export_study
 from archsearch.results.tracking import Tracker
 
-__all__ = ["log_front"]
+__all__ = ["log_front", "publish_finalized", "publish_front"]
+
+
+def publish_front(
+    study: optuna.Study,
+    export_dir: Path,
+    *,
+    tracker: Tracker,
+    parent: str,
+    data: Any,
+    plots: bool,
+    onnx: bool,
+    int8: bool,
+    log_weights: str,
+    trials: int,
+) -> ExportResult:
+    """Export the study's front (pareto.csv/json, nets, weights, plots; ONNX when asked) to
+    ``export_dir`` and tag its runs in MLflow (:func:`log_front`). The export is rewritten whole.
+
+    Args:
+        data: the search's dataset: ONNX members are checked on its real inputs.
+        plots, onnx, int8: ``export.plots``, ``export.onnx``, ``export.int8``.
+        log_weights: ``tracking.log_weights``.
+        trials: the study's finished trials, logged on the parent run.
+    """
+    exported = export_study(study, export_dir, plots=plots)
+    if onnx:  # trained members as ONNX (+ int8), checked on real inputs
+        from archsearch.results.onnx_export import add_onnx
+
+        add_onnx(exported, data, int8)
+    log_front(tracker, parent, study, exported, log_weights=log_weights, trials=trials)
+    return exported
+
+
+def publish_finalized(
+    study: optuna.Study,
+    export_dir: Path,
+    *,
+    tracker: Tracker,
+    parent: str,
+    runs: Mapping[int, str],
+    plots: bool,
+) -> ExportResult:
+    """Export the finalized front, tag each finalized member's run on or off it, put the export on
+    the finalize parent run and end that run.
+
+    Args:
+        runs: the MLflow run of each finalized member, by search trial number.
+    """
+    exported = export_study(study, export_dir, plots=plots)
+    on_front = {t.number for t in exported.front}
+    for trial, run_id in runs.items():
+        tracker.set_tags(run_id, {"archsearch.pareto": str(trial in on_front).lower()})
+    for path in exported.files.values():
+        tracker.log_artifact(parent, path, "pareto")
+    tracker.log_metrics(parent, {"finalized_front_size": float(len(exported.front))})
+    tracker.end_study("FINISHED")
+    return exported
 
 
 def log_front(

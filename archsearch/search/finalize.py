@@ -20,8 +20,6 @@ resumes where it stopped.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,85 +28,28 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from archsearch.checks import check_choice, check_flag, check_int, known_fields
-from archsearch.errors import ArchsearchError, ConfigError
-from archsearch.net.spec import NetSpec
-from archsearch.results.export import FINALIZED_PREFIX, SELECTION_ATTR, export_study, finalized_results
+from archsearch.results.export import FINALIZED_PREFIX, SELECTION_ATTR, finalized_results
 from archsearch.results.front import front_trials, spread_over_sizes
-from archsearch.results.tracking import ROLE_TAG, STUDY_TAG, Tracker
-from archsearch.search.settings import ExportSettings, TrackingSettings
+from archsearch.results.publish import publish_finalized
+from archsearch.results.tracking import Tracker
+from archsearch.search.retrain import (
+    FinalizedMember,
+    MemberContext,
+    finalize_member,
+    fingerprint,
+    member_specs,
+)
+from archsearch.search.settings import ExportSettings, FinalizeSettings, TrackingSettings
 from archsearch.search.supernet_fidelity import inherited_weights
 from archsearch.train.settings import TrainerSettings
 
 if TYPE_CHECKING:
+    from archsearch.net.spec import NetSpec
+
+if TYPE_CHECKING:
     from archsearch.results.export import ExportResult
 
-#: Where a finalized member's weights start (``finalize.init``).
-FINALIZE_INITS = ("scratch", "supernet")
-
 __all__ = ["FinalizeResult", "FinalizeSettings", "FinalizedMember", "finalize_study"]
-
-
-@dataclass(frozen=True)
-class FinalizeSettings:
-    """The validated ``finalize`` block.
-
-    Attributes:
-        epochs: training epochs of every member (the trainer's other keys, ``trainer.dsd``
-            included, come from ``trainer``).
-        force: retrain members already finalized with the same settings.
-        init: ``scratch`` (fresh weights) or ``supernet``: each member starts from its slice of
-            the study's supernet (a study searched with ``sweep.fidelity.kind=supernet``).
-        members: retrain at most this many members, chosen on validation accuracy and spread
-            over the front's sizes (:func:`archsearch.results.front.spread_over_sizes`); None
-            retrains the whole front.
-    """
-
-    epochs: int = 30
-    force: bool = False
-    init: str = "scratch"
-    members: int | None = None
-
-    def __post_init__(self) -> None:
-        check_int("finalize.epochs", self.epochs, 1)
-        check_flag("finalize.force", self.force)
-        check_choice("finalize.init", self.init, FINALIZE_INITS)
-        if self.members is not None:
-            check_int("finalize.members", self.members, 1)
-
-    @classmethod
-    def from_mapping(cls, raw: Any) -> FinalizeSettings:
-        """Read the ``finalize`` block (a plain mapping, or None for the defaults)."""
-        return cls(**known_fields(raw, "finalize", cls))
-
-
-@dataclass(frozen=True)
-class FinalizedMember:
-    """One retrained front member, as stored in the study's ``finalized:<trial>`` user attr.
-
-    ``failed`` holds the reason training failed (the accuracies are then NaN); ``trained`` is
-    False when the member was finalized earlier with the same settings and not trained again.
-    """
-
-    trial: int
-    spec_hash: str
-    search_val_acc: float
-    val_acc: float
-    val_acc_best: float
-    test_acc: float
-    epochs: int
-    train_seconds: float
-    dsd: bool
-    mlflow_run_id: str
-    weights: str
-    settings: str
-    failed: str = ""
-    trained: bool = True
-
-    def stored(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
-        del out["trained"]
-        return out
 
 
 @dataclass
@@ -167,12 +108,12 @@ def finalize_study(
     members = front_trials(study)
     if settings.members is not None:
         members = spread_over_sizes(members, settings.members)
-    specs = _member_specs(members, data)
+    specs = member_specs(members, data)
     tracker = _tracker(study, tracking)
     parent = tracker.start_study(
         study.study_name, {"finalize": {"epochs": settings.epochs, "dsd": dsd}}, config_yaml
     )
-    context = _Context(
+    context = MemberContext(
         study.study_name,
         data,
         trainer,
@@ -181,7 +122,7 @@ def finalize_study(
         tracker,
         export.dir if export.dir is not None else Path("results") / study.study_name,
         tracking.log_weights != "none",
-        _fingerprint(data, trainer, seed, settings.init),
+        fingerprint(data, trainer, seed, settings.init),
         inherited_weights(study) if settings.init == "supernet" else None,
     )
     started = time.perf_counter()
@@ -197,8 +138,10 @@ def finalize_study(
     except BaseException as exc:
         tracker.end_study("KILLED" if isinstance(exc, KeyboardInterrupt) else "FINISHED")
         raise
-    exported = export_study(study, context.export_dir, plots=export.plots)
-    _publish(tracker, parent, done, exported)
+    runs = {member.trial: member.mlflow_run_id for member in done}
+    exported = publish_finalized(
+        study, context.export_dir, tracker=tracker, parent=parent, runs=runs, plots=export.plots
+    )
     seconds = time.perf_counter() - started
     console.print(
         f"finalized front: {len(exported.front)} of {len(members)} members non-dominated on finalized "
@@ -216,44 +159,11 @@ def _tracker(study: optuna.Study, tracking: TrackingSettings) -> Tracker:
     )
 
 
-def _publish(tracker: Tracker, parent: str, done: list[FinalizedMember], exported: ExportResult) -> None:
-    """Tag each member's run on or off the finalized front and put the export on the parent run."""
-    on_front = {t.number for t in exported.front}
-    for member in done:
-        tracker.set_tags(member.mlflow_run_id, {"archsearch.pareto": str(member.trial in on_front).lower()})
-    for path in exported.files.values():
-        tracker.log_artifact(parent, path, "pareto")
-    tracker.log_metrics(parent, {"finalized_front_size": float(len(exported.front))})
-    tracker.end_study("FINISHED")
-
-
-def _member_specs(members: list[optuna.trial.FrozenTrial], data: Any) -> dict[int, NetSpec]:
-    """Each member's network; one that ``data`` cannot feed is a ConfigError before any training."""
-    specs = {t.number: NetSpec.from_dict(t.user_attrs["spec"]) for t in members}
-    for number, spec in specs.items():
-        if tuple(spec.input) != tuple(data.shape) or spec.num_classes != data.num_classes:
-            raise ConfigError(
-                f"data={data.name} ({_shape(data.shape, data.num_classes)}) does not fit trial {number}'s "
-                f"network ({_shape(spec.input, spec.num_classes)}); pass the data= the sweep used."
-            )
-    return specs
-
-
-def _fingerprint(data: Any, trainer: TrainerSettings, seed: int, init: str = "scratch") -> str:
-    """What makes two finalize runs of a member the same (a member is not retrained for nothing)."""
-    described = {"name": data.name, "train": len(data.train_y), "val": len(data.val_y)}
-    body: dict[str, Any] = {"data": described, "trainer": trainer.to_mapping(), "seed": seed}
-    if init != "scratch":  # fingerprints of scratch runs stay what they were before finalize.init existed
-        body["init"] = init
-    text = json.dumps(body, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
 def _retrain(
     study: optuna.Study,
     members: list[optuna.trial.FrozenTrial],
     specs: Mapping[int, NetSpec],
-    ctx: _Context,
+    ctx: MemberContext,
     force: bool,
     console: Any,
 ) -> list[FinalizedMember]:
@@ -264,7 +174,7 @@ def _retrain(
         if previous is not None and previous.get("settings") == ctx.fingerprint and not force:
             done.append(FinalizedMember(**previous, trained=False))
             continue
-        member = _finalize_member(ctx, t, specs[t.number])
+        member = finalize_member(ctx, t, specs[t.number])
         # Stored after every member, so an interrupted finalize keeps what it finished.
         study.set_user_attr(f"{FINALIZED_PREFIX}{t.number}", member.stored())
         done.append(member)
@@ -274,125 +184,3 @@ def _retrain(
             + (f"  [red]failed: {member.failed}[/red]" if member.failed else "")
         )
     return done
-
-
-def _shape(input_shape: Any, num_classes: int) -> str:
-    return f"{'x'.join(map(str, input_shape))}, {num_classes} classes"
-
-
-@dataclass(frozen=True)
-class _Context:
-    """What every member's retraining shares."""
-
-    study_name: str
-    data: Any
-    trainer: TrainerSettings
-    seed: int
-    fit: Callable[..., Any]
-    tracker: Tracker
-    export_dir: Path
-    log_weights: bool
-    fingerprint: str
-    inherit: Callable[[NetSpec, Any], None] | None = None
-
-
-def _finalize_member(ctx: _Context, trial: optuna.trial.FrozenTrial, spec: NetSpec) -> FinalizedMember:
-    """Train one member (from scratch or its supernet slice), score it on test, log it as an MLflow run.
-
-    A member whose training fails (diverges, say) is recorded as failed and left off the
-    finalized front; a user error (a bad trainer key) or an interrupt ends the whole finalize.
-    """
-    dsd = ctx.trainer.dsd.enabled
-    run_id = ctx.tracker.start_trial(
-        trial.number,
-        trial.params,
-        {
-            STUDY_TAG: ctx.study_name,
-            ROLE_TAG: "finalize",
-            "archsearch.spec_hash": spec.hash,
-            "archsearch.search_run_id": str(trial.user_attrs.get("mlflow_run_id", "")),
-        },
-    )
-    ctx.tracker.set_tags(run_id, {"mlflow.runName": f"finalize-{trial.number}"})
-    ctx.tracker.log_params(
-        run_id, {"finalize": {"epochs": ctx.trainer.epochs, "dsd": dsd, "data": ctx.data.name}}
-    )
-    ctx.tracker.log_text(run_id, spec.to_yaml(), "net.yaml")
-    nan = float("nan")
-    common: dict[str, Any] = {
-        "trial": trial.number,
-        "spec_hash": spec.hash,
-        "search_val_acc": float(trial.user_attrs.get("val_acc", nan)),
-        "dsd": dsd,
-        "mlflow_run_id": run_id,
-        "settings": ctx.fingerprint,
-    }
-    try:
-        model = _initial_model(ctx, spec)
-        result = ctx.fit(
-            model,
-            ctx.data,
-            ctx.trainer,
-            seed=ctx.seed,
-            on_epoch_end=lambda epoch, m: ctx.tracker.log_metrics(
-                run_id, {k: v for k, v in m.items() if isinstance(v, int | float)}, step=epoch
-            ),
-            evaluate_test=True,
-        )
-    except (ArchsearchError, KeyboardInterrupt):
-        ctx.tracker.end_trial(run_id, "KILLED")
-        raise
-    except Exception as exc:
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-        ctx.tracker.set_tags(run_id, {"archsearch.state": "failed", "archsearch.fail_reason": reason})
-        ctx.tracker.end_trial(run_id, "FAILED")
-        return FinalizedMember(
-            **common,
-            val_acc=nan,
-            val_acc_best=nan,
-            test_acc=nan,
-            epochs=0,
-            train_seconds=nan,
-            weights="",
-            failed=reason,
-        )
-    member = FinalizedMember(
-        **common,
-        val_acc=float(result.val_acc_last),
-        val_acc_best=float(result.val_acc_best),
-        test_acc=float(result.test_acc),
-        epochs=int(result.epochs_done),
-        train_seconds=float(result.seconds),
-        weights=_save_weights(ctx, run_id, trial.number, model),
-    )
-    logged = ("val_acc", "val_acc_best", "test_acc", "search_val_acc", "train_seconds")
-    ctx.tracker.log_metrics(run_id, {k: getattr(member, k) for k in logged})
-    ctx.tracker.set_tags(run_id, {"archsearch.state": "finalized"})
-    ctx.tracker.end_trial(run_id, "FINISHED")
-    return member
-
-
-def _initial_model(ctx: _Context, spec: NetSpec) -> Any:
-    """The member's network, freshly initialised from the seed, or with its supernet slice's weights."""
-    import torch
-
-    from archsearch.net.model import build
-
-    torch.manual_seed(ctx.seed)
-    model = build(spec)
-    if ctx.inherit is not None:
-        ctx.inherit(spec, model)
-    return model
-
-
-def _save_weights(ctx: _Context, run_id: str, number: int, model: Any) -> str:
-    """The finalized weights' path ("" when weights are not kept), logged to the member's run."""
-    if not ctx.log_weights:
-        return ""
-    import torch
-
-    path = ctx.export_dir / "weights" / f"final_trial_{number:04d}.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
-    ctx.tracker.log_artifact(run_id, path, "weights")
-    return str(path.resolve())

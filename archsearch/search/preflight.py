@@ -1,40 +1,69 @@
-"""What a search checks before it writes anything, and after its trials ran.
+"""What a search checks and builds before it writes anything.
 
-:func:`preflight` runs before the storage, MLflow or the export is touched: the sampler can
-serve the search, the export and tracking folders can be written, the warm start's names
-exist; rungs inside the learning-rate warm-up are warned of. :func:`check_some_trial_ran`
-turns a study whose every trial failed into :class:`~archsearch.errors.SearchFailed` (the CLI
-exits 3) instead of an empty front.
+:func:`prepare` runs before the storage, MLflow or the export is touched: both backends answer,
+the sampler can serve the search, the export and tracking folders can be written, the warm
+start's names exist (rungs inside the learning-rate warm-up are warned of); then it resolves
+the hardware profile and builds the fidelity (successive halving, or the supernet, which
+refuses a space it cannot share here).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-import optuna
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from archsearch.checks import check_writable_dir
-from archsearch.errors import SearchFailed
+from archsearch.hardware.auto import auto_profile_for
+from archsearch.search.fidelity import SuccessiveHalving
 from archsearch.search.samplers import SamplerArg, check_sampler
-from archsearch.search.settings import SearchSettings
-from archsearch.search.space_core import SearchSpace
+from archsearch.search.study import check_backends
+from archsearch.search.supernet_fidelity import SupernetFidelity
 from archsearch.search.warm_start import warm_start_params
 
-__all__ = ["check_some_trial_ran", "preflight"]
+if TYPE_CHECKING:
+    from archsearch.hardware.profile import HardwareProfile
+    from archsearch.search.settings import SearchSettings
+    from archsearch.search.space_core import SearchSpace
+
+__all__ = ["Prepared", "preflight", "prepare"]
 
 
-def check_some_trial_ran(study: optuna.Study) -> None:
-    """Raise SearchFailed when the study's every finished trial failed (there is no front)."""
-    finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
-    if finished and all(t.state == optuna.trial.TrialState.FAIL for t in finished):
-        reason = next(
-            (str(t.user_attrs["fail_reason"]) for t in finished if "fail_reason" in t.user_attrs), ""
-        )
-        raise SearchFailed(
-            f"every one of the study's {len(finished)} trials failed, so there is no front"
-            + (f"; the first said: {reason.rstrip('.')}." if reason else ".")
-        )
+@dataclass(frozen=True)
+class Prepared:
+    """What :func:`prepare` checked and built for one search."""
+
+    seeds: list[tuple[str, dict[str, Any]]]  # the warm start's trials to enqueue (a new study only)
+    hardware: HardwareProfile
+    fidelity: SuccessiveHalving | None
+    supernet: SupernetFidelity | None
+
+
+def prepare(
+    settings: SearchSettings,
+    space: SearchSpace,
+    data: Any,
+    sampler: SamplerArg,
+    hardware: HardwareProfile | None,
+    log: Callable[[str], Any],
+) -> Prepared:
+    """Every check a search makes before its first write, and the parts they vouch for.
+
+    Args:
+        hardware: the profile ``latency_est_ms`` is estimated on; None: ``hardware=auto``.
+        log: prints warnings (and the supernet's progress).
+
+    Raises:
+        ConfigError: a backend does not answer, or a setting cannot serve this search.
+    """
+    check_backends(settings)
+    seeds = preflight(settings, space, sampler, log)
+    hardware = hardware or auto_profile_for(settings.latency)
+    fidelity = SuccessiveHalving.from_settings(
+        settings.fidelity, settings.trainer.epochs, settings.objectives
+    )
+    supernet = SupernetFidelity.for_search(settings, space, data, hardware, log=log)
+    return Prepared(seeds, hardware, fidelity, supernet)
 
 
 def preflight(

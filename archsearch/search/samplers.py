@@ -16,11 +16,13 @@ import optuna
 
 from archsearch.errors import ConfigError
 from archsearch.search.cost_aware import CostAwareSampler, CostProblem, check_objectives
+from archsearch.search.fidelity import RungInformedSampler
 from archsearch.search.workers import WorkerGridSampler
 from archsearch.storage import optuna_compat
 
 if TYPE_CHECKING:
     from archsearch.hardware.profile import HardwareProfile
+    from archsearch.search.fidelity import SuccessiveHalving
     from archsearch.search.settings import SearchSettings
     from archsearch.search.space import SearchSpace
 
@@ -126,6 +128,37 @@ def bind_sampler(
     elif resumed:
         sampler.reseed_rng()
     return sampler
+
+
+def search_sampler(
+    sampler: SamplerArg,
+    seed: int,
+    settings: SearchSettings,
+    space: SearchSpace,
+    data: Any,
+    hardware: HardwareProfile,
+    *,
+    fidelity: SuccessiveHalving | None,
+    resumed: bool,
+) -> optuna.samplers.BaseSampler:
+    """The sampler one worker of a search runs: made from its ``seed``, bound to the search, and
+    wrapped to learn from pruned trials when halving is on (:class:`RungInformedSampler`)."""
+    made = bind_sampler(
+        make_sampler(sampler, seed, settings.objectives),
+        settings,
+        space,
+        data,
+        hardware,
+        resumed=isinstance(sampler, optuna.samplers.BaseSampler) and resumed,
+    )
+    if (
+        fidelity is not None
+        and fidelity.settings.learn_from_pruned
+        # A grid learns nothing; the cost-aware sampler reads pruned trials' rungs itself.
+        and not isinstance(made, optuna.samplers.GridSampler | CostAwareSampler)
+    ):
+        return RungInformedSampler(made)
+    return made
 
 
 def cost_problem(

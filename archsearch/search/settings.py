@@ -35,6 +35,7 @@ __all__ = [
     "Constraint",
     "CostSettings",
     "ExportSettings",
+    "FinalizeSettings",
     "LatencySettings",
     "SearchSettings",
     "StudySettings",
@@ -230,6 +231,43 @@ class LatencySettings:
     @classmethod
     def from_mapping(cls, raw: Any) -> LatencySettings:
         return cls(**known_fields(raw, "latency", cls))
+
+
+#: Where a finalized member's weights start (``finalize.init``).
+FINALIZE_INITS = ("scratch", "supernet")
+
+
+@dataclass(frozen=True)
+class FinalizeSettings:
+    """The validated ``finalize`` block.
+
+    Attributes:
+        epochs: training epochs of every member (the trainer's other keys, ``trainer.dsd``
+            included, come from ``trainer``).
+        force: retrain members already finalized with the same settings.
+        init: ``scratch`` (fresh weights) or ``supernet``: each member starts from its slice of
+            the study's supernet (a study searched with ``sweep.fidelity.kind=supernet``).
+        members: retrain at most this many members, chosen on validation accuracy and spread
+            over the front's sizes (:func:`archsearch.results.front.spread_over_sizes`); None
+            retrains the whole front.
+    """
+
+    epochs: int = 30
+    force: bool = False
+    init: str = "scratch"
+    members: int | None = None
+
+    def __post_init__(self) -> None:
+        check_int("finalize.epochs", self.epochs, 1)
+        check_flag("finalize.force", self.force)
+        check_choice("finalize.init", self.init, FINALIZE_INITS)
+        if self.members is not None:
+            check_int("finalize.members", self.members, 1)
+
+    @classmethod
+    def from_mapping(cls, raw: Any) -> FinalizeSettings:
+        """Read the ``finalize`` block (a plain mapping, or None for the defaults)."""
+        return cls(**known_fields(raw, "finalize", cls))
 
 
 @dataclass(frozen=True)

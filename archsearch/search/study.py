@@ -7,13 +7,13 @@ from collections.abc import Iterator
 
 import optuna
 
-from archsearch.errors import ArchsearchError, ConfigError
+from archsearch.errors import ArchsearchError, ConfigError, SearchFailed
 from archsearch.results.tracking import check_tracking_uri
 from archsearch.search.settings import SearchSettings
 from archsearch.search.workers import budget
 from archsearch.storage.database import StorageLock, check_database_url, describe_url, open_storage
 
-__all__ = ["check_backends", "finished_trials", "open_study", "quiet_libraries"]
+__all__ = ["check_backends", "check_some_trial_ran", "finished_trials", "open_study", "quiet_libraries"]
 
 
 def check_backends(settings: SearchSettings) -> None:
@@ -86,6 +86,19 @@ def finished_trials(study: optuna.Study) -> int:
     :mod:`archsearch.search.workers` for the budget rule).
     """
     return budget(study.get_trials(deepcopy=False), 0).finished
+
+
+def check_some_trial_ran(study: optuna.Study) -> None:
+    """Raise SearchFailed when the study's every finished trial failed (there is no front)."""
+    finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    if finished and all(t.state == optuna.trial.TrialState.FAIL for t in finished):
+        reason = next(
+            (str(t.user_attrs["fail_reason"]) for t in finished if "fail_reason" in t.user_attrs), ""
+        )
+        raise SearchFailed(
+            f"every one of the study's {len(finished)} trials failed, so there is no front"
+            + (f"; the first said: {reason.rstrip('.')}." if reason else ".")
+        )
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from archsearch.cli.main import train as train_single
+from archsearch.cli.train import train as train_single
 from archsearch.errors import DataError
 from archsearch.net.cost import analyze
 from archsearch.net.model import build, count_params

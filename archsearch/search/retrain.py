@@ -1,0 +1,199 @@
+"""Retraining one front member at full fidelity: train, score on test, log its MLflow run.
+
+:func:`archsearch.search.finalize.finalize_study` runs :func:`finalize_member` for each member
+it retrains, sharing a :class:`MemberContext`; :class:`FinalizedMember` is what it stores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+from archsearch.errors import ArchsearchError, ConfigError
+from archsearch.net.spec import NetSpec
+from archsearch.results.tracking import ROLE_TAG, STUDY_TAG
+
+if TYPE_CHECKING:
+    from archsearch.results.tracking import Tracker
+    from archsearch.train.settings import TrainerSettings
+
+__all__ = ["FinalizedMember", "MemberContext", "finalize_member", "fingerprint", "member_specs"]
+
+
+@dataclass(frozen=True)
+class FinalizedMember:
+    """One retrained front member, as stored in the study's ``finalized:<trial>`` user attr.
+
+    ``failed`` holds the reason training failed (the accuracies are then NaN); ``trained`` is
+    False when the member was finalized earlier with the same settings and not trained again.
+    """
+
+    trial: int
+    spec_hash: str
+    search_val_acc: float
+    val_acc: float
+    val_acc_best: float
+    test_acc: float
+    epochs: int
+    train_seconds: float
+    dsd: bool
+    mlflow_run_id: str
+    weights: str
+    settings: str
+    failed: str = ""
+    trained: bool = True
+
+    def stored(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        del out["trained"]
+        return out
+
+
+def member_specs(members: list[optuna.trial.FrozenTrial], data: Any) -> dict[int, NetSpec]:
+    """Each member's network; one that ``data`` cannot feed is a ConfigError before any training."""
+    specs = {t.number: NetSpec.from_dict(t.user_attrs["spec"]) for t in members}
+    for number, spec in specs.items():
+        if tuple(spec.input) != tuple(data.shape) or spec.num_classes != data.num_classes:
+            raise ConfigError(
+                f"data={data.name} ({_shape(data.shape, data.num_classes)}) does not fit trial {number}'s "
+                f"network ({_shape(spec.input, spec.num_classes)}); pass the data= the sweep used."
+            )
+    return specs
+
+
+def fingerprint(data: Any, trainer: TrainerSettings, seed: int, init: str = "scratch") -> str:
+    """What makes two finalize runs of a member the same (a member is not retrained for nothing)."""
+    described = {"name": data.name, "train": len(data.train_y), "val": len(data.val_y)}
+    body: dict[str, Any] = {"data": described, "trainer": trainer.to_mapping(), "seed": seed}
+    if init != "scratch":  # fingerprints of scratch runs stay what they were before finalize.init existed
+        body["init"] = init
+    text = json.dumps(body, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _shape(input_shape: Any, num_classes: int) -> str:
+    return f"{'x'.join(map(str, input_shape))}, {num_classes} classes"
+
+
+@dataclass(frozen=True)
+class MemberContext:
+    """What every member's retraining shares."""
+
+    study_name: str
+    data: Any
+    trainer: TrainerSettings
+    seed: int
+    fit: Callable[..., Any]
+    tracker: Tracker
+    export_dir: Path
+    log_weights: bool
+    fingerprint: str
+    inherit: Callable[[NetSpec, Any], None] | None = None
+
+
+def finalize_member(ctx: MemberContext, trial: optuna.trial.FrozenTrial, spec: NetSpec) -> FinalizedMember:
+    """Train one member (from scratch or its supernet slice), score it on test, log it as an MLflow run.
+
+    A member whose training fails (diverges, say) is recorded as failed and left off the
+    finalized front; a user error (a bad trainer key) or an interrupt ends the whole finalize.
+    """
+    dsd = ctx.trainer.dsd.enabled
+    run_id = ctx.tracker.start_trial(
+        trial.number,
+        trial.params,
+        {
+            STUDY_TAG: ctx.study_name,
+            ROLE_TAG: "finalize",
+            "archsearch.spec_hash": spec.hash,
+            "archsearch.search_run_id": str(trial.user_attrs.get("mlflow_run_id", "")),
+        },
+    )
+    ctx.tracker.set_tags(run_id, {"mlflow.runName": f"finalize-{trial.number}"})
+    ctx.tracker.log_params(
+        run_id, {"finalize": {"epochs": ctx.trainer.epochs, "dsd": dsd, "data": ctx.data.name}}
+    )
+    ctx.tracker.log_text(run_id, spec.to_yaml(), "net.yaml")
+    nan = float("nan")
+    common: dict[str, Any] = {
+        "trial": trial.number,
+        "spec_hash": spec.hash,
+        "search_val_acc": float(trial.user_attrs.get("val_acc", nan)),
+        "dsd": dsd,
+        "mlflow_run_id": run_id,
+        "settings": ctx.fingerprint,
+    }
+    try:
+        model = _initial_model(ctx, spec)
+        result = ctx.fit(
+            model,
+            ctx.data,
+            ctx.trainer,
+            seed=ctx.seed,
+            on_epoch_end=lambda epoch, m: ctx.tracker.log_metrics(
+                run_id, {k: v for k, v in m.items() if isinstance(v, int | float)}, step=epoch
+            ),
+            evaluate_test=True,
+        )
+    except (ArchsearchError, KeyboardInterrupt):
+        ctx.tracker.end_trial(run_id, "KILLED")
+        raise
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        ctx.tracker.set_tags(run_id, {"archsearch.state": "failed", "archsearch.fail_reason": reason})
+        ctx.tracker.end_trial(run_id, "FAILED")
+        return FinalizedMember(
+            **common,
+            val_acc=nan,
+            val_acc_best=nan,
+            test_acc=nan,
+            epochs=0,
+            train_seconds=nan,
+            weights="",
+            failed=reason,
+        )
+    member = FinalizedMember(
+        **common,
+        val_acc=float(result.val_acc_last),
+        val_acc_best=float(result.val_acc_best),
+        test_acc=float(result.test_acc),
+        epochs=int(result.epochs_done),
+        train_seconds=float(result.seconds),
+        weights=_save_weights(ctx, run_id, trial.number, model),
+    )
+    logged = ("val_acc", "val_acc_best", "test_acc", "search_val_acc", "train_seconds")
+    ctx.tracker.log_metrics(run_id, {k: getattr(member, k) for k in logged})
+    ctx.tracker.set_tags(run_id, {"archsearch.state": "finalized"})
+    ctx.tracker.end_trial(run_id, "FINISHED")
+    return member
+
+
+def _initial_model(ctx: MemberContext, spec: NetSpec) -> Any:
+    """The member's network, freshly initialised from the seed, or with its supernet slice's weights."""
+    import torch
+
+    from archsearch.net.model import build
+
+    torch.manual_seed(ctx.seed)
+    model = build(spec)
+    if ctx.inherit is not None:
+        ctx.inherit(spec, model)
+    return model
+
+
+def _save_weights(ctx: MemberContext, run_id: str, number: int, model: Any) -> str:
+    """The finalized weights' path ("" when weights are not kept), logged to the member's run."""
+    if not ctx.log_weights:
+        return ""
+    import torch
+
+    path = ctx.export_dir / "weights" / f"final_trial_{number:04d}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    ctx.tracker.log_artifact(run_id, path, "weights")
+    return str(path.resolve())
