@@ -247,3 +247,29 @@ def test_pareto_csv_writes_counts_as_integers(tmp_path: Path) -> None:
     with (tmp_path / "ints" / "pareto.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert rows and all(r["params"].isdigit() and r["macs"].isdigit() for r in rows)
+
+
+def test_a_reporter_of_ones_own_sees_the_search_and_tracking_off_logs_nothing(tmp_path: Path) -> None:
+    """run_search(reporter=...) takes any SearchReporter; tracking off is the NullTracker."""
+    from archsearch.results.tracking import NullTracker, open_tracker
+
+    events: list[str] = []
+
+    class Recorder:
+        def start(self, study: object, done: int) -> None:
+            events.append(f"start {done}")
+
+        def trial_done(self, study: object, trial: object, outcome: dict[str, object]) -> None:
+            events.append("trial")
+
+        def finish(
+            self, study: object, exported: object, seconds: float, *, storage: str, tracking_uri: str
+        ) -> None:
+            events.append(f"finish {len(exported.front)}")  # type: ignore[attr-defined]
+
+    result = _tiny_search(tmp_path, "reported", 3, reporter=Recorder())
+    assert events == ["start 0", "trial", "trial", "trial", f"finish {len(result.front)}"]
+    assert not (tmp_path / "mlruns").exists()  # tracking.enabled=false: no MLflow store written
+    off = open_tracker("sqlite:///never.db", "x", None, enabled=False)
+    assert isinstance(off, NullTracker) and off.start_trial(0, {}, {}) == "" and off.trial_runs("s") == {}
+    assert not Path("never.db").exists()

@@ -14,7 +14,7 @@ import optuna
 from optuna.trial import TrialState
 
 from archsearch.results.export import ExportResult, export_study
-from archsearch.results.tracking import Tracker
+from archsearch.results.tracking import TrialTracker
 
 __all__ = ["log_front", "publish_finalized", "publish_front"]
 
@@ -23,7 +23,7 @@ def publish_front(
     study: optuna.Study,
     export_dir: Path,
     *,
-    tracker: Tracker,
+    tracker: TrialTracker,
     parent: str,
     data: Any,
     plots: bool,
@@ -54,7 +54,7 @@ def publish_finalized(
     study: optuna.Study,
     export_dir: Path,
     *,
-    tracker: Tracker,
+    tracker: TrialTracker,
     parent: str,
     runs: Mapping[int, str],
     plots: bool,
@@ -77,7 +77,7 @@ def publish_finalized(
 
 
 def log_front(
-    tracker: Tracker,
+    tracker: TrialTracker,
     parent: str,
     study: optuna.Study,
     exported: ExportResult,

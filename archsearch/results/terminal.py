@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from archsearch.hardware.profile import HardwareProfile
     from archsearch.results.export import ExportResult
 
-__all__ = ["SweepReporter", "fmt_count"]
+__all__ = ["SearchReporter", "SweepReporter", "fmt_count"]
 
 
 def fmt_count(value: float | None) -> str:
@@ -39,6 +39,22 @@ def _fmt_metric(name: str, value: Any) -> str:
     if name.endswith("_ms"):
         return f"{float(value):.3g} ms"
     return fmt_count(value)
+
+
+class SearchReporter(Protocol):
+    """What a search tells about its progress: :class:`SweepReporter` prints it; a notebook or a
+    service may show it otherwise."""
+
+    def start(self, study: optuna.Study, done: int) -> None:
+        """The trials begin; ``done`` of the study's budget were finished before."""
+
+    def trial_done(self, study: optuna.Study, trial: FrozenTrial, outcome: dict[str, Any]) -> None:
+        """A trial this process ran finished (``outcome``: what the objective measured)."""
+
+    def finish(
+        self, study: optuna.Study, exported: ExportResult, seconds: float, *, storage: str, tracking_uri: str
+    ) -> None:
+        """The search's front was published (``exported``) after ``seconds`` of trials."""
 
 
 class SweepReporter:
@@ -162,8 +178,8 @@ class SweepReporter:
             self.console.print(line, highlight=False, markup=False, soft_wrap=True)
         else:
             self.console.print(
-                "no retrain command: the search was given a dataset without the data config it was "
-                "loaded from (run_search(data_config=...)), so no command line can rebuild its split."
+                "no retrain command: the search was given a dataset without the data settings it was "
+                "loaded from (run_search(data_settings=...)), so no command line can rebuild its split."
             )
         final = str(study.user_attrs.get("finalize_command") or "")
         if final:

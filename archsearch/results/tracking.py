@@ -12,11 +12,20 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from archsearch.errors import ConfigError
 
-__all__ = ["STUDY_TAG", "Tracker", "check_tracking_uri", "resolve_tracking_uri", "runs_view_url"]
+__all__ = [
+    "STUDY_TAG",
+    "NullTracker",
+    "Tracker",
+    "TrialTracker",
+    "check_tracking_uri",
+    "open_tracker",
+    "resolve_tracking_uri",
+    "runs_view_url",
+]
 
 STUDY_TAG = "archsearch.study"
 ROLE_TAG = "archsearch.role"
@@ -114,6 +123,129 @@ def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+class TrialTracker(Protocol):
+    """Where a search and a finalize log their runs: :class:`Tracker` (MLflow) or :class:`NullTracker`.
+
+    A study has one parent run (:meth:`start_study`) and one run per trial or finalized member;
+    every method taking a ``run_id`` ignores an empty one, which is what a tracker that logs
+    nothing hands out.
+    """
+
+    enabled: bool
+    experiment_id: str
+    parent_run_id: str
+
+    def start_study(self, study_name: str, params: Mapping[str, Any], config_yaml: str) -> str: ...
+    def end_study(self, status: str = "FINISHED") -> None: ...
+    def start_trial(
+        self,
+        number: int,
+        params: Mapping[str, Any],
+        tags: Mapping[str, str],
+        metrics: Mapping[str, float] | None = None,
+    ) -> str: ...
+    def log(
+        self,
+        run_id: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+        step: int = 0,
+    ) -> None: ...
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None: ...
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None: ...
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None: ...
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None: ...
+    def log_texts(self, run_id: str, texts: Mapping[str, str]) -> None: ...
+    def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None: ...
+    def end_trial(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+        step: int = 0,
+    ) -> None: ...
+    def trial_runs(self, study_name: str, running_only: bool = False) -> dict[int, str]: ...
+
+
+class NullTracker:
+    """Tracking off (``tracking.enabled=false``): logs nothing, hands out empty run ids."""
+
+    enabled = False
+    experiment_id = ""
+    parent_run_id = ""
+
+    def start_study(self, study_name: str, params: Mapping[str, Any], config_yaml: str) -> str:
+        return ""
+
+    def end_study(self, status: str = "FINISHED") -> None:
+        return None
+
+    def start_trial(
+        self,
+        number: int,
+        params: Mapping[str, Any],
+        tags: Mapping[str, str],
+        metrics: Mapping[str, float] | None = None,
+    ) -> str:
+        return ""
+
+    def log(
+        self,
+        run_id: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+        step: int = 0,
+    ) -> None:
+        return None
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        return None
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        return None
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        return None
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        return None
+
+    def log_texts(self, run_id: str, texts: Mapping[str, str]) -> None:
+        return None
+
+    def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+        return None
+
+    def end_trial(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+        step: int = 0,
+    ) -> None:
+        return None
+
+    def trial_runs(self, study_name: str, running_only: bool = False) -> dict[int, str]:
+        return {}
+
+
+def open_tracker(
+    uri: str, experiment: str, artifact_dir: str | Path | None, *, enabled: bool
+) -> TrialTracker:
+    """The study's tracker: MLflow at ``uri`` (experiment created if new), or a NullTracker when off."""
+    if not enabled:
+        return NullTracker()
+    return Tracker(uri, experiment, artifact_dir)
 
 
 class Tracker:

@@ -21,7 +21,7 @@ resumes where it stopped.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +31,7 @@ import optuna
 from archsearch.results.export import FINALIZED_PREFIX, SELECTION_ATTR, finalized_results
 from archsearch.results.front import front_trials, spread_over_sizes
 from archsearch.results.publish import publish_finalized
-from archsearch.results.tracking import Tracker
+from archsearch.results.tracking import TrialTracker, open_tracker
 from archsearch.search.retrain import (
     FinalizedMember,
     MemberContext,
@@ -44,7 +44,10 @@ from archsearch.search.supernet_fidelity import inherited_weights
 from archsearch.train.settings import TrainerSettings
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from archsearch.net.spec import NetSpec
+    from archsearch.train.fit import FitFn
 
 if TYPE_CHECKING:
     from archsearch.results.export import ExportResult
@@ -76,8 +79,8 @@ def finalize_study(
     tracking: TrackingSettings | None = None,
     export: ExportSettings | None = None,
     seed: int = 0,
-    fit_fn: Callable[..., Any] | None = None,
-    console: Any = None,
+    fit_fn: FitFn | None = None,
+    console: Console | None = None,
     config_yaml: str = "",
 ) -> FinalizeResult:
     """Retrain every member of the study's front at full fidelity, score it on test, re-export.
@@ -150,11 +153,11 @@ def finalize_study(
     return FinalizeResult(done, exported, parent, seconds)
 
 
-def _tracker(study: optuna.Study, tracking: TrackingSettings) -> Tracker:
-    return Tracker(
+def _tracker(study: optuna.Study, tracking: TrackingSettings) -> TrialTracker:
+    return open_tracker(
         tracking.resolved_uri,
-        experiment=f"archsearch/{study.study_name}",
-        artifact_dir=tracking.dir / "artifacts",
+        f"archsearch/{study.study_name}",
+        tracking.dir / "artifacts",
         enabled=tracking.enabled,
     )
 
@@ -165,7 +168,7 @@ def _retrain(
     specs: Mapping[int, NetSpec],
     ctx: MemberContext,
     force: bool,
-    console: Any,
+    console: Console,
 ) -> list[FinalizedMember]:
     stored = finalized_results(study)
     done: list[FinalizedMember] = []

@@ -25,10 +25,11 @@ from archsearch.storage.database import set_user_attrs
 if TYPE_CHECKING:
     from archsearch.hardware.profile import HardwareProfile
     from archsearch.net.spec import NetSpec
-    from archsearch.results.tracking import Tracker
+    from archsearch.results.tracking import TrialTracker
     from archsearch.search.fidelity import RungDecision, SuccessiveHalving
     from archsearch.search.settings import SearchSettings
     from archsearch.search.space import SearchSpace
+    from archsearch.train.fit import FitFn
 
 __all__ = ["Objective", "TrialFailed"]
 
@@ -47,9 +48,9 @@ class Objective:
         data: Any,
         *,
         hardware: HardwareProfile,
-        tracker: Tracker,
+        tracker: TrialTracker,
         config_yaml: str,
-        fit_fn: Callable[..., Any],
+        fit_fn: FitFn,
         fidelity: SuccessiveHalving | None = None,
         scorer: Callable[[NetSpec], dict[str, Any]] | None = None,
     ) -> None:
@@ -69,8 +70,6 @@ class Objective:
         #: Measures accuracy instead of training (the supernet fidelity); None trains each trial.
         self.scorer = scorer
         self.weights_dir = settings.export_dir / "weights"
-        #: The study's epoch budget, read by :func:`~archsearch.search.workers.run_trials`.
-        self.max_epochs = settings.study.max_epochs
 
     # Values that make an unevaluated (infeasible) trial rank last whatever its direction.
     def _worst(self, known: Mapping[str, float]) -> list[float]:

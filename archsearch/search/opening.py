@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from archsearch.results.commands import Commands
-from archsearch.results.tracking import Tracker
+from archsearch.results.tracking import TrialTracker, open_tracker
 from archsearch.search.definition import check_definition, study_definition
 from archsearch.search.recovery import close_orphan_runs
 from archsearch.search.study import open_study
@@ -38,7 +38,7 @@ class Opened:
     study: optuna.Study
     storage: optuna.storages.RDBStorage
     worker: int  # this worker's index among those that joined the study
-    tracker: Tracker
+    tracker: TrialTracker
     parent: str  # the MLflow parent run's id
 
 
@@ -79,10 +79,10 @@ def open_search(
     enqueue_warm_start(study, seeds, log)
     worker = _register(study, settings, space, commands)
     study.sampler = sampler(worker, bool(study.trials))
-    tracker = Tracker(
+    tracker = open_tracker(
         settings.tracking.resolved_uri,
-        experiment=f"archsearch/{study_settings.name}",
-        artifact_dir=settings.tracking.dir / "artifacts",
+        f"archsearch/{study_settings.name}",
+        settings.tracking.dir / "artifacts",
         enabled=settings.tracking.enabled,
     )
     params = _study_params(study, settings, space, data_name)

@@ -13,12 +13,15 @@
 from __future__ import annotations
 
 import errno
-from typing import Any
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.errors import DiskFull, causes
+
+if TYPE_CHECKING:
+    from archsearch.results.tracking import TrialTracker
 
 __all__ = ["close_cut_short_run", "close_orphan_runs", "disk_full"]
 
@@ -39,7 +42,7 @@ def disk_full(exc: BaseException) -> DiskFull | None:
     return None
 
 
-def close_cut_short_run(tracker: Any, trial: FrozenTrial) -> None:
+def close_cut_short_run(tracker: TrialTracker, trial: FrozenTrial) -> None:
     """Close the MLflow run of a trial whose worker died (FAILED) or was interrupted (KILLED)."""
     run_id = str(trial.user_attrs.get("mlflow_run_id", ""))
     if trial.user_attrs.get("state") == "interrupted":
@@ -55,7 +58,7 @@ def close_cut_short_run(tracker: Any, trial: FrozenTrial) -> None:
     tracker.end_trial(run_id, "FAILED")
 
 
-def close_orphan_runs(tracker: Any, study: optuna.Study) -> int:
+def close_orphan_runs(tracker: TrialTracker, study: optuna.Study) -> int:
     """Close the RUNNING MLflow runs of trials Optuna has finished; how many were closed.
 
     A COMPLETE trial's run becomes FINISHED, a PRUNED one's KILLED, a FAILED one's as

@@ -20,7 +20,8 @@ from archsearch.net.spec import NetSpec
 from archsearch.results.tracking import ROLE_TAG, STUDY_TAG
 
 if TYPE_CHECKING:
-    from archsearch.results.tracking import Tracker
+    from archsearch.results.tracking import TrialTracker
+    from archsearch.train.fit import FitFn
     from archsearch.train.settings import TrainerSettings
 
 __all__ = ["FinalizedMember", "MemberContext", "finalize_member", "fingerprint", "member_specs"]
@@ -89,8 +90,8 @@ class MemberContext:
     data: Any
     trainer: TrainerSettings
     seed: int
-    fit: Callable[..., Any]
-    tracker: Tracker
+    fit: FitFn
+    tracker: TrialTracker
     export_dir: Path
     log_weights: bool
     fingerprint: str
@@ -161,7 +162,8 @@ def finalize_member(ctx: MemberContext, trial: optuna.trial.FrozenTrial, spec: N
         **common,
         val_acc=float(result.val_acc_last),
         val_acc_best=float(result.val_acc_best),
-        test_acc=float(result.test_acc),
+        # evaluate_test=True was asked; a stand-in trainer that skipped it scores NaN, not a guess.
+        test_acc=nan if result.test_acc is None else float(result.test_acc),
         epochs=int(result.epochs_done),
         train_seconds=float(result.seconds),
         weights=_save_weights(ctx, run_id, trial.number, model),

@@ -32,10 +32,11 @@ if TYPE_CHECKING:
     from archsearch.hardware.profile import HardwareProfile
     from archsearch.results.commands import Commands
     from archsearch.results.export import ExportResult
-    from archsearch.results.terminal import SweepReporter
+    from archsearch.results.terminal import SearchReporter
     from archsearch.search.fidelity import SuccessiveHalving
     from archsearch.search.space import SearchSpace
     from archsearch.search.supernet_fidelity import SupernetFidelity
+    from archsearch.train.fit import FitFn
 
 __all__ = ["SearchResult", "SearchSession"]
 
@@ -79,8 +80,8 @@ class SearchSession:
     space: SearchSpace
     data: Any
     hardware: HardwareProfile
-    fit_fn: Callable[..., Any]
-    reporter: SweepReporter
+    fit_fn: FitFn
+    reporter: SearchReporter
     log: Callable[[str], Any]
     config_yaml: str
     fidelity: SuccessiveHalving | None
@@ -187,6 +188,7 @@ class SearchSession:
             lock=lock,
             n_trials=settings.study.n_trials,
             timeout=settings.study.timeout,
+            max_epochs=settings.study.max_epochs,
             catch=(TrialFailed,),
             callbacks=[
                 lambda st, t: reporter.trial_done(st, t, objective.outcomes.pop(t.number, {})),

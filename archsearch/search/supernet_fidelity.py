@@ -36,7 +36,7 @@ from archsearch.net.cost import analyze
 if TYPE_CHECKING:
     from archsearch.hardware.profile import HardwareProfile
     from archsearch.net.spec import NetSpec
-    from archsearch.results.tracking import Tracker
+    from archsearch.results.tracking import TrialTracker
     from archsearch.search.settings import SearchSettings
     from archsearch.search.space_core import SearchSpace
     from archsearch.storage.database import StorageLock
@@ -145,7 +145,7 @@ class SupernetFidelity:
 
     # -- train, or wait, then load ------------------------------------------------------------
 
-    def prepare(self, study: optuna.Study, lock: StorageLock, tracker: Tracker, parent_run: str) -> None:
+    def prepare(self, study: optuna.Study, lock: StorageLock, tracker: TrialTracker, parent_run: str) -> None:
         """Make the supernet ready here: train or resume it, or wait for the worker that does; load it."""
         me = f"{socket.gethostname()}:{os.getpid()}"
         waited = False
@@ -189,7 +189,7 @@ class SupernetFidelity:
             },
         )
 
-    def _train(self, study: optuna.Study, tracker: Tracker, parent_run: str, me: str) -> None:
+    def _train(self, study: optuna.Study, tracker: TrialTracker, parent_run: str, me: str) -> None:
         from archsearch.search.supernet_space import draw_pool
         from archsearch.supernet.training import train_supernet
 

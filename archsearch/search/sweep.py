@@ -25,9 +25,13 @@ from archsearch.search.study import quiet_libraries
 from archsearch.storage.database import mask_passwords
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from archsearch.data.settings import DataSettings
     from archsearch.hardware.profile import HardwareProfile
+    from archsearch.results.terminal import SearchReporter
     from archsearch.search.space import SearchSpace
+    from archsearch.train.fit import FitFn
 
 __all__ = ["SamplerArg", "SamplerFactory", "SearchResult", "default_sampler", "retrain_command", "run_search"]
 
@@ -40,8 +44,9 @@ def run_search(
     sampler: SamplerArg = None,
     storage: str | optuna.storages.RDBStorage | None = None,
     hardware: HardwareProfile | None = None,
-    fit_fn: Callable[..., Any] | None = None,
-    console: Any = None,
+    fit_fn: FitFn | None = None,
+    console: Console | None = None,
+    reporter: SearchReporter | None = None,
     config_yaml: str | None = None,
     data_settings: DataSettings | None = None,
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
@@ -60,6 +65,8 @@ def run_search(
             host calibrated for ``settings.latency`` once and cached; see archsearch.hardware.auto).
         fit_fn: replaces :func:`archsearch.train.fit.fit` (same signature; tests pass a fake).
         console: a ``rich.console.Console`` for progress; a quiet one if None.
+        reporter: told of the search's start, each finished trial and the published front
+            (:class:`~archsearch.results.terminal.SearchReporter`); None prints to ``console``.
         config_yaml: the study's config as logged (the CLI's composed one; None: the settings).
         data_settings: the :class:`~archsearch.data.settings.DataSettings` ``data`` was loaded
             from with ``settings.seed``; the retrain commands start from their ``data=`` config.
@@ -93,7 +100,8 @@ def run_search(
         data=data,
         hardware=ready.hardware,
         fit_fn=fit_fn or fit,
-        reporter=SweepReporter(console, settings.metric_names, settings.study.n_trials, ready.hardware),
+        reporter=reporter
+        or SweepReporter(console, settings.metric_names, settings.study.n_trials, ready.hardware),
         log=console.print,
         config_yaml=_settings_yaml(settings) if config_yaml is None else config_yaml,
         fidelity=ready.fidelity,

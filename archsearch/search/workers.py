@@ -283,8 +283,7 @@ def run_trials(
             closes its MLflow run and queues its retry).
         on_wait: told, once per wait, that no slot is free while other workers' trials run
             (the worker then looks again every second).
-        max_epochs: the study's epoch budget (module docstring); None: ``objective.max_epochs``
-            if it has one (the Objective carries ``study.max_epochs``).
+        max_epochs: the study's epoch budget (``study.max_epochs``, module docstring); None: none.
 
     Returns:
         How many trials this process ran.
@@ -296,7 +295,6 @@ def run_trials(
     # Waiting workers look again every second: a finished trial frees the study at once.
     poll = min(1.0, interval)
     deadline = None if timeout is None else time.monotonic() + timeout
-    max_epochs = max_epochs if max_epochs is not None else getattr(objective, "max_epochs", None)
     study_id = storage.get_study_id_from_name(study.study_name)
     ran = 0
     waiting = False

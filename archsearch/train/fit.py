@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
@@ -39,13 +39,29 @@ if TYPE_CHECKING:
     from archsearch.data.datasets import Augment, Dataset
     from archsearch.data.images import Images
 
-__all__ = ["TrainingDiverged", "fit", "lr_scheduler"]
+__all__ = ["EpochCallback", "FitFn", "TrainingDiverged", "fit", "lr_scheduler"]
 
 #: One-cycle starts at lr / 25 and ends at lr / 25 / 1e4, torch's OneCycleLR defaults.
 ONECYCLE_START = 1 / 25
 ONECYCLE_END = 1 / 25 / 1e4
 
 EpochCallback = Callable[[int, dict[str, float]], bool | None]
+
+
+class FitFn(Protocol):
+    """What trains a candidate: :func:`fit`, or a stand-in with its signature (tests pass a fake
+    with fixed results, :class:`archsearch.testing.FixedCostFit`)."""
+
+    def __call__(
+        self,
+        model: nn.Module,
+        data: Dataset,
+        settings: TrainerSettings,
+        *,
+        seed: int = 0,
+        on_epoch_end: EpochCallback | None = None,
+        evaluate_test: bool = False,
+    ) -> TrainResult: ...
 
 
 class TrainingDiverged(RuntimeError):
