@@ -20,7 +20,23 @@ _HYDRA_NODE: dict[str, Any] = {
         {"override hydra/hydra_logging": "none"},
         "_self_",
     ],
-    "hydra": {"output_subdir": None, "run": {"dir": "."}, "job": {"chdir": False}},
+    "hydra": {
+        "output_subdir": None,
+        "run": {"dir": "."},
+        "job": {"chdir": False},
+        "help": {
+            "app_name": "archsearch.calibrate",
+            "header": (
+                "python -m archsearch.calibrate: time this host's kernels and write a hardware profile\n"
+                "(what latency_est_ms prices kernels with; hardware=auto does this once and caches).\n\n"
+                "Usage:\n  python -m archsearch.calibrate [out=conf/hardware/NAME.yaml] [quick=true] "
+                "[key=value ...]"
+            ),
+            "footer": "Every key above is overridable as key=value. README.md documents each command.",
+            "template": "${hydra.help.header}\n\n== Keys of this command, with their defaults ==\n$CONFIG\n"
+            "${hydra.help.footer}",
+        },
+    },
     **{f.name: f.default for f in fields(CalibrateConfig)},
 }
 
