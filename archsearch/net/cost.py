@@ -32,7 +32,9 @@ sums them over a network.
   ``cold_start``, a fraction of each kernel's roofline time at batch 1 whatever the batch
   (:meth:`~archsearch.hardware.profile.HardwareProfile.cold_seconds`). ``kernel_bytes``
   differs from ``bytes`` on purpose: eager mode does not fuse batch norm and activation, so
-  each re-reads and re-writes the conv output.
+  each re-reads and re-writes the conv output. :func:`analyze` takes any
+  :class:`~archsearch.net.latency_model.LatencyModel` (the hardware profile is the one the
+  package ships), so this module imports nothing from :mod:`archsearch.hardware`.
 """
 
 from __future__ import annotations
@@ -43,9 +45,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from archsearch.errors import ConfigError
-from archsearch.hardware.profile import HardwareProfile
 from archsearch.net.deploy import model_bytes, peak_activation_bytes
 from archsearch.net.kernels import Kernel
+from archsearch.net.latency_model import LatencyModel
 from archsearch.net.nodes import Node, Shape
 from archsearch.net.ops import OPS
 from archsearch.net.spec import NetSpec
@@ -183,7 +185,7 @@ def node_kernels(
 
 def analyze(
     net: NetSpec,
-    hardware: HardwareProfile | None = None,
+    hardware: LatencyModel | None = None,
     batch_size: int = 1,
     bytes_per_element: int = 4,
 ) -> CostReport:
@@ -191,7 +193,9 @@ def analyze(
 
     Args:
         net: a NetSpec (validated here; raises SpecError if invalid).
-        hardware: peaks for the latency estimate; without one, latencies are zero.
+        hardware: what prices each kernel for the latency estimate (a
+            :class:`~archsearch.hardware.profile.HardwareProfile` or any other
+            :class:`~archsearch.net.latency_model.LatencyModel`); without one, latencies are zero.
         batch_size: images per inference batch (scales bytes of activations, not weights).
         bytes_per_element: 4 for fp32, 2 for fp16/bf16, 1 for int8.
 

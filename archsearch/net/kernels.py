@@ -1,7 +1,8 @@
 """What the ops' cost rules report: a node's analytic :class:`OpCost` and the :class:`Kernel` s it runs.
 
-:mod:`archsearch.net.cost` sums these over a network; :class:`archsearch.hardware.profile.HardwareProfile`
-turns each Kernel into seconds.
+:mod:`archsearch.net.cost` sums these over a network; a
+:class:`~archsearch.net.latency_model.LatencyModel` (such as
+:class:`archsearch.hardware.profile.HardwareProfile`) turns each Kernel into seconds.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from archsearch.errors import ConfigError
 from archsearch.hardware.profile import HardwareProfile, load_hardware
-from archsearch.net.cost import analyze
+from archsearch.net.cost import analyze, node_kernels
+from archsearch.net.kernels import Kernel
+from archsearch.net.latency_model import LatencyModel
 from archsearch.net.model import build, count_params
 from archsearch.net.spec import NetSpec
 
@@ -163,6 +165,43 @@ def test_roofline_latency_is_max_of_compute_and_memory_plus_overhead_per_node() 
     assert report.latency_est_ms == pytest.approx(1e-3 * (6.35 + 5.312))
     assert report.metrics()["latency_est_ms"] == report.latency_est_ms
     assert analyze(TINY_CONV).latency_est_ms == 0.0  # no profile, no estimate
+
+
+class _PerKernel:
+    """A LatencyModel that is no hardware profile: a fixed time per kernel, and a cold start."""
+
+    name = "per-kernel"
+
+    def __init__(self, cold_start: float = 0.0) -> None:
+        self.cold_start = cold_start
+        self.cold_batches: list[int] = []
+
+    def kernel_seconds(self, kernel: Kernel) -> tuple[float, float, float]:
+        return 1e-6 + kernel.bytes * 1e-12, kernel.flops * 1e-12, kernel.bytes * 1e-12
+
+    def cold_seconds(self, kernel: Kernel) -> float:
+        self.cold_batches.append(kernel.batch)
+        return 1e-3
+
+
+def test_any_latency_model_prices_the_kernels_not_only_a_hardware_profile() -> None:
+    model: LatencyModel = _PerKernel()
+    report = analyze(TINY_CONV, hardware=model, batch_size=4)
+    kernels = [k for n in report.nodes for k in _kernels(TINY_CONV, n.name, 4)]
+    assert report.hardware == "per-kernel"
+    assert report.latency_est_ms == pytest.approx(1e3 * sum(1e-6 + k.bytes * 1e-12 for k in kernels))
+    cold = _PerKernel(cold_start=0.5)
+    warm_ms = report.latency_est_ms
+    assert analyze(TINY_CONV, hardware=cold, batch_size=4).latency_est_ms == pytest.approx(
+        warm_ms + 1e3 * 1e-3 * len(kernels)
+    )
+    assert cold.cold_batches == [1] * len(kernels)  # once a call, priced at batch 1
+
+
+def _kernels(spec: NetSpec, name: str, batch: int) -> tuple[Kernel, ...]:
+    shapes = {"input": spec.input, **spec.validate()}
+    node = next(n for n in spec.nodes if n.name == name)
+    return node_kernels(node, [shapes[s] for s in spec.input_names()[name]], shapes[name], batch)
 
 
 def test_squeezenet_has_49x_fewer_params_than_alexnet_but_more_macs(
