@@ -20,7 +20,13 @@ from archsearch.resources import PACKAGE_DIR
 #: The packages from the bottom up: each may import those listed before it, never one after it.
 #: A top-level module (``archsearch.errors``) is a layer of its own, named here too.
 LAYERS = (
-    ("archsearch.errors", "archsearch.checks", "archsearch.pareto", "archsearch.resources"),
+    (
+        "archsearch.errors",
+        "archsearch.checks",
+        "archsearch.devices",
+        "archsearch.pareto",
+        "archsearch.resources",
+    ),
     ("archsearch.targets",),
     ("archsearch.net",),
     ("archsearch.hardware",),

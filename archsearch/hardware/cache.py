@@ -55,9 +55,10 @@ def cache_key(
     ``runtime`` is the one ``latency_ms`` is measured on (``torch`` or ``onnxruntime``, which
     runs on the CPU whatever ``device`` says).
     """
-    from archsearch.hardware.cuda import device_name, select_device
+    from archsearch.hardware.cuda import device_name
+    from archsearch.hardware.latency import profile_device
 
-    dev = select_device("cpu" if runtime == "onnxruntime" else device)
+    dev = profile_device(device, clock, runtime)
     return {
         "model": MODEL_VERSION,
         "runtime": runtime,

@@ -1,4 +1,7 @@
-"""The GPU side of calibration and latency timing: device selection, CUDA-event timing, a profile.
+"""The GPU side of calibration and latency timing: CUDA-event timing and a GPU's profile.
+
+Which device a setting names is :func:`archsearch.hardware.latency.profile_device`'s (for a
+profile) and :func:`archsearch.devices.resolve_device`'s (for everything).
 
 On a GPU the host clock measures when work was *queued*, not when it ran, so every timing
 here brackets the work with ``torch.cuda.Event`` pairs and synchronizes before reading them.
@@ -14,31 +17,9 @@ from functools import partial
 
 import torch
 
-from archsearch.errors import ConfigError
 from archsearch.hardware.profile import HardwareProfile
 
-__all__ = ["calibrate_cuda", "cuda_event_ms", "device_name", "select_device"]
-
-
-def select_device(device: str = "auto") -> torch.device:
-    """``auto``: the first CUDA device when torch sees one, else the CPU; otherwise the named device.
-
-    Raises:
-        ConfigError: not a device name, or a CUDA device on a machine without one.
-    """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(
-            f"device {device!r} is not a torch device name (auto, cpu, cuda, cuda:1)."
-        ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} was requested but this torch build sees no CUDA device.")
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device {device!r}: calibration and auto profiles support cpu and cuda only.")
-    return dev
+__all__ = ["calibrate_cuda", "cuda_event_ms", "device_name"]
 
 
 def device_name(dev: torch.device) -> str:

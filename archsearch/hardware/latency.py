@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from archsearch.checks import check_choice
+from archsearch.devices import resolve_device
 from archsearch.errors import ConfigError
 from archsearch.hardware.choices import CLOCKS, MEMORY_FORMATS, RUNTIMES
 from archsearch.hardware.runtime import (
@@ -37,13 +38,16 @@ from archsearch.hardware.runtime import (
 
 __all__ = [
     "CLOCKS",
+    "LATENCY_KINDS",
     "MEMORY_FORMATS",
+    "PROFILE_KINDS",
     "RUNTIMES",
     "LatencyResult",
     "PreparedModel",
     "latency_device",
     "measure_latency",
     "prepare_latency",
+    "profile_device",
     "resolve_memory_format",
     "settle_allocator",
     "to_memory_format",
@@ -51,14 +55,36 @@ __all__ = [
 ]
 
 
+#: The device kinds ``latency_ms`` runs on, in the order ``auto`` prefers them: MPS only when
+#: named, since ``auto`` is also the device ``hardware=auto`` calibrates a profile on
+#: (:func:`profile_device`) and no profile describes MPS.
+LATENCY_KINDS = ("cuda", "cpu", "mps")
+#: The device kinds a hardware profile describes, in the order ``auto`` prefers them: calibration
+#: times CPUs and CUDA GPUs, not MPS.
+PROFILE_KINDS = ("cuda", "cpu")
+
+
 def latency_device(device: str, clock: str = "wall", runtime: str = "torch") -> str:
     """The device ``latency_ms`` runs on: ``auto`` is the GPU when torch sees one, except that a
-    CPU clock and ONNX Runtime (its CPU provider) measure the CPU."""
+    CPU clock and ONNX Runtime (its CPU provider) measure the CPU; a named device as named."""
     if device != "auto":
         return device
-    if clock == "cpu" or runtime == "onnxruntime" or not torch.cuda.is_available():
+    if clock == "cpu" or runtime == "onnxruntime":
         return "cpu"
-    return "cuda"
+    return resolve_device(device, "device", LATENCY_KINDS).type
+
+
+def profile_device(device: str = "auto", clock: str = "wall", runtime: str = "torch") -> torch.device:
+    """The device a hardware profile for these settings is measured on: the one ``latency_ms``
+    runs on (:func:`latency_device`: ``auto`` is the GPU when torch sees one, the CPU for a CPU
+    clock), and always the CPU for ONNX Runtime (its CPU provider).
+
+    Raises:
+        ConfigError: ``device`` is not ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, or names a GPU
+            torch does not see (:func:`archsearch.devices.resolve_device`).
+    """
+    name = "cpu" if runtime == "onnxruntime" else latency_device(device, clock, runtime)
+    return resolve_device(name, "device", PROFILE_KINDS)
 
 
 @dataclass(frozen=True)
@@ -130,20 +156,6 @@ def _synchronizer(device: torch.device) -> Callable[[], None]:
     if device.type == "mps":
         return torch.mps.synchronize
     return lambda: None
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        device = latency_device(device)
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"device {device!r} is not a torch device name (e.g. cpu, cuda, cuda:1).") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} was requested but this torch build sees no CUDA device.")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device {device!r} was requested but MPS is not available here.")
-    return dev
 
 
 def measure_latency(
@@ -327,7 +339,7 @@ def _check_arguments(
         raise ConfigError(
             f"input_shape must be positive integers without the batch size, got {input_shape!r}."
         )
-    dev = _resolve_device(device)
+    dev = resolve_device(device, "device", LATENCY_KINDS)
     check_choice("clock", clock, CLOCKS)
     if clock == "cpu" and (dev.type != "cpu" or threads != 1):
         raise ConfigError(

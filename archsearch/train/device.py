@@ -12,9 +12,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from archsearch import devices
 from archsearch.errors import ConfigError
 from archsearch.hardware.runtime import stored_in
-from archsearch.train.settings import DEVICE_NAMES
 
 __all__ = ["autocast", "model_memory_format", "resolve_device", "resolve_precision"]
 
@@ -22,20 +22,13 @@ _AUTOCAST_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` = the first CUDA device if there is one, else the CPU; otherwise a torch device name.
+    """``trainer.device``'s device: :func:`archsearch.devices.resolve_device` with every kind, so
+    ``auto`` is CUDA, then MPS, then the CPU.
 
     Raises:
-        ConfigError: the name is not a device, or names CUDA on a machine without it.
+        ConfigError: the name is not a device, or names one torch cannot use on this machine.
     """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"trainer.device is {name!r}; allowed: {DEVICE_NAMES}.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.device is {name!r} but torch sees no CUDA device; use auto or cpu.")
-    return device
+    return devices.resolve_device(name, "trainer.device")
 
 
 def resolve_precision(choice: str, device: torch.device) -> str:

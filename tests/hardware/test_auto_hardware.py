@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import torch
 
+from archsearch.errors import ConfigError
 from archsearch.hardware import auto
 from archsearch.hardware.calibrate import CalibrateConfig, run
-from archsearch.hardware.cuda import select_device
-from archsearch.hardware.latency import latency_device
+from archsearch.hardware.latency import latency_device, profile_device
 from archsearch.hardware.profile import HardwareProfile, load_hardware
 from archsearch.search.settings import LatencySettings
 
@@ -116,14 +116,30 @@ def test_calibrate_command_without_out_refreshes_the_auto_entry(
 
 def test_device_selection_prefers_cuda_only_when_present(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert select_device("auto").type == "cpu" and latency_device("auto") == "cpu"
-    with pytest.raises(Exception, match="no CUDA device"):
-        select_device("cuda")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    # MPS is used only when named: no profile describes it, and auto is also what hardware=auto calibrates.
+    assert profile_device("auto").type == "cpu" and latency_device("auto") == "cpu"
+    with pytest.raises(ConfigError, match=r"^device is 'cuda' but torch sees no CUDA device here; allowed"):
+        profile_device("cuda")
+    with pytest.raises(ConfigError, match=r"^device is 'mps'; allowed: auto, cpu, cuda, cuda:N\.$"):
+        profile_device("mps")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert select_device("auto").type == "cuda" and latency_device("auto") == "cuda"
+    assert profile_device("auto").type == "cuda" and latency_device("auto") == "cuda"
     # The CPU clock and ONNX Runtime's CPU provider always measure the CPU.
-    assert latency_device("auto", clock="cpu") == "cpu"
+    assert latency_device("auto", clock="cpu") == "cpu" and profile_device("auto", clock="cpu").type == "cpu"
     assert latency_device("auto", runtime="onnxruntime") == "cpu"
+    assert profile_device("cuda", runtime="onnxruntime").type == "cpu"
+
+
+def test_the_calibration_command_stores_its_profile_under_the_device_it_measured(
+    fake_calibration: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "Fake GPU")
+    profile = run(CalibrateConfig(threads=1, clock="cpu"))  # device=auto, but a CPU clock: the CPU
+    assert profile.extra["auto_key"]["device"] == "cpu" and fake_calibration[0]["device"] == "auto"
+    profile = run(CalibrateConfig(threads=1))
+    assert profile.extra["auto_key"]["device"] == "cuda:Fake GPU"
 
 
 def test_quick_real_calibration_is_cached_and_named_auto(

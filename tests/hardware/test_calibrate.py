@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import random
 import re
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from archsearch.errors import ConfigError
@@ -274,6 +276,32 @@ def test_an_onnxruntime_calibration_times_probes_there_and_prices_fused_kernels_
         assert profile.kernel_seconds(Kernel(kind, bytes=10**6))[0] < 1e-8
     assert profile.kernel_seconds(Kernel("add", bytes=10**6))[0] > 1e-6  # not fused: still costs
     assert 0 < measured["in_network_overhead"]["busy_scale"] <= 20
+
+
+def test_the_function_and_the_command_share_their_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    command = {f.name: f.default for f in dataclasses.fields(CalibrateConfig)}
+    function = inspect.signature(calibrate).parameters
+    assert {k: function[k].default for k in command if k != "out"} == {
+        k: v for k, v in command.items() if k != "out"
+    }
+    assert command["device"] == "auto" and CalibrateConfig().profile_name == "auto"
+    assert CalibrateConfig(out="conf/hardware/mybox.yaml").profile_name == "mybox"
+    assert CalibrateConfig.from_mapping({}) == CalibrateConfig()  # a key left out: its field's default
+    # calibrate() names its profile as a bare `python -m archsearch.calibrate` does.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    seen: list[tuple[str, bool]] = []
+
+    class Seen(Exception):
+        pass
+
+    def stop(name: str, quick: bool, *_: Any) -> Any:
+        seen.append((name, quick))
+        raise Seen  # nothing measured
+
+    monkeypatch.setattr("archsearch.hardware.calibrate.measure_cpu", stop)
+    with pytest.raises(Seen):
+        calibrate(quick=True)
+    assert seen == [("auto", True)]
 
 
 def test_calibrate_refuses_an_unknown_runtime_before_measuring() -> None:

@@ -122,7 +122,7 @@ def test_cpu_clock_times_the_thread_and_needs_one_thread() -> None:
         ({"threads": 0}, "threads must be a positive integer"),
         ({"memory_format": "nhwc"}, "memory_format is 'nhwc'; allowed: auto, channels_last, contiguous"),
         ({"clock": "tsc"}, "clock is 'tsc'; allowed: wall, cpu"),
-        ({"device": "warp:0"}, "not a torch device name"),
+        ({"device": "warp:0"}, r"^device is 'warp:0'; allowed: auto, cpu, cuda, cuda:N, mps\.$"),
     ],
 )
 def test_bad_measurement_settings_are_one_sentence_config_errors(kwargs: dict, message: str) -> None:
