@@ -7,7 +7,7 @@ depth use the same tests and the same wording.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,12 @@ __all__ = [
     "check_choice",
     "check_flag",
     "check_int",
+    "check_number",
     "check_writable_dir",
     "is_int",
     "is_number",
     "known_fields",
+    "known_keys",
     "plain_fields",
 ]
 
@@ -35,22 +37,49 @@ def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def check_int(key: str, value: Any, minimum: int, why: str = "") -> None:
+def check_int(key: str, value: Any, minimum: int, why: str = "") -> int:
     """``value`` is an integer >= ``minimum``; ``why`` is appended to the bound in the message."""
     if not is_int(value) or value < minimum:
         raise ConfigError(f"{key} must be an integer >= {minimum}{why}, got {value!r}.")
+    return int(value)
 
 
-def check_flag(key: str, value: Any) -> None:
+def check_number(key: str, value: Any, allowed: str = "", ok: Callable[[float], bool] | None = None) -> float:
+    """``value`` is a number (not a flag) that ``ok`` accepts; ``allowed`` says which in the message
+    (``"in [0, 1)"`` reads "KEY must be a number in [0, 1), got ...")."""
+    if not is_number(value) or (ok is not None and not ok(value)):
+        raise ConfigError(f"{key} must be a number{' ' + allowed if allowed else ''}, got {value!r}.")
+    return float(value)
+
+
+def check_flag(key: str, value: Any) -> bool:
     """``value`` is true or false."""
     if not isinstance(value, bool):
         raise ConfigError(f"{key} must be true or false, got {value!r}.")
+    return value
 
 
-def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> str:
     """``value`` is one of ``allowed``."""
     if value not in allowed:
         raise ConfigError(f"{key} is {value!r}; allowed: {', '.join(allowed)}.")
+    return str(value)
+
+
+def known_keys(raw: Any, key: str, allowed: Sequence[str]) -> dict[str, Any]:
+    """``raw`` (a mapping, or None for an empty one) as a dict whose keys are all in ``allowed``.
+
+    Raises:
+        ConfigError: ``raw`` is not a mapping, or has a key not in ``allowed`` (naming ``key``).
+    """
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{key} must be a mapping with keys {', '.join(allowed)}, got {raw!r}.")
+    unknown = sorted(str(k) for k in raw if k not in allowed)
+    if unknown:
+        raise ConfigError(f"{key} has unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}.")
+    return {str(k): v for k, v in raw.items()}
 
 
 def known_fields(raw: Any, key: str, cls: type) -> dict[str, Any]:
@@ -59,15 +88,7 @@ def known_fields(raw: Any, key: str, cls: type) -> dict[str, Any]:
     Raises:
         ConfigError: ``raw`` is not a mapping, or has a key ``cls`` does not (naming ``key``).
     """
-    if raw is None:
-        return {}
-    names = [f.name for f in dataclasses.fields(cls)]
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{key} must be a mapping with keys {', '.join(names)}.")
-    unknown = sorted(str(k) for k in raw if k not in names)
-    if unknown:
-        raise ConfigError(f"{key} has unknown key(s) {', '.join(unknown)}; allowed: {', '.join(names)}.")
-    return {str(k): v for k, v in raw.items()}
+    return known_keys(raw, key, [f.name for f in dataclasses.fields(cls)])
 
 
 def plain_fields(settings: Any, drop: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from archsearch.checks import check_flag
 from archsearch.errors import ConfigError
 
 __all__ = [
@@ -284,9 +285,7 @@ def _parse_range(where: str, kind: str, k: Key, spec: Mapping[str, Any]) -> Base
         raise ConfigError(
             f"{where} has low {low} > high {high}; write {{{kind}: [low, high]}} with low <= high."
         )
-    log = spec.get("log", False)
-    if not isinstance(log, bool):
-        raise ConfigError(f"{where} option 'log' must be true or false, got {log!r}.")
+    log = check_flag(f"{where} option 'log'", spec.get("log", False))
     step = spec.get("step")
     if log and step is not None:
         raise ConfigError(f"{where} sets both 'step' and 'log: true'; a log scale cannot have a step.")

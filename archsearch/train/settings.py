@@ -14,10 +14,11 @@ import dataclasses
 import importlib
 import inspect
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from archsearch.checks import check_choice, check_flag, check_int, check_number, known_keys
 from archsearch.errors import ConfigError
 from archsearch.hardware.choices import MEMORY_FORMATS
 from archsearch.targets import check_target
@@ -104,11 +105,11 @@ class ScheduleSettings:
     @classmethod
     def from_mapping(cls, raw: Any, key: str = "trainer.schedule") -> ScheduleSettings:
         """Read a schedule block (``name``, ``warmup``); missing keys take the defaults."""
-        block = _block(raw, key, ("name", "warmup"))
+        block = known_keys(raw, key, ("name", "warmup"))
         base = cls()
         return cls(
-            name=_choice(block.get("name", base.name), f"{key}.name", SCHEDULES),
-            warmup=_number(block.get("warmup", base.warmup), f"{key}.warmup", "in [0, 1)", _unit),
+            name=check_choice(f"{key}.name", block.get("name", base.name), SCHEDULES),
+            warmup=check_number(f"{key}.warmup", block.get("warmup", base.warmup), "in [0, 1)", _unit),
         )
 
 
@@ -127,14 +128,14 @@ class DsdSettings:
     def from_mapping(cls, raw: Any, key: str = "trainer.dsd") -> DsdSettings:
         """Read a dsd block (absent or null = off); missing keys take the defaults."""
         names = tuple(f.name for f in dataclasses.fields(cls))
-        block = _block(raw, key, names)
+        block = known_keys(raw, key, names)
         base = cls()
-        values: dict[str, Any] = {"enabled": _flag(block.get("enabled", base.enabled), f"{key}.enabled")}
+        values: dict[str, Any] = {"enabled": check_flag(f"{key}.enabled", block.get("enabled", base.enabled))}
         for name in names[1:]:
             bounded = name in ("sparsity", "sparse", "redense")
-            values[name] = _number(
-                block.get(name, getattr(base, name)),
+            values[name] = check_number(
                 f"{key}.{name}",
+                block.get(name, getattr(base, name)),
                 "in (0, 1)" if bounded else "> 0",
                 (lambda v: 0 < v < 1) if bounded else _positive,
             )
@@ -181,16 +182,16 @@ class TrainerSettings:
     def __post_init__(self) -> None:
         """Built from Python (``TrainerSettings(batch_size=0)``), a bad value is refused as from a config."""
         for name in ("epochs", "batch_size", "eval_batch_size"):
-            _count(getattr(self, name), f"trainer.{name}")
+            check_int(f"trainer.{name}", getattr(self, name), 1)
         if self.threads is not None:
-            _count(self.threads, "trainer.threads", " or null")
+            check_int("trainer.threads", self.threads, 1, " or null")
         if self.max_seconds is not None:
-            _number(self.max_seconds, "trainer.max_seconds", "of seconds > 0 or null", _positive)
+            check_number("trainer.max_seconds", self.max_seconds, "of seconds > 0 or null", _positive)
         _device(self.device, "trainer.device")
-        _choice(self.precision, "trainer.precision", PRECISIONS)
-        _choice(self.memory_format, "trainer.memory_format", MEMORY_FORMATS)
-        _flag(self.augment, "trainer.augment")
-        _number(self.label_smoothing, "trainer.label_smoothing", "in [0, 1)", _unit)
+        check_choice("trainer.precision", self.precision, PRECISIONS)
+        check_choice("trainer.memory_format", self.memory_format, MEMORY_FORMATS)
+        check_flag("trainer.augment", self.augment)
+        check_number("trainer.label_smoothing", self.label_smoothing, "in [0, 1)", _unit)
         for name, kind in (
             ("optimizer", OptimizerSettings),
             ("schedule", ScheduleSettings),
@@ -211,7 +212,7 @@ class TrainerSettings:
             ConfigError: one sentence naming the first bad or unknown key and what is allowed.
         """
         names = tuple(f.name for f in dataclasses.fields(cls))
-        block = _block(raw, key, names)
+        block = known_keys(raw, key, names)
         base = cls()
 
         def get(name: str) -> Any:
@@ -220,18 +221,20 @@ class TrainerSettings:
         threads = get("threads")
         max_seconds = get("max_seconds")
         settings = cls(
-            epochs=_count(get("epochs"), f"{key}.epochs"),
-            batch_size=_count(get("batch_size"), f"{key}.batch_size"),
-            eval_batch_size=_count(get("eval_batch_size"), f"{key}.eval_batch_size"),
+            epochs=check_int(f"{key}.epochs", get("epochs"), 1),
+            batch_size=check_int(f"{key}.batch_size", get("batch_size"), 1),
+            eval_batch_size=check_int(f"{key}.eval_batch_size", get("eval_batch_size"), 1),
             max_seconds=None
             if max_seconds is None
-            else _number(max_seconds, f"{key}.max_seconds", "of seconds > 0 or null", _positive),
-            threads=None if threads is None else _count(threads, f"{key}.threads", " or null"),
+            else check_number(f"{key}.max_seconds", max_seconds, "of seconds > 0 or null", _positive),
+            threads=None if threads is None else check_int(f"{key}.threads", threads, 1, " or null"),
             device=_device(get("device"), f"{key}.device"),
-            precision=_choice(get("precision"), f"{key}.precision", PRECISIONS),
-            memory_format=_choice(get("memory_format"), f"{key}.memory_format", MEMORY_FORMATS),
-            augment=_flag(get("augment"), f"{key}.augment"),
-            label_smoothing=_number(get("label_smoothing"), f"{key}.label_smoothing", "in [0, 1)", _unit),
+            precision=check_choice(f"{key}.precision", get("precision"), PRECISIONS),
+            memory_format=check_choice(f"{key}.memory_format", get("memory_format"), MEMORY_FORMATS),
+            augment=check_flag(f"{key}.augment", get("augment")),
+            label_smoothing=check_number(
+                f"{key}.label_smoothing", get("label_smoothing"), "in [0, 1)", _unit
+            ),
             optimizer=OptimizerSettings.from_mapping(block["optimizer"], f"{key}.optimizer")
             if block.get("optimizer") is not None
             else base.optimizer,
@@ -309,39 +312,21 @@ def _optimizer_class(target: Any, key: str) -> type[torch.optim.Optimizer]:
 def _optimizer_value(value: Any, default: Any, key: str) -> Any:
     """``value`` if it has the kind of the argument's default (number, flag, tuple of numbers)."""
     if key.endswith(".lr"):
-        _number(value, key, "> 0", _positive)
+        check_number(key, value, "> 0", _positive)
     elif isinstance(default, bool):
-        _flag(value, key)
+        check_flag(key, value)
     elif isinstance(default, int | float):
-        _number(value, key, "", lambda v: True)
+        check_number(key, value)
     elif isinstance(default, tuple):
         if not (_sequence(value) and len(value) == len(default)):
             raise ConfigError(f"{key} must be a list of {len(default)} numbers, got {value!r}.")
         for i, item in enumerate(value):
-            _number(item, f"{key}[{i}]", "", lambda v: True)
+            check_number(f"{key}[{i}]", item)
         return tuple(value)
     return _freeze(value)
 
 
 # --------------------------------------------------------------------------- value checks
-
-
-def _block(raw: Any, key: str, allowed: Sequence[str]) -> Mapping[str, Any]:
-    """A config mapping with only ``allowed`` keys; None stands for an empty one."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{key} must be a mapping with keys {', '.join(allowed)}, got {raw!r}.")
-    unknown = sorted(str(k) for k in raw if k not in allowed)
-    if unknown:
-        raise ConfigError(f"{key} has unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}.")
-    return raw
-
-
-def _count(value: Any, key: str, also: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key} must be an integer >= 1{also}, got {value!r}.")
-    return value
 
 
 def _positive(value: float) -> bool:
@@ -350,25 +335,6 @@ def _positive(value: float) -> bool:
 
 def _unit(value: float) -> bool:
     return 0 <= value < 1
-
-
-def _number(value: Any, key: str, allowed: str, ok: Callable[[float], bool]) -> float:
-    """``value`` as a float if it is a number (not a flag) that ``ok`` accepts."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not ok(value):
-        raise ConfigError(f"{key} must be a number{' ' + allowed if allowed else ''}, got {value!r}.")
-    return float(value)
-
-
-def _flag(value: Any, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key} must be true or false, got {value!r}.")
-    return value
-
-
-def _choice(value: Any, key: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ConfigError(f"{key} is {value!r}; allowed: {', '.join(allowed)}.")
-    return str(value)
 
 
 def _device(value: Any, key: str) -> str:
