@@ -5,7 +5,7 @@ The public Python API (the CLI calls exactly these functions)::
     import archsearch as A
 
     space = A.load_space("fire")                          # or a path to a space file
-    data = A.load_dataset({"name": "digits"})             # or A.dataset_from_arrays(...)
+    data = A.load_dataset("digits")                       # a data config, a mapping, or A.DataSettings
     settings = A.SearchSettings(
         study=A.StudySettings(name="nb", n_trials=10),
         trainer=A.TrainerSettings(epochs=3, threads=1),
@@ -38,6 +38,7 @@ _HOMES = {
     # `archsearch.calibrate` and `archsearch.report` are the commands' modules, hence these names.
     "calibrate_hardware": "archsearch.hardware.calibrate:run",
     "Dataset": "archsearch.data.datasets",
+    "DataSettings": "archsearch.data.settings",
     "load_dataset": "archsearch.data.datasets",
     "dataset_from_arrays": "archsearch.data.arrays",
     "dataset_from_folder": "archsearch.data.image_folder",

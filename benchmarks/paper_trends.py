@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import math
 import statistics
 import time
@@ -40,10 +41,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on the build machine
 import matplotlib.pyplot as plt
 import optuna
-import yaml
 
 import archsearch as A
-from archsearch.resources import find_config
+from archsearch.data.settings import DataSettings
 from archsearch.search.samplers import grid_sampler
 
 # sweep -> (space file, parameter, the paper's saturation point, axis label)
@@ -68,11 +68,11 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for seed in range(args.seeds):
         # The shipped conf/data/NAME.yaml (its dir, val_fraction, augment), with the subset set.
-        cfg: dict[str, Any] = yaml.safe_load(find_config("data", data_name).read_text())
-        cfg["subset"] = args.subset
+        shipped = DataSettings.from_config(data_name)
+        options = shipped.options
         if data_name == "cifar10":
-            cfg["dir"] = str(args.cifar_dir)
-        data = A.load_dataset(cfg, seed=seed)
+            options = dataclasses.replace(options, dir=str(args.cifar_dir))
+        data = A.load_dataset(dataclasses.replace(shipped, subset=args.subset, options=options), seed=seed)
         for sweep in args.sweeps:
             space_name, key, _, _ = SWEEPS[sweep]
             space = A.load_space(space_name)

@@ -217,7 +217,7 @@ def run(method: str, seed: int, args: argparse.Namespace, out: Path) -> list[Row
         if args.fake is None
         else FixedCostFit(seconds=args.fake, epochs=plan.settings.trainer.epochs),
         config_yaml=plan.config_yaml,
-        data_config=plan.data,
+        data_settings=plan.data,
         callbacks=[lambda _study, _trial: used.append(time.process_time() - cpu0)],
     )
     rows = study_rows(result.study, method, seed)

@@ -1,11 +1,11 @@
 """The settings classes' defaults, registered with Hydra: the config tree reads them, not copies.
 
 The typed settings (``TrainerSettings``, ``TrackingSettings``, ``SearchSettings``' blocks,
-``FinalizeSettings``) are the one source of defaults. Their values are stored in Hydra's
-ConfigStore under names the YAML files pull in through their defaults lists
-(``trainer/base``, ``tracking/base``, ``finalize/base``, ``sampler/tpe_base``, ``archsearch_base`` and
-``archsearch_sweep_base``), so ``--cfg job`` shows every key and ``key=value`` overrides work
-without a ``+``.
+``FinalizeSettings``, ``DataSettings``) are the one source of defaults. Their values are stored
+in Hydra's ConfigStore under names the YAML files pull in through their defaults lists
+(``trainer/base``, ``trainer/base_without_optimizer``, ``data/base``, ``tracking/base``,
+``finalize/base``, ``sampler/tpe_base``, ``archsearch_base`` and ``archsearch_sweep_base``), so
+``--cfg job`` shows every key and ``key=value`` overrides work without a ``+``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 from hydra.core.config_store import ConfigStore
 
 from archsearch.checks import plain_fields
+from archsearch.data.settings import base_mapping
 from archsearch.search.fidelity import FidelitySettings
 from archsearch.search.samplers import DEFAULT_TPE
 from archsearch.search.settings import (
@@ -32,7 +33,14 @@ __all__ = ["register_defaults"]
 def register_defaults() -> None:
     """Store the defaults nodes (idempotent: storing again replaces them)."""
     store = ConfigStore.instance()
-    store.store(group="trainer", name="base", node=TrainerSettings().to_mapping())
+    trainer = TrainerSettings().to_mapping()
+    store.store(group="trainer", name="base", node=trainer)
+    # For a trainer config with another optimizer: Hydra merges blocks key by key, so SGD's
+    # momentum would stay under, say, AdamW, which takes none.
+    without = {key: value for key, value in trainer.items() if key != "optimizer"}
+    store.store(group="trainer", name="base_without_optimizer", node=without)
+    # val_fraction, subset and augment, which every data config has (the others state their own).
+    store.store(group="data", name="base", node=base_mapping())
     store.store(group="tracking", name="base", node=plain_fields(TrackingSettings()))
     store.store(group="finalize", name="base", node=plain_fields(FinalizeSettings()))
     store.store(

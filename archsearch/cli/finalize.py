@@ -26,8 +26,10 @@ def finalize(
         fit_fn: replaces the trainer (tests).
         console: where progress goes (a quiet one if None).
     """
+    import dataclasses
+
     from archsearch.cli.config import finalize_plan, plain
-    from archsearch.data.datasets import load_dataset
+    from archsearch.data.datasets import DataSettings, load_dataset
     from archsearch.results.export import load_stored_study
     from archsearch.search.finalize import finalize_study
     from archsearch.search.settings import ExportSettings, TrackingSettings
@@ -36,11 +38,13 @@ def finalize(
     settings, trainer = finalize_plan(raw)
     tracking = TrackingSettings.from_mapping(raw.get("tracking"))
     export = ExportSettings.from_mapping(raw.get("export"))
+    # The full training split: a subset the search trained on is dropped.
+    full_split = dataclasses.replace(DataSettings.from_mapping(raw.get("data")), subset=None)
     seed = raw.get("seed", 0)
     if study is None:
         study_cfg = raw.get("study") or {}
         study = load_stored_study(str(study_cfg.get("name")), study_cfg.get("storage"), str(tracking.dir))
-    data = load_dataset({**(raw.get("data") or {}), "subset": None}, seed=seed)
+    data = load_dataset(full_split, seed=seed)
     return finalize_study(
         study,
         data,

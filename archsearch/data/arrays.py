@@ -10,14 +10,15 @@ last axis has 1, 3 or 4 entries and the second does not), uint8 or float; labels
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from archsearch.data.base import Augment, Dataset, RawImages, parse_augment, prepare
-from archsearch.errors import ConfigError, DataError
+from archsearch.checks import check_int
+from archsearch.data.base import Augment, Dataset, RawImages, prepare
+from archsearch.data.settings import ArraysOptions, DataSettings
+from archsearch.errors import DataError
 
 __all__ = ["dataset_from_arrays", "load_arrays"]
 
@@ -101,10 +102,10 @@ def dataset_from_arrays(
         raise DataError(f"x holds {len(train_x)} images but y has shape {labels.shape}; give one label each.")
     if not np.issubdtype(labels.dtype, np.integer) or not labels.size:
         raise DataError(f"y must be integer class labels, got dtype {labels.dtype}.")
-    if num_classes is not None and (
-        isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer)
-    ):
-        raise ConfigError(f"data.num_classes must be an integer >= 2 or null, got {num_classes!r}.")
+    if num_classes is not None:
+        # A numpy integer (a label's max, say) counts as an integer.
+        number = int(num_classes) if isinstance(num_classes, np.integer) else num_classes
+        check_int("data.num_classes", number, 2, " or null")
     if labels.min() < 0:
         raise DataError(f"y must be class indices 0..K-1, got labels from {labels.min()} to {labels.max()}.")
     classes = int(num_classes) if num_classes is not None else int(labels.max()) + 1
@@ -125,25 +126,18 @@ def dataset_from_arrays(
         if tx.shape[1:] != train_x.shape[1:]:
             raise DataError(f"test_x images are {tx.shape[1:]}, training images {train_x.shape[1:]}.")
     raw = RawImages(train_x, train_y, tx, ty, classes)
-    cfg: dict[str, Any] = {"val_fraction": val_fraction, "subset": subset}
-    data = prepare(name, raw, cfg, seed)
-    if augment is not None:
-        import dataclasses
-
-        data = dataclasses.replace(data, augment=augment)
-    return data
+    return prepare(name, raw, seed, val_fraction=val_fraction, subset=subset, augment=augment or Augment())
 
 
-def load_arrays(cfg: Mapping[str, Any], seed: int) -> Dataset:
-    """``data=arrays``: the arrays in ``data.path`` (``.npz``, or ``.npy`` with ``data.labels``).
+def load_arrays(settings: DataSettings, seed: int) -> Dataset:
+    """``data=arrays``: the arrays in ``data.path`` (``.npz``, or ``.npy`` with ``data.labels``),
+    as :class:`~archsearch.data.settings.ArraysOptions` name them.
 
     Raises:
         DataError: a file is missing, unreadable or lacks a key; the arrays do not make a dataset.
-        ConfigError: ``data.path`` is unset or has another suffix.
     """
-    if not cfg.get("path"):
-        raise ConfigError("data.path must name a .npz file (keys x, y[, test_x, test_y]) or an .npy file.")
-    path = Path(str(cfg["path"])).expanduser()
+    options = settings.options_as(ArraysOptions)
+    path = Path(str(options.path)).expanduser()
     if path.suffix == ".npz":
         with _load(path) as archive:
             missing = [key for key in ("x", "y") if key not in archive.files]
@@ -156,16 +150,14 @@ def load_arrays(cfg: Mapping[str, Any], seed: int) -> Dataset:
                 raise DataError(f"array file {path} cannot be read as numpy data ({exc}).") from None
             except MemoryError:
                 raise DataError(_TOO_LARGE.format(path=path)) from None
-    elif path.suffix == ".npy":
-        if not cfg.get("labels"):
-            raise ConfigError(f"data.labels must name the .npy file of labels for data.path={path}.")
-        files = {"x": "path", "y": "labels", "test_x": "test_path", "test_y": "test_labels"}
-        arrays = {k: _load(Path(str(cfg[key])).expanduser()) for k, key in files.items() if cfg.get(key)}
-    else:
-        raise ConfigError(f"data.path must end in .npz or .npy, got {path}.")
-    channels = cfg.get("channels")
-    if channels not in (None, 1, 3) or isinstance(channels, bool):
-        raise ConfigError(f"data.channels must be null (as stored), 1 or 3, got {channels!r}.")
+    else:  # .npy: the settings allow no other suffix
+        files = {
+            "x": options.path,
+            "y": options.labels,
+            "test_x": options.test_path,
+            "test_y": options.test_labels,
+        }
+        arrays = {k: _load(Path(file).expanduser()) for k, file in files.items() if file}
     if ("test_x" in arrays) != ("test_y" in arrays):
         raise DataError(f"{path}: test_x and test_y come together; one of them is missing.")
     return dataset_from_arrays(
@@ -174,12 +166,12 @@ def load_arrays(cfg: Mapping[str, Any], seed: int) -> Dataset:
         arrays["y"],
         test_x=arrays.get("test_x"),
         test_y=arrays.get("test_y"),
-        num_classes=cfg.get("num_classes"),
-        val_fraction=cfg.get("val_fraction", 0.1),
-        subset=cfg.get("subset"),
+        num_classes=options.num_classes,
+        val_fraction=settings.val_fraction,
+        subset=settings.subset,
         seed=seed,
-        augment=parse_augment(cfg.get("augment") or {}),
-        channels=channels,
+        augment=settings.augment,
+        channels=options.channels,
     )
 
 

@@ -8,45 +8,23 @@ float32 batch) and ``x.to(device)``, which is all the trainer and ``evaluate`` u
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
 from archsearch.data.images import Images
+from archsearch.data.settings import Augment, check_fraction, check_subset
 from archsearch.errors import ConfigError
 
 __all__ = [
     "Augment",
     "Dataset",
     "RawImages",
-    "fraction",
-    "parse_augment",
     "prepare",
     "split_indices",
     "subset_size",
 ]
-
-
-@dataclass(frozen=True)
-class Augment:
-    """Batch augmentation a dataset allows (applied by the trainer to training batches only).
-
-    Args:
-        crop_padding: pad by this many pixels and crop back at a random offset (0 = off).
-        flip: mirror left-right with probability 1/2 (off for digits and text).
-        erase_p: probability of erasing a random rectangle of each image (0 = off).
-    """
-
-    crop_padding: int = 0
-    flip: bool = False
-    erase_p: float = 0.0
-
-    @property
-    def active(self) -> bool:
-        return self.crop_padding > 0 or self.flip or self.erase_p > 0
 
 
 @dataclass(frozen=True)
@@ -91,16 +69,18 @@ class RawImages:
     num_classes: int
 
 
-def split_indices(n: int, cfg: Mapping[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(
+    n: int, val_fraction: float, subset: int | float | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Sorted (train, validation) indices into ``n`` training images, drawn with ``seed``.
 
-    ``data.val_fraction`` of the images are held out; ``data.subset`` then thins the rest, so
-    the validation images do not depend on the subset.
+    ``val_fraction`` of the images are held out; ``subset`` (:func:`subset_size`) then thins the
+    rest, so the validation images do not depend on the subset.
 
     Raises:
         ConfigError: the fraction leaves no image on one side, or the subset is out of range.
     """
-    val_fraction = fraction(cfg, "val_fraction", 0.1)
+    val_fraction = check_fraction("data.val_fraction", val_fraction)
     n_val = round(n * val_fraction)
     if n_val < 1 or n - n_val < 1:
         raise ConfigError(
@@ -108,13 +88,21 @@ def split_indices(n: int, cfg: Mapping[str, Any], seed: int) -> tuple[np.ndarray
         )
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
     val_idx, pool = order[:n_val], order[n_val:]
-    train_idx = np.sort(pool[: subset_size(cfg.get("subset"), len(pool))])
+    train_idx = np.sort(pool[: subset_size(subset, len(pool))])
     return train_idx, np.sort(val_idx)
 
 
-def prepare(name: str, raw: RawImages, cfg: Mapping[str, Any], seed: int) -> Dataset:
+def prepare(
+    name: str,
+    raw: RawImages,
+    seed: int,
+    *,
+    val_fraction: float,
+    subset: int | float | None,
+    augment: Augment,
+) -> Dataset:
     """Split ``raw``'s training images (:func:`split_indices`) and normalise every split in memory."""
-    train_idx, val_idx = split_indices(len(raw.train_y), cfg, seed)
+    train_idx, val_idx = split_indices(len(raw.train_y), val_fraction, subset, seed)
     train_x = torch.from_numpy(raw.train_x[train_idx]).float()
     mean = train_x.mean(dim=(0, 2, 3))
     std = train_x.std(dim=(0, 2, 3)).clamp_min(1e-6)
@@ -134,56 +122,23 @@ def prepare(name: str, raw: RawImages, cfg: Mapping[str, Any], seed: int) -> Dat
         val_y=torch.from_numpy(raw.train_y[val_idx]).long(),
         test_x=norm(raw.test_x),
         test_y=torch.from_numpy(raw.test_y).long(),
-        augment=parse_augment(cfg.get("augment") or {}),
+        augment=augment,
         mean=tuple(mean.tolist()),
         std=tuple(std.tolist()),
     )
 
 
-def subset_size(subset: Any, available: int) -> int:
+def subset_size(subset: int | float | None, available: int) -> int:
     """Training images kept out of ``available``: ``None`` = all; a float in (0, 1] = that
-    fraction; an int >= 1 = that many images."""
+    fraction; an int >= 1 = that many images (:func:`~archsearch.data.settings.check_subset`)."""
+    subset = check_subset(subset)
     if subset is None:
         return available
-    if isinstance(subset, bool) or not isinstance(subset, int | float):
-        raise ConfigError(f"data.subset must be a fraction in (0, 1] or an image count, got {subset!r}.")
     if isinstance(subset, float):
-        if not 0.0 < subset <= 1.0:
-            raise ConfigError(f"data.subset={subset} as a fraction must lie in (0, 1].")
         return max(1, round(available * subset))
-    if not 1 <= subset <= available:
+    if subset > available:
         raise ConfigError(
             f"data.subset={subset} images asked for, but only {available} training images are "
             "left after the validation split."
         )
     return subset
-
-
-def fraction(cfg: Mapping[str, Any], key: str, default: float) -> float:
-    """``cfg[key]`` (or ``default``) as a number strictly between 0 and 1, else a ConfigError."""
-    value = cfg.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value < 1.0:
-        raise ConfigError(f"data.{key} must be a number strictly between 0 and 1, got {value!r}.")
-    return float(value)
-
-
-def parse_augment(raw: Mapping[str, Any]) -> Augment:
-    """A ``data.augment`` mapping as a checked :class:`Augment`."""
-    unknown = set(raw) - {"crop_padding", "flip", "erase_p"}
-    if unknown:
-        raise ConfigError(
-            f"data.augment has unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
-            "allowed: crop_padding, flip, erase_p."
-        )
-    aug = Augment(
-        crop_padding=raw.get("crop_padding", 0),
-        flip=raw.get("flip", False),
-        erase_p=raw.get("erase_p", 0.0),
-    )
-    if isinstance(aug.crop_padding, bool) or not isinstance(aug.crop_padding, int) or aug.crop_padding < 0:
-        raise ConfigError(f"data.augment.crop_padding must be an integer >= 0, got {aug.crop_padding!r}.")
-    if not isinstance(aug.flip, bool):
-        raise ConfigError(f"data.augment.flip must be true or false, got {aug.flip!r}.")
-    if isinstance(aug.erase_p, bool) or not isinstance(aug.erase_p, int | float) or not 0 <= aug.erase_p <= 1:
-        raise ConfigError(f"data.augment.erase_p must be a probability in [0, 1], got {aug.erase_p!r}.")
-    return aug

@@ -1,4 +1,4 @@
-"""The dataset registry: ``load_dataset(cfg, seed)`` for every source of the Hydra group ``data``.
+"""The dataset registry: ``load_dataset(settings, seed)`` for every kind of the Hydra group ``data``.
 
 Built-in datasets are read once per process (the file-reading part is cached, since a search
 loads the same data every trial) and then split and normalised in memory:
@@ -14,7 +14,8 @@ loads the same data every trial) and then split and normalised in memory:
 The user's own data: ``image_folder`` (archsearch/data/image_folder.py, decoded once into a
 memory-mapped cache), ``arrays`` (.npz/.npy files, archsearch/data/arrays.py) and
 ``torchvision`` (any torchvision dataset class, chosen by ``source: torchvision`` with the class
-as ``name``; archsearch/data/torchvision_data.py).
+as ``name``; archsearch/data/torchvision_data.py). Which function loads which kind, with which
+options, is the table :data:`archsearch.data.settings.LOADERS`.
 
 The validation split is drawn from the official training images with the run's seed and does
 not depend on ``subset``, which then thins the remaining training images only; so runs with
@@ -35,12 +36,29 @@ from typing import Any
 import numpy as np
 import torch
 
-from archsearch.data.base import Augment, Dataset, RawImages, fraction, prepare
-from archsearch.errors import ConfigError, DataError
+from archsearch.data.base import Augment, Dataset, RawImages, prepare
+from archsearch.data.settings import (
+    DATASETS,
+    LOADERS,
+    Cifar10Options,
+    DataSettings,
+    DigitsOptions,
+    FashionMnistOptions,
+    SyntheticOptions,
+)
+from archsearch.errors import DataError
 
-__all__ = ["DATASETS", "Augment", "Dataset", "load_dataset"]
-
-DATASETS = ("digits", "fashion_mnist", "cifar10", "synthetic", "image_folder", "arrays", "torchvision")
+__all__ = [
+    "DATASETS",
+    "Augment",
+    "DataSettings",
+    "Dataset",
+    "load_cifar10",
+    "load_dataset",
+    "load_digits",
+    "load_fashion_mnist",
+    "load_synthetic",
+]
 
 FASHION_MNIST_HINT = (
     "install it with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or set data.dir "
@@ -54,13 +72,15 @@ CIFAR10_HINT = (
 CIFAR10_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
 
 
-def load_dataset(data_cfg: Mapping[str, Any], seed: int = 0) -> Dataset:
-    """Load, split and normalise the dataset a ``data`` config names.
+def load_dataset(data: DataSettings | Mapping[str, Any] | str, seed: int = 0) -> Dataset:
+    """Load, split and normalise the dataset ``data`` describes.
 
     Args:
-        data_cfg: a ``conf/data/*.yaml`` mapping (plain dict): ``name``, ``dir`` where
-            files are read, ``subset``, ``val_fraction``, ``augment`` and per-dataset keys;
-            ``source`` picks the reader where ``name`` is not one (``torchvision``).
+        data: the :class:`~archsearch.data.settings.DataSettings`. From Python, also a ``data``
+            mapping laid out as conf/data/*.yaml (``{"name": "fashion_mnist", "subset": 0.5}``;
+            missing keys take the settings' defaults) or the name of a data config (``"digits"``:
+            the file ``data=digits`` composes, the user's config folders first), either turned
+            into settings at once.
         seed: seeds the train/validation split and the subset (not the test set).
 
     Returns:
@@ -70,57 +90,48 @@ def load_dataset(data_cfg: Mapping[str, Any], seed: int = 0) -> Dataset:
         DataError: the files are missing or malformed (naming the path and how to get them).
         ConfigError: a key has a value outside what is allowed.
     """
-    data_cfg = _with_packaged_defaults(data_cfg)
-    name = str(data_cfg.get("name", ""))
-    source = str(data_cfg.get("source") or name)
-    if source == "image_folder":
-        from archsearch.data.image_folder import load_image_folder
-
-        return load_image_folder(data_cfg, seed)
-    if source == "arrays":
-        from archsearch.data.arrays import load_arrays
-
-        return load_arrays(data_cfg, seed)
-    if source == "torchvision":
-        from archsearch.data.torchvision_data import load_torchvision
-
-        return load_torchvision(data_cfg, seed)
-    if name == "digits":
-        raw = _digits(fraction(data_cfg, "test_fraction", 0.2))
-    elif name == "fashion_mnist":
-        raw = _read_fashion_mnist(str(_directory(data_cfg)))
-    elif name == "cifar10":
-        raw = _read_cifar10(str(_directory(data_cfg)))
-    elif name == "synthetic":
-        raw = _synthetic(data_cfg)
-    else:
-        raise ConfigError(f"data.name is {name!r}; allowed: {', '.join(DATASETS)}.")
-    return prepare(name, raw, data_cfg, seed)
+    if isinstance(data, str):
+        data = DataSettings.from_config(data)
+    elif not isinstance(data, DataSettings):
+        data = DataSettings.from_mapping(data)
+    return LOADERS[data.kind].load()(data, seed)
 
 
-def _with_packaged_defaults(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``cfg`` with the packaged ``conf/data/NAME.yaml``'s ``dir`` when it names none, so that
-    Python's ``load_dataset({"name": "fashion_mnist"})`` finds the files ``data=fashion_mnist``
-    finds on the command line. Other keys keep the Python defaults (``prepare``'s)."""
-    import yaml
-
-    from archsearch.resources import CONF_DIR
-
-    name = cfg.get("name")
-    if cfg.get("dir") or name not in ("fashion_mnist", "cifar10") or cfg.get("source"):
-        return cfg
-    path = CONF_DIR / "data" / f"{name}.yaml"
-    packaged = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
-    if isinstance(packaged, dict) and packaged.get("dir"):
-        return {**cfg, "dir": packaged["dir"]}
-    return cfg
+def _prepared(settings: DataSettings, raw: RawImages, seed: int) -> Dataset:
+    return prepare(
+        settings.name,
+        raw,
+        seed,
+        val_fraction=settings.val_fraction,
+        subset=settings.subset,
+        augment=settings.augment,
+    )
 
 
-def _directory(cfg: Mapping[str, Any]) -> Path:
-    raw = cfg.get("dir")
-    if not raw:
-        raise ConfigError(f"data.dir must name the directory holding the {cfg.get('name')} files.")
-    return Path(str(raw)).expanduser()
+def load_digits(settings: DataSettings, seed: int) -> Dataset:
+    """``data=digits`` (:class:`~archsearch.data.settings.DigitsOptions`)."""
+    return _prepared(settings, _digits(settings.options_as(DigitsOptions).test_fraction), seed)
+
+
+def load_fashion_mnist(settings: DataSettings, seed: int) -> Dataset:
+    """``data=fashion_mnist`` (:class:`~archsearch.data.settings.FashionMnistOptions`)."""
+    directory = Path(str(settings.options_as(FashionMnistOptions).dir)).expanduser()
+    return _prepared(settings, _read_fashion_mnist(str(directory)), seed)
+
+
+def load_cifar10(settings: DataSettings, seed: int) -> Dataset:
+    """``data=cifar10`` (:class:`~archsearch.data.settings.Cifar10Options`)."""
+    directory = Path(str(settings.options_as(Cifar10Options).dir)).expanduser()
+    return _prepared(settings, _read_cifar10(str(directory)), seed)
+
+
+def load_synthetic(settings: DataSettings, seed: int) -> Dataset:
+    """``data=synthetic`` (:class:`~archsearch.data.settings.SyntheticOptions`)."""
+    o = settings.options_as(SyntheticOptions)
+    raw = _generate_synthetic(
+        o.shape, o.num_classes, o.train_size, o.test_size, float(o.noise), o.generator_seed
+    )
+    return _prepared(settings, raw, seed)
 
 
 # --------------------------------------------------------------------------- readers (cached)
@@ -262,38 +273,6 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             f"N x 3072 bytes with N labels in 0..9; {CIFAR10_HINT}."
         )
     return data.reshape(-1, 3, 32, 32), labels
-
-
-def _synthetic(cfg: Mapping[str, Any]) -> RawImages:
-    shape = cfg.get("shape", [1, 8, 8])
-    if (
-        not isinstance(shape, list | tuple)
-        or len(shape) != 3
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
-    ):
-        raise ConfigError(f"data.shape must be [channels, height, width], got {shape!r}.")
-    numbers = {
-        key: cfg.get(key, default)
-        for key, default in (("num_classes", 4), ("train_size", 512), ("test_size", 128))
-    }
-    for key, value in numbers.items():
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int)
-            or value < (2 if key == "num_classes" else 1)
-        ):
-            raise ConfigError(f"data.{key} must be a positive integer (num_classes >= 2), got {value!r}.")
-    noise = cfg.get("noise", 1.0)
-    if isinstance(noise, bool) or not isinstance(noise, int | float) or noise < 0:
-        raise ConfigError(f"data.noise must be a number >= 0, got {noise!r}.")
-    return _generate_synthetic(
-        (int(shape[0]), int(shape[1]), int(shape[2])),
-        numbers["num_classes"],
-        numbers["train_size"],
-        numbers["test_size"],
-        float(noise),
-        int(cfg.get("generator_seed", 0)),
-    )
 
 
 @functools.lru_cache(maxsize=4)

@@ -26,11 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from archsearch.data.base import Augment, Dataset, fraction, parse_augment, split_indices, subset_size
+from archsearch.data.base import Augment, Dataset, split_indices, subset_size
 from archsearch.data.cache import CacheEntry, default_cache_dir, fingerprint, settings_key
 from archsearch.data.decode import Target, decode_into, image_suffixes
 from archsearch.data.images import ImageArray
-from archsearch.errors import ConfigError, DataError
+from archsearch.data.settings import DataSettings, ImageFolderOptions
+from archsearch.errors import DataError
 
 __all__ = ["dataset_from_folder", "load_image_folder"]
 
@@ -178,20 +179,20 @@ def _build(entry: CacheEntry, listing: Listing, target: Target, workers: int | N
         entry.abort()
 
 
-def _rows(parts: np.ndarray, cfg: Mapping[str, Any], seed: int) -> tuple[np.ndarray, ...]:
+def _rows(parts: np.ndarray, settings: DataSettings, seed: int) -> tuple[np.ndarray, ...]:
     """Row numbers of the train, validation and test splits."""
     pool = np.flatnonzero(parts == TRAIN)
     test = np.flatnonzero(parts == TEST)
     if not len(test):
         # No test/ folder: a fixed carve (seed 0) so the test set is the same in every run.
         order = np.random.default_rng(0).permutation(len(pool))
-        n_test = round(len(pool) * fraction(cfg, "test_fraction", 0.2))
+        n_test = round(len(pool) * settings.options_as(ImageFolderOptions).test_fraction)
         test, pool = np.sort(pool[order[:n_test]]), np.sort(pool[order[n_test:]])
     val = np.flatnonzero(parts == VAL)
     if len(val):
         order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed)).numpy()
-        return np.sort(pool[order[: subset_size(cfg.get("subset"), len(pool))]]), val, test
-    train_at, val_at = split_indices(len(pool), cfg, seed)
+        return np.sort(pool[order[: subset_size(settings.subset, len(pool))]]), val, test
+    train_at, val_at = split_indices(len(pool), settings.val_fraction, settings.subset, seed)
     return pool[train_at], pool[val_at], test
 
 
@@ -242,41 +243,41 @@ def dataset_from_folder(
         DataError: the folder, a class folder or an image is missing, empty or unreadable.
         ConfigError: a setting is out of range.
     """
-    cfg = {
-        "dir": str(directory),
-        "size": None if size is None else list(size),
-        "channels": channels,
-        "val_fraction": val_fraction,
-        "test_fraction": test_fraction,
-        "subset": subset,
-        "workers": workers,
-        "cache_dir": None if cache_dir is None else str(cache_dir),
-        "skip_bad": skip_bad,
-        "augment": {} if augment is None else vars(augment),
-    }
-    return load_image_folder(cfg, seed, name=name)
+    settings = DataSettings(
+        name="image_folder",
+        val_fraction=val_fraction,
+        subset=subset,
+        augment=augment or Augment(),
+        options=ImageFolderOptions(
+            dir=os.fspath(directory),
+            size=None if size is None else tuple(size),  # type: ignore[arg-type]  # checked: [H, W]
+            channels=channels,
+            workers=workers,
+            cache_dir=None if cache_dir is None else os.fspath(cache_dir),
+            skip_bad=skip_bad,
+            test_fraction=test_fraction,
+        ),
+    )
+    return load_image_folder(settings, seed, name=name)
 
 
-def load_image_folder(cfg: Mapping[str, Any], seed: int, *, name: str | None = None) -> Dataset:
-    """``data=image_folder``: the folder ``cfg["dir"]`` as a Dataset, through its cache."""
-    if not cfg.get("dir"):
-        raise ConfigError("data.dir must name the image folder (one subfolder per class).")
-    root = Path(str(cfg["dir"])).expanduser().resolve()
-    size, channels, workers = _settings(cfg)
-    skip_bad = cfg.get("skip_bad", False)
-    if not isinstance(skip_bad, bool):
-        raise ConfigError(f"data.skip_bad must be true or false, got {skip_bad!r}.")
+def load_image_folder(settings: DataSettings, seed: int, *, name: str | None = None) -> Dataset:
+    """``data=image_folder``: the folder ``data.dir`` as a Dataset, through its cache
+    (:class:`~archsearch.data.settings.ImageFolderOptions`)."""
+    options = settings.options_as(ImageFolderOptions)
+    root = Path(str(options.dir)).expanduser().resolve()
+    size, channels, skip_bad = options.size, options.channels, options.skip_bad
     listing = scan(root)
     height, width = size or _first_size(listing.files)
     target = Target(channels, height, width, resize=size is not None)
-    settings = {"dir": str(root), "size": list(size or ()), "channels": channels, "skip_bad": skip_bad}
-    cache_root = Path(str(cfg.get("cache_dir") or default_cache_dir())).expanduser()
+    key = {"dir": str(root), "size": list(size or ()), "channels": channels, "skip_bad": skip_bad}
+    cache_root = Path(str(options.cache_dir or default_cache_dir())).expanduser()
     entry = CacheEntry(
-        cache_root / f"folder-{root.name}-{settings_key(settings)}", settings, fingerprint(listing.stamps)
+        cache_root / f"folder-{root.name}-{settings_key(key)}", key, fingerprint(listing.stamps)
     )
     loaded = entry.load()
     if loaded is None:
-        _build(entry, listing, target, workers, skip_bad)
+        _build(entry, listing, target, options.workers, skip_bad)
         loaded = entry.load()
         if loaded is None:
             raise DataError(f"the image cache in {entry.directory} could not be read back after writing it.")
@@ -291,26 +292,7 @@ def load_image_folder(cfg: Mapping[str, Any], seed: int, *, name: str | None = N
             highlight=False,
             soft_wrap=True,
         )
-    return _dataset(name or root.name, manifest, arrays, entry.directory, cfg, seed)
-
-
-def _settings(cfg: Mapping[str, Any]) -> tuple[tuple[int, int] | None, int, int | None]:
-    size = cfg.get("size")
-    if isinstance(size, int) and not isinstance(size, bool):
-        size = [size, size]
-    if size is not None and (
-        not isinstance(size, Sequence)
-        or len(size) != 2
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in size)
-    ):
-        raise ConfigError(f"data.size must be null or [height, width] in pixels, got {size!r}.")
-    channels = cfg.get("channels", 3)
-    if channels not in (1, 3) or isinstance(channels, bool):
-        raise ConfigError(f"data.channels must be 1 (grey) or 3 (RGB), got {channels!r}.")
-    workers = cfg.get("workers")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise ConfigError(f"data.workers must be null (one per core) or an integer >= 1, got {workers!r}.")
-    return (None if size is None else (int(size[0]), int(size[1]))), int(channels), workers
+    return _dataset(name or root.name, manifest, arrays, entry.directory, settings, seed)
 
 
 def _dataset(
@@ -318,11 +300,11 @@ def _dataset(
     manifest: Mapping[str, Any],
     arrays: Mapping[str, np.ndarray],
     directory: Path,
-    cfg: Mapping[str, Any],
+    settings: DataSettings,
     seed: int,
 ) -> Dataset:
     pixels, labels, parts = arrays["x"], arrays["y"], np.asarray(arrays["part"])
-    train, val, test = _rows(parts, cfg, seed)
+    train, val, test = _rows(parts, settings, seed)
     c, h, w = (int(d) for d in pixels.shape[1:])
     mean, std = _statistics(arrays["moments"], train, h * w)
 
@@ -340,7 +322,7 @@ def _dataset(
         val_y=y[val],
         test_x=view(test),
         test_y=y[test],
-        augment=parse_augment(cfg.get("augment") or {}),
+        augment=settings.augment,
         mean=tuple(mean),
         std=tuple(std),
     )

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from archsearch.data.arrays import dataset_from_arrays
-from archsearch.data.base import Dataset, fraction, parse_augment
+from archsearch.data.base import Dataset
 from archsearch.data.decode import Target, to_array
+from archsearch.data.settings import DataSettings, TorchvisionOptions
 from archsearch.errors import ConfigError, DataError
 
 __all__ = ["load_torchvision"]
@@ -32,12 +32,13 @@ INSTALL_HINT = (
 )
 
 
-def load_torchvision(cfg: Mapping[str, Any], seed: int) -> Dataset:
-    """The torchvision dataset ``cfg["name"]`` under ``cfg["root"]`` as an in-memory Dataset.
+def load_torchvision(settings: DataSettings, seed: int) -> Dataset:
+    """The torchvision dataset ``settings.name`` under its ``root`` as an in-memory Dataset
+    (:class:`~archsearch.data.settings.TorchvisionOptions`).
 
     Raises:
         DataError: torchvision is not installed, or the dataset's files are missing or bad.
-        ConfigError: the class is not a torchvision dataset, or a key is unset.
+        ConfigError: the class is not a torchvision dataset.
     """
     try:
         datasets = importlib.import_module("torchvision.datasets")
@@ -45,27 +46,23 @@ def load_torchvision(cfg: Mapping[str, Any], seed: int) -> Dataset:
         raise DataError(
             f"data=torchvision needs torchvision, which is not installed; {INSTALL_HINT}."
         ) from None
-    name = str(cfg.get("name") or "")
+    options = settings.options_as(TorchvisionOptions)
+    name = settings.name
     cls = getattr(datasets, name, None)
     if not inspect.isclass(cls):
         raise ConfigError(
             f"data.name {name!r} is not a dataset class of torchvision.datasets (e.g. CIFAR10)."
         )
-    if not cfg.get("root"):
-        raise ConfigError(f"data.root must name the directory holding the {name} files.")
-    root = str(Path(str(cfg["root"])).expanduser())
-    download = cfg.get("download", False)
-    if not isinstance(download, bool):
-        raise ConfigError(f"data.download must be true or false, got {download!r}.")
-    train = _instantiate(cls, name, root, download, train=True)
-    x, y = _arrays(train, cfg, name)
+    root = str(Path(str(options.root)).expanduser())
+    train = _instantiate(cls, name, root, options.download, train=True)
+    x, y = _arrays(train, options, name)
     params = inspect.signature(cls).parameters
     if "train" in params or "split" in params:
-        test_x, test_y = _arrays(_instantiate(cls, name, root, download, train=False), cfg, name)
+        test_x, test_y = _arrays(_instantiate(cls, name, root, options.download, train=False), options, name)
     else:
         # One split only: carve a fixed test set (seed 0) so it is the same in every run.
         order = np.random.default_rng(0).permutation(len(y))
-        n_test = round(len(y) * fraction(cfg, "test_fraction", 0.2))
+        n_test = round(len(y) * options.test_fraction)
         test, rest = np.sort(order[:n_test]), np.sort(order[n_test:])
         x, y, test_x, test_y = x[rest], y[rest], x[test], y[test]
     classes = getattr(train, "classes", None)
@@ -76,11 +73,11 @@ def load_torchvision(cfg: Mapping[str, Any], seed: int) -> Dataset:
         test_x=test_x,
         test_y=test_y,
         num_classes=len(classes) if classes else None,
-        val_fraction=cfg.get("val_fraction", 0.1),
-        subset=cfg.get("subset"),
+        val_fraction=settings.val_fraction,
+        subset=settings.subset,
         seed=seed,
-        augment=parse_augment(cfg.get("augment") or {}),
-        channels=cfg.get("channels"),
+        augment=settings.augment,
+        channels=options.channels,
     )
 
 
@@ -101,7 +98,7 @@ def _instantiate(cls: type, name: str, root: str, download: bool, *, train: bool
         raise DataError(f"torchvision {name} cannot be read from {root} ({exc}){hint}.") from None
 
 
-def _arrays(dataset: Any, cfg: Mapping[str, Any], name: str) -> tuple[np.ndarray, np.ndarray]:
+def _arrays(dataset: Any, options: TorchvisionOptions, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Images and labels of one split: from ``.data`` if the class keeps them there, else item by item."""
     labels = getattr(dataset, "targets", None)
     if labels is None:
@@ -111,9 +108,9 @@ def _arrays(dataset: Any, cfg: Mapping[str, Any], name: str) -> tuple[np.ndarray
         images = np.asarray(data.numpy() if hasattr(data, "numpy") else data)
         return images, np.asarray(labels.numpy() if hasattr(labels, "numpy") else labels, dtype=np.int64)
     if len(dataset) == 0:
-        raise DataError(f"torchvision {name} under {cfg.get('root')} holds no images.")
-    size = cfg.get("size")
-    channels = int(cfg.get("channels") or 3)
+        raise DataError(f"torchvision {name} under {options.root} holds no images.")
+    size = options.size
+    channels = options.channels or 3
     first = dataset[0][0]
     height, width = (size[0], size[1]) if size else (first.height, first.width)
     target = Target(channels, int(height), int(width), resize=bool(size))

@@ -17,6 +17,7 @@ import optuna
 import pytest
 import torch
 
+from archsearch.data.settings import DataSettings
 from archsearch.net.model import build
 from archsearch.net.spec import load_spec
 from archsearch.results.commands import retrain_command
@@ -188,6 +189,7 @@ def test_a_front_that_dominates_everything_fills_the_whole_box() -> None:
 
 
 def test_no_retrain_command_without_the_data_config() -> None:
-    # A dataset passed as an object (built from arrays, say) has no split the CLI could rebuild.
+    # A dataset passed as an object (built from arrays, say) has no split the CLI could rebuild,
+    # nor have settings naming a config file that no config folder holds.
     assert retrain_command(SearchSettings(), None) == ""
-    assert retrain_command(SearchSettings(), {"name": "arrays_from_memory"}) == ""
+    assert retrain_command(SearchSettings(), DataSettings(config="arrays_from_memory")) == ""

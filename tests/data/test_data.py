@@ -224,11 +224,9 @@ def test_files_are_read_once_per_process() -> None:
 
 
 def test_shipped_config_and_augment_settings_are_read() -> None:
-    import yaml
+    from archsearch.data.settings import config_file
 
-    from archsearch.resources import CONF_DIR
-
-    cfg = yaml.safe_load((CONF_DIR / "data" / "synthetic.yaml").read_text())
+    cfg = config_file("synthetic")  # the file with its defaults list (data/base) composed in
     cfg["augment"]["crop_padding"] = 2
     data = load_dataset(cfg)
     assert data.augment.crop_padding == 2 and data.shape == (1, 8, 8)
@@ -299,14 +297,12 @@ def test_arrays_config_errors(tmp_path: Path) -> None:
 
 
 def test_python_load_dataset_finds_fashion_mnist_where_the_cli_does() -> None:
-    """``load_dataset({"name": "fashion_mnist"})`` reads the files from conf/data/fashion_mnist.yaml's
-    ``dir``, as ``data=fashion_mnist`` does; a ``dir`` given wins."""
-    import yaml
+    """``load_dataset({"name": "fashion_mnist"})`` reads the files from the ``dir`` that
+    conf/data/fashion_mnist.yaml names, as ``data=fashion_mnist`` does; a ``dir`` given wins."""
+    from archsearch.data.settings import DataSettings, FashionMnistOptions
 
-    from archsearch.data.datasets import _with_packaged_defaults
-    from archsearch.resources import CONF_DIR
-
-    packaged = yaml.safe_load((CONF_DIR / "data" / "fashion_mnist.yaml").read_text())
-    assert _with_packaged_defaults({"name": "fashion_mnist"})["dir"] == packaged["dir"]
-    assert _with_packaged_defaults({"name": "fashion_mnist", "dir": "/x"})["dir"] == "/x"
-    assert _with_packaged_defaults({"name": "synthetic"}) == {"name": "synthetic"}
+    assert DataSettings.from_mapping({"name": "fashion_mnist"}).options == (
+        DataSettings.from_config("fashion_mnist").options
+    )
+    given = DataSettings.from_mapping({"name": "fashion_mnist", "dir": "/x"})
+    assert given.options == FashionMnistOptions(dir="/x")

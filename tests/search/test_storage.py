@@ -95,6 +95,6 @@ def test_the_finalize_command_has_no_password(tmp_path: Path) -> None:
     from archsearch.results.commands import finalize_command
 
     settings = A.SearchSettings(study=A.StudySettings(storage="postgresql://alice:s3cr3t@db/x"))
-    command = finalize_command(settings, {"name": "digits"}, "digits")
+    command = finalize_command(settings, A.DataSettings())
     assert "s3cr3t" not in command and "***" not in command
     assert "postgresql://alice@db/x" in command
