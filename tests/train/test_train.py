@@ -13,10 +13,9 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from omegaconf import OmegaConf
 from torch import nn
 
-from archsearch.data.datasets import Augment, Dataset, load_dataset
+from archsearch.data.datasets import Augment, Dataset, DataSettings, load_dataset
 from archsearch.errors import ArchsearchError, ConfigError
 from archsearch.hardware.runtime import resolve_memory_format
 from archsearch.net.model import build
@@ -434,9 +433,7 @@ def test_flip_mirrors_about_half_the_batch_and_erasing_zeroes_a_rectangle() -> N
 @pytest.mark.slow
 @pytest.mark.skipif(not FASHION_DIR.exists(), reason="Debian package dataset-fashion-mnist is not installed")
 def test_fire_mnist_reaches_80_percent_on_10k_fashion_mnist_images_in_two_epochs() -> None:
-    data = load_dataset(
-        OmegaConf.merge(OmegaConf.load(CONF_DIR / "data" / "fashion_mnist.yaml"), {"subset": 10_000}), seed=0
-    )
+    data = load_dataset(dataclasses.replace(DataSettings.from_config("fashion_mnist"), subset=10_000), seed=0)
     torch.manual_seed(0)
     model = build(load_spec(CONF_DIR / "model" / "fire_mnist.yaml"))
     # One thread: two would slow down many-fold if the CI machine is busy with anything else.
@@ -454,7 +451,16 @@ def test_the_composed_default_trainer_is_the_settings_defaults() -> None:
 
 def test_the_other_shipped_trainer_configs_parse() -> None:
     adamw = TrainerSettings.from_mapping(trainer_yaml("adamw"))
-    assert adamw.optimizer.target == "torch.optim.AdamW"
+    assert adamw == dataclasses.replace(
+        TrainerSettings(),
+        optimizer=OptimizerSettings(
+            target="torch.optim.AdamW", kwargs=(("lr", 1e-2), ("betas", (0.9, 0.999)), ("weight_decay", 0.05))
+        ),
+        schedule=ScheduleSettings(name="cosine", warmup=0.1),
+    )
+    # adamw.yaml states only its optimizer and schedule: every other key is TrainerSettings'.
+    stated = yaml.safe_load((CONF_DIR / "trainer" / "adamw.yaml").read_text())
+    assert set(stated) == {"defaults", "optimizer", "schedule"}
     # long.yaml is a Hydra defaults list on top of default.yaml; its own keys lie over the defaults.
     assert TrainerSettings.from_mapping(trainer_yaml("long")) == dataclasses.replace(
         TrainerSettings(), epochs=30, augment=True
