@@ -131,7 +131,7 @@ def dataset_from_arrays(
 
 def load_arrays(settings: DataSettings, seed: int) -> Dataset:
     """``data=arrays``: the arrays in ``data.path`` (``.npz``, or ``.npy`` with ``data.labels``),
-    as :class:`~archsearch.data.settings.ArraysOptions` name them.
+    as :class:`~archsearch.data.loaders.ArraysOptions` name them.
 
     Raises:
         DataError: a file is missing, unreadable or lacks a key; the arrays do not make a dataset.

@@ -15,7 +15,7 @@ The user's own data: ``image_folder`` (archsearch/data/image_folder.py, decoded 
 memory-mapped cache), ``arrays`` (.npz/.npy files, archsearch/data/arrays.py) and
 ``torchvision`` (any torchvision dataset class, chosen by ``source: torchvision`` with the class
 as ``name``; archsearch/data/torchvision_data.py). Which function loads which kind, with which
-options, is the table :data:`archsearch.data.settings.LOADERS`.
+options, is the table :data:`archsearch.data.loaders.LOADERS`.
 
 The validation split is drawn from the official training images with the run's seed and does
 not depend on ``subset``, which then thins the remaining training images only; so runs with
@@ -109,24 +109,24 @@ def _prepared(settings: DataSettings, raw: RawImages, seed: int) -> Dataset:
 
 
 def load_digits(settings: DataSettings, seed: int) -> Dataset:
-    """``data=digits`` (:class:`~archsearch.data.settings.DigitsOptions`)."""
+    """``data=digits`` (:class:`~archsearch.data.loaders.DigitsOptions`)."""
     return _prepared(settings, _digits(settings.options_as(DigitsOptions).test_fraction), seed)
 
 
 def load_fashion_mnist(settings: DataSettings, seed: int) -> Dataset:
-    """``data=fashion_mnist`` (:class:`~archsearch.data.settings.FashionMnistOptions`)."""
+    """``data=fashion_mnist`` (:class:`~archsearch.data.loaders.FashionMnistOptions`)."""
     directory = Path(str(settings.options_as(FashionMnistOptions).dir)).expanduser()
     return _prepared(settings, _read_fashion_mnist(str(directory)), seed)
 
 
 def load_cifar10(settings: DataSettings, seed: int) -> Dataset:
-    """``data=cifar10`` (:class:`~archsearch.data.settings.Cifar10Options`)."""
+    """``data=cifar10`` (:class:`~archsearch.data.loaders.Cifar10Options`)."""
     directory = Path(str(settings.options_as(Cifar10Options).dir)).expanduser()
     return _prepared(settings, _read_cifar10(str(directory)), seed)
 
 
 def load_synthetic(settings: DataSettings, seed: int) -> Dataset:
-    """``data=synthetic`` (:class:`~archsearch.data.settings.SyntheticOptions`)."""
+    """``data=synthetic`` (:class:`~archsearch.data.loaders.SyntheticOptions`)."""
     o = settings.options_as(SyntheticOptions)
     raw = _generate_synthetic(
         o.shape, o.num_classes, o.train_size, o.test_size, float(o.noise), o.generator_seed

@@ -263,7 +263,7 @@ def dataset_from_folder(
 
 def load_image_folder(settings: DataSettings, seed: int, *, name: str | None = None) -> Dataset:
     """``data=image_folder``: the folder ``data.dir`` as a Dataset, through its cache
-    (:class:`~archsearch.data.settings.ImageFolderOptions`)."""
+    (:class:`~archsearch.data.loaders.ImageFolderOptions`)."""
     options = settings.options_as(ImageFolderOptions)
     root = Path(str(options.dir)).expanduser().resolve()
     size, channels, skip_bad = options.size, options.channels, options.skip_bad

@@ -34,7 +34,7 @@ INSTALL_HINT = (
 
 def load_torchvision(settings: DataSettings, seed: int) -> Dataset:
     """The torchvision dataset ``settings.name`` under its ``root`` as an in-memory Dataset
-    (:class:`~archsearch.data.settings.TorchvisionOptions`).
+    (:class:`~archsearch.data.loaders.TorchvisionOptions`).
 
     Raises:
         DataError: torchvision is not installed, or the dataset's files are missing or bad.
