@@ -175,7 +175,7 @@ def test_trainer_gives_the_same_result_on_the_cache_and_on_tensors(folder: Path,
     in_memory = dataclasses.replace(
         cached, train_x=cached.train_x[:], val_x=cached.val_x[:], test_x=cached.test_x[:]
     )
-    spec = A.load_spec(REPO / "archsearch" / "conf" / "model" / "fire_digits.yaml")
+    spec = A.load_spec(REPO / "conf" / "model" / "fire_digits.yaml")
     spec = spec.retarget(input=cached.shape, num_classes=cached.num_classes)
     settings = TrainerSettings(epochs=2, batch_size=8, threads=1)
     results = []
