@@ -273,3 +273,38 @@ def test_a_reporter_of_ones_own_sees_the_search_and_tracking_off_logs_nothing(tm
     off = open_tracker("sqlite:///never.db", "x", None, enabled=False)
     assert isinstance(off, NullTracker) and off.start_trial(0, {}, {}) == "" and off.trial_runs("s") == {}
     assert not Path("never.db").exists()
+
+
+def test_a_search_takes_any_object_with_a_datasets_members(tmp_path: Path) -> None:
+    """DatasetLike is a Protocol: nothing below run_search asks for the Dataset class itself."""
+    import dataclasses
+
+    import numpy as np
+
+    from archsearch.data.base import describe
+    from archsearch.testing import FixedCostFit
+
+    rng = np.random.default_rng(0)
+    made = A.dataset_from_arrays("mine", rng.normal(size=(90, 1, 8, 8)).astype("float32"), np.arange(90) % 3)
+
+    class Mine:  # the same members, not a Dataset (nor a subclass of one)
+        def __init__(self) -> None:
+            for f in dataclasses.fields(made):
+                setattr(self, f.name, getattr(made, f.name))
+
+    data = Mine()
+    assert not isinstance(data, A.Dataset) and describe(data) == made.summary()  # type: ignore[arg-type]
+    settings = A.SearchSettings(
+        study=A.StudySettings(name="mine", n_trials=2),
+        trainer=A.TrainerSettings(epochs=1, batch_size=32, threads=1),
+        tracking=A.TrackingSettings(dir=tmp_path / "mlruns", enabled=False),
+        export=A.ExportSettings(dir=tmp_path / "mine", plots=False),
+    )
+    result = A.run_search(
+        A.load_space("fire"),
+        data,  # type: ignore[arg-type]
+        settings,
+        storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+        fit_fn=FixedCostFit(seconds=0.0, epochs=1),
+    )
+    assert len(result.study.trials) == 2 and result.front

@@ -26,6 +26,7 @@ from archsearch.targets import check_target
 from archsearch.train.settings import TrainerSettings
 
 if TYPE_CHECKING:
+    from archsearch.data.base import DatasetLike
     from archsearch.hardware.profile import HardwareProfile
     from archsearch.search.samplers import SamplerFactory
     from archsearch.search.space import SearchSpace
@@ -58,7 +59,7 @@ class SweepPlan:
 
     def search(
         self,
-        data: Any,
+        data: DatasetLike,
         *,
         console: Any = None,
         fit_fn: Callable[..., Any] | None = None,

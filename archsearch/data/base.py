@@ -9,6 +9,7 @@ float32 batch) and ``x.to(device)``, which is all the trainer and ``evaluate`` u
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -20,11 +21,44 @@ from archsearch.errors import ConfigError
 __all__ = [
     "Augment",
     "Dataset",
+    "DatasetLike",
     "RawImages",
+    "describe",
     "prepare",
     "split_indices",
     "subset_size",
 ]
+
+
+class DatasetLike(Protocol):
+    """What a search, the trainer and the exports read of a data set: :class:`Dataset` is one
+    (``load_dataset``, ``dataset_from_arrays``, ``dataset_from_folder`` make it); any object with
+    these read-only members serves as well, without subclassing."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def shape(self) -> tuple[int, int, int]: ...
+    @property
+    def num_classes(self) -> int: ...
+    @property
+    def train_x(self) -> Images: ...
+    @property
+    def train_y(self) -> torch.Tensor: ...
+    @property
+    def val_x(self) -> Images: ...
+    @property
+    def val_y(self) -> torch.Tensor: ...
+    @property
+    def test_x(self) -> Images: ...
+    @property
+    def test_y(self) -> torch.Tensor: ...
+    @property
+    def augment(self) -> Augment: ...
+    @property
+    def mean(self) -> tuple[float, ...]: ...
+    @property
+    def std(self) -> tuple[float, ...]: ...
 
 
 @dataclass(frozen=True)
@@ -50,12 +84,17 @@ class Dataset:
     std: tuple[float, ...]
 
     def summary(self) -> str:
-        """One line: name, shape, classes and split sizes."""
-        c, h, w = self.shape
-        return (
-            f"{self.name} {c}x{h}x{w}, {self.num_classes} classes: {len(self.train_y)} train / "
-            f"{len(self.val_y)} val / {len(self.test_y)} test"
-        )
+        """One line: name, shape, classes and split sizes (:func:`describe`)."""
+        return describe(self)
+
+
+def describe(data: DatasetLike) -> str:
+    """One line on any data set: name, shape, classes and split sizes."""
+    c, h, w = data.shape
+    return (
+        f"{data.name} {c}x{h}x{w}, {data.num_classes} classes: {len(data.train_y)} train / "
+        f"{len(data.val_y)} val / {len(data.test_y)} test"
+    )
 
 
 @dataclass(frozen=True)

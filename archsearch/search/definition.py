@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
@@ -23,6 +23,9 @@ from archsearch.checks import plain_fields
 from archsearch.errors import ConfigError
 from archsearch.search.settings import SearchSettings
 from archsearch.search.space_core import SearchSpace
+
+if TYPE_CHECKING:
+    from archsearch.data.base import DatasetLike
 
 __all__ = ["DEFINITION_ATTR", "check_definition", "study_definition"]
 
@@ -39,7 +42,7 @@ PARTS = {
 }
 
 
-def study_definition(settings: SearchSettings, space: SearchSpace, data: Any) -> dict[str, Any]:
+def study_definition(settings: SearchSettings, space: SearchSpace, data: DatasetLike) -> dict[str, Any]:
     """The settings that make two searches the same search, as plain JSON-able values."""
     labels = getattr(data, "train_y", None)
     described: dict[str, Any] = {

@@ -22,6 +22,7 @@ from archsearch.search.supernet_fidelity import SupernetFidelity
 from archsearch.search.warm_start import warm_start_params
 
 if TYPE_CHECKING:
+    from archsearch.data.base import DatasetLike
     from archsearch.hardware.profile import HardwareProfile
     from archsearch.search.settings import SearchSettings
     from archsearch.search.space_core import SearchSpace
@@ -42,7 +43,7 @@ class Prepared:
 def prepare(
     settings: SearchSettings,
     space: SearchSpace,
-    data: Any,
+    data: DatasetLike,
     sampler: SamplerArg,
     hardware: HardwareProfile | None,
     log: Callable[[str], Any],

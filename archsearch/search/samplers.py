@@ -21,6 +21,7 @@ from archsearch.search.workers import WorkerGridSampler
 from archsearch.storage import optuna_compat
 
 if TYPE_CHECKING:
+    from archsearch.data.base import DatasetLike
     from archsearch.hardware.profile import HardwareProfile
     from archsearch.search.fidelity import SuccessiveHalving
     from archsearch.search.settings import SearchSettings
@@ -112,7 +113,7 @@ def bind_sampler(
     sampler: optuna.samplers.BaseSampler,
     settings: SearchSettings,
     space: SearchSpace,
-    data: Any,
+    data: DatasetLike,
     hardware: HardwareProfile,
     *,
     resumed: bool,
@@ -135,7 +136,7 @@ def search_sampler(
     seed: int,
     settings: SearchSettings,
     space: SearchSpace,
-    data: Any,
+    data: DatasetLike,
     hardware: HardwareProfile,
     *,
     fidelity: SuccessiveHalving | None,
@@ -162,7 +163,7 @@ def search_sampler(
 
 
 def cost_problem(
-    settings: SearchSettings, space: SearchSpace, data: Any, hardware: HardwareProfile
+    settings: SearchSettings, space: SearchSpace, data: DatasetLike, hardware: HardwareProfile
 ) -> CostProblem:
     """What :class:`CostAwareSampler` needs: the space, the data's shape, exact costs, cost bounds."""
     from archsearch.net.cost import analyze

@@ -34,6 +34,7 @@ from archsearch.errors import ConfigError
 from archsearch.net.cost import analyze
 
 if TYPE_CHECKING:
+    from archsearch.data.base import DatasetLike
     from archsearch.hardware.profile import HardwareProfile
     from archsearch.net.spec import NetSpec
     from archsearch.results.tracking import TrialTracker
@@ -53,7 +54,7 @@ __all__ = [
 SUPERNET_ATTR = "supernet"
 
 
-def supernet_fingerprint(settings: SearchSettings, space: SearchSpace, data: Any) -> str:
+def supernet_fingerprint(settings: SearchSettings, space: SearchSpace, data: DatasetLike) -> str:
     """16 hex digits of what a supernet was trained for: the space, the data, the cost bounds,
     the supernet and trainer settings that change its weights, and the seed (not threads or device)."""
     trainer = {
@@ -96,7 +97,7 @@ class SupernetFidelity:
         self,
         settings: SearchSettings,
         space: SearchSpace,
-        data: Any,
+        data: DatasetLike,
         hardware: HardwareProfile,
         log: Callable[[str], None] = print,
     ) -> None:
@@ -120,7 +121,7 @@ class SupernetFidelity:
         cls,
         settings: SearchSettings,
         space: SearchSpace,
-        data: Any,
+        data: DatasetLike,
         hardware: HardwareProfile,
         log: Callable[[str], None] = print,
     ) -> SupernetFidelity | None:

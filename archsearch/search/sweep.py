@@ -10,7 +10,7 @@ backends are checked here).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -27,6 +27,7 @@ from archsearch.storage.database import mask_passwords
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from archsearch.data.base import DatasetLike
     from archsearch.data.settings import DataSettings
     from archsearch.hardware.profile import HardwareProfile
     from archsearch.results.terminal import SearchReporter
@@ -38,7 +39,7 @@ __all__ = ["SamplerArg", "SamplerFactory", "SearchResult", "default_sampler", "r
 
 def run_search(
     space: SearchSpace,
-    data: Any,
+    data: DatasetLike,
     settings: SearchSettings | None = None,
     *,
     sampler: SamplerArg = None,

@@ -20,7 +20,7 @@ from archsearch.supernet.network import Supernet
 from archsearch.train.evaluate import evaluate
 
 if TYPE_CHECKING:
-    from archsearch.data.datasets import Dataset
+    from archsearch.data.base import DatasetLike
 
 __all__ = ["Scorer", "recalibrate"]
 
@@ -67,7 +67,7 @@ class Scorer:
     def __init__(
         self,
         supernet: Supernet,
-        data: Dataset,
+        data: DatasetLike,
         *,
         batch_size: int,
         bn_batches: int,

@@ -35,12 +35,13 @@ from archsearch.train.device import autocast, resolve_device, resolve_precision
 from archsearch.train.fit import TrainingDiverged, lr_scheduler
 
 if TYPE_CHECKING:
+    from archsearch.data.base import DatasetLike
     from archsearch.supernet.pool import CandidatePool
     from archsearch.supernet.settings import SupernetSettings
     from archsearch.train.settings import TrainerSettings
 
 if TYPE_CHECKING:
-    from archsearch.data.datasets import Dataset
+    pass
 
 __all__ = ["SupernetRun", "load_checkpoint", "load_supernet", "train_supernet"]
 
@@ -106,7 +107,7 @@ def _save(path: Path, state: dict[str, Any]) -> None:
 def train_supernet(
     plan: BankPlan,
     pool: CandidatePool,
-    data: Dataset,
+    data: DatasetLike,
     trainer: TrainerSettings,
     settings: SupernetSettings,
     *,
@@ -172,7 +173,7 @@ class _Loop:
 
     def epoch(
         self,
-        data: Dataset,
+        data: DatasetLike,
         trainer: TrainerSettings,
         epoch: int,
         per_epoch: int,

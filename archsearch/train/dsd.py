@@ -34,7 +34,7 @@ from archsearch.train.result import TrainResult
 from archsearch.train.settings import DsdSettings, TrainerSettings
 
 if TYPE_CHECKING:
-    from archsearch.data.datasets import Dataset
+    from archsearch.data.base import DatasetLike
 
 __all__ = ["fit_dsd", "hold_masks", "magnitude_masks", "prunable_weights"]
 
@@ -99,7 +99,7 @@ def hold_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> Iterator[
 
 def fit_dsd(
     model: nn.Module,
-    data: Dataset,
+    data: DatasetLike,
     settings: TrainerSettings,
     *,
     seed: int = 0,

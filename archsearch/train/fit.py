@@ -35,8 +35,10 @@ from archsearch.train.result import TrainResult
 from archsearch.train.settings import TrainerSettings
 
 if TYPE_CHECKING:
+    from archsearch.data.base import DatasetLike
+
     # Only for annotations: the dataset module reads configs, which the trainer never does.
-    from archsearch.data.datasets import Augment, Dataset
+    from archsearch.data.datasets import Augment
     from archsearch.data.images import Images
 
 __all__ = ["EpochCallback", "FitFn", "TrainingDiverged", "fit", "lr_scheduler"]
@@ -55,7 +57,7 @@ class FitFn(Protocol):
     def __call__(
         self,
         model: nn.Module,
-        data: Dataset,
+        data: DatasetLike,
         settings: TrainerSettings,
         *,
         seed: int = 0,
@@ -181,7 +183,7 @@ class _Loop:
 
 def fit(
     model: nn.Module,
-    data: Dataset,
+    data: DatasetLike,
     settings: TrainerSettings,
     *,
     seed: int = 0,

@@ -13,12 +13,13 @@ From a notebook::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
+from archsearch.data.base import describe
 from archsearch.hardware.profile import HardwareProfile
 from archsearch.net.cost import analyze
 from archsearch.net.model import build, count_params
@@ -26,12 +27,15 @@ from archsearch.net.spec import NetSpec
 from archsearch.train.fit import fit
 from archsearch.train.settings import TrainerSettings
 
+if TYPE_CHECKING:
+    from archsearch.data.base import DatasetLike
+
 __all__ = ["train_single"]
 
 
 def train_single(
     declared: NetSpec,
-    data: Any,
+    data: DatasetLike,
     trainer: TrainerSettings | None = None,
     *,
     seed: int = 0,
@@ -73,7 +77,7 @@ def train_single(
 
     torch.manual_seed(seed)
     model = build(spec)
-    console.print(f"[bold]{spec.name}[/] ({spec.hash}) on {data.summary()}", soft_wrap=True)
+    console.print(f"[bold]{spec.name}[/] ({spec.hash}) on {describe(data)}", soft_wrap=True)
 
     def progress(epoch: int, metrics: dict[str, float]) -> None:
         console.print(
