@@ -17,12 +17,12 @@ from archsearch.resources import CONF_DIR
 def _entry(cfg: DictConfig) -> None:
     from rich.console import Console
 
-    from archsearch.results.report import report
+    from archsearch.results.report import ReportSettings, report
 
     plain = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     # A terminal sets its own width; a pipe or file gets one wide enough for every column.
     console = Console() if sys.stdout.isatty() else Console(width=200)
-    run_cli(lambda: report(plain, console))
+    run_cli(lambda: report(ReportSettings.from_mapping(plain), console))
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ import csv
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from archsearch.errors import ConfigError
-from archsearch.hardware.auto import resolve_profile
+from archsearch.hardware.auto import is_auto, resolve_profile
 from archsearch.hardware.profile import HardwareProfile
 from archsearch.net.cost import analyze
 from archsearch.net.spec import NetSpec, load_spec
 from archsearch.resources import available, find_config
 
 __all__ = [
+    "ReportSettings",
     "available_models",
     "compare_table",
     "layer_table",
@@ -246,14 +248,81 @@ def _caption(hardware: HardwareProfile) -> str:
     return escape(f"est. ms: roofline estimate on {hardware.name} ({hardware.provenance}){about}")
 
 
-def report(cfg: Mapping[str, Any], console: Console | None = None) -> list[dict[str, Any]]:
-    """What ``python -m archsearch.report`` does, for a plain mapping of ``conf/report.yaml``'s keys.
+@dataclass(frozen=True)
+class ReportSettings:
+    """The validated keys of ``python -m archsearch.report`` (``conf/report.yaml``).
 
-    Prints the per-layer table of ``cfg["model"]`` (a model mapping, or a declared model's
-    name), or the compare table of ``cfg["compare"]`` (model names) when that is set, and writes
-    it to ``cfg["out"]``. Keys left out take conf/report.yaml's values (``hardware``:
-    ``laptop_cpu``); ``hardware`` may be a profile's name (``"auto"`` included), a
-    :class:`HardwareProfile` or a profile mapping.
+    Attributes:
+        model: the network of the per-layer table: a declared model's name or a model mapping.
+        compare: model names shown side by side instead (None: the per-layer table of ``model``).
+        batch_size: the per-layer table's batch (bytes and latency scale with it).
+        batch_sizes: the compare table's batches.
+        bytes_per_element: 4 = fp32, 2 = fp16/bf16, 1 = int8.
+        out: also write the table to this ``.csv`` or ``.md`` file.
+        hardware: the roofline profile: a profile's name (``"auto"``: this host, calibrated
+            once and cached, when the report runs) or a :class:`HardwareProfile`.
+    """
+
+    model: str | Mapping[str, Any] = "squeezenet1_0"
+    compare: tuple[str, ...] | None = None
+    batch_size: int = 1
+    batch_sizes: tuple[int, ...] = (1, 64)
+    bytes_per_element: int = 4
+    out: Path | None = None
+    hardware: str | HardwareProfile = "laptop_cpu"
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "bytes_per_element"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{key} must be a positive integer, got {value!r}.")
+        sizes = self.batch_sizes
+        if not sizes or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in sizes):
+            raise ConfigError(f"batch_sizes must be a list of positive integers, got {list(sizes)!r}.")
+        if self.out is not None and self.out.suffix not in TABLE_SUFFIXES:
+            raise ConfigError(f"out must be null or a path ending in .csv or .md, got {str(self.out)!r}.")
+        if not isinstance(self.model, str | Mapping):
+            raise ConfigError(
+                f"model must be a declared model's name or a model mapping, got {self.model!r}."
+            )
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> ReportSettings:
+        """Read ``conf/report.yaml``'s keys (those left out take the defaults above).
+
+        ``hardware`` may also be a profile mapping (a ``hardware=`` config node): it is read
+        here, except the ``auto`` marker, which stays ``"auto"`` until the report runs.
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(str(k) for k in raw if k not in known)
+        if unknown:
+            raise ConfigError(f"report has no key {unknown[0]!r}; known keys: {', '.join(sorted(known))}.")
+        values = dict(raw)
+        compare = values.get("compare")
+        if compare is not None:
+            values["compare"] = (compare,) if isinstance(compare, str) else tuple(str(n) for n in compare)
+        sizes = values.get("batch_sizes")
+        if sizes is not None:
+            if isinstance(sizes, int | str) or not isinstance(sizes, Sequence):
+                raise ConfigError(f"batch_sizes must be a list of positive integers, got {sizes!r}.")
+            values["batch_sizes"] = tuple(sizes)
+        if values.get("out") is not None:
+            values["out"] = Path(str(values["out"]))
+        hardware = values.get("hardware")
+        if isinstance(hardware, Mapping):
+            values["hardware"] = "auto" if is_auto(hardware) else resolve_profile(hardware)
+        return cls(**values)
+
+
+def report(
+    settings: ReportSettings | Mapping[str, Any] | None = None, console: Console | None = None
+) -> list[dict[str, Any]]:
+    """What ``python -m archsearch.report`` does: print (and write to ``out``) a cost table.
+
+    The per-layer table of ``settings.model``, or the compare table of ``settings.compare`` when
+    that is set. From Python, a plain mapping of the same keys is read with
+    :meth:`ReportSettings.from_mapping` first: ``A.cost_report({"compare": ["alexnet",
+    "squeezenet1_0"]})``.
 
     Returns:
         The printed rows (:func:`layer_table` or :func:`compare_table`).
@@ -261,49 +330,34 @@ def report(cfg: Mapping[str, Any], console: Console | None = None) -> list[dict[
     Raises:
         ConfigError / SpecError: one sentence naming the key or node that is wrong.
     """
+    if not isinstance(settings, ReportSettings):
+        settings = ReportSettings.from_mapping(settings or {})
     console = console or Console()
-    cfg = {"batch_size": 1, "batch_sizes": [1, 64], "bytes_per_element": 4, "model": "squeezenet1_0", **cfg}
-    out = cfg.get("out")
-    if out is not None and Path(str(out)).suffix not in TABLE_SUFFIXES:
-        raise ConfigError(f"out must be null or a path ending in .csv or .md, got {str(out)!r}.")
-    # hardware=auto is calibrated for latency_ms's default setting (auto_profile's defaults).
-    hardware = _hardware(cfg.get("hardware", "laptop_cpu"))
-    width = _positive_int(cfg, "bytes_per_element")
-    compare = cfg.get("compare")
-    if compare is not None:
-        names = [compare] if isinstance(compare, str) else list(compare)
-        batch_sizes = cfg.get("batch_sizes") or []
-        if isinstance(batch_sizes, int) or not all(isinstance(b, int) and b >= 1 for b in batch_sizes):
-            raise ConfigError(f"batch_sizes must be a list of positive integers, got {batch_sizes!r}.")
-        rows = compare_table([load_model(str(n)) for n in names], hardware, batch_sizes, width)
-        print_compare_table(console, rows, batch_sizes, hardware)
+    hardware = _hardware(settings.hardware)
+    width = settings.bytes_per_element
+    if settings.compare is not None:
+        sizes = list(settings.batch_sizes)
+        rows = compare_table([load_model(n) for n in settings.compare], hardware, sizes, width)
+        print_compare_table(console, rows, sizes, hardware)
     else:
-        model = cfg["model"]
+        model = settings.model
         spec = load_model(model) if isinstance(model, str) else NetSpec.from_dict(model, source="model")
-        batch = _positive_int(cfg, "batch_size")
+        batch = settings.batch_size
         rows = layer_table(spec, hardware, batch, width)
         title = f"{spec.name} (hash {spec.hash}) at batch {batch}, {width} bytes per element"
         print_layer_table(console, rows, title, hardware)
-    if out is not None:
-        console.print(f"wrote {write_table(rows, str(out))}")
+    if settings.out is not None:
+        console.print(f"wrote {write_table(rows, str(settings.out))}")
     return rows
 
 
-def _hardware(raw: Any) -> HardwareProfile:
-    """A profile from its name (``auto``: calibrated on this host), a profile, or a profile mapping."""
+def _hardware(name_or_profile: str | HardwareProfile) -> HardwareProfile:
+    """A profile from its name (``auto``: calibrated on this host, once and cached) or itself."""
     from archsearch.hardware.profile import load_hardware
 
-    if isinstance(raw, HardwareProfile):
-        return raw
-    if raw == "auto":
+    if isinstance(name_or_profile, HardwareProfile):
+        return name_or_profile
+    if name_or_profile == "auto":
+        # hardware=auto is calibrated for latency_ms's default setting (auto_profile's defaults).
         return resolve_profile({"auto": True})
-    if isinstance(raw, str):
-        return load_hardware(raw)
-    return resolve_profile(raw)
-
-
-def _positive_int(cfg: Mapping[str, Any], key: str) -> int:
-    value = cfg.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key} must be a positive integer, got {value!r}.")
-    return value
+    return load_hardware(name_or_profile)

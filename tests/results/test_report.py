@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import subprocess
 import sys
@@ -223,3 +224,37 @@ def test_cost_report_from_python_takes_names_profiles_and_the_report_defaults() 
     by_name = A.cost_report({"model": "squeezenet1_1", "hardware": "a100"}, console=quiet)
     by_profile = A.cost_report({"model": "squeezenet1_1", "hardware": load_hardware("a100")}, console=quiet)
     assert by_name == by_profile and len(by_name) > 5
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            {"colour": "red"},
+            "report has no key 'colour'; known keys: batch_size, batch_sizes, bytes_per_element",
+        ),
+        ({"batch_size": 0}, "batch_size must be a positive integer, got 0."),
+        ({"batch_sizes": 64}, "batch_sizes must be a list of positive integers, got 64."),
+        ({"batch_sizes": [1, "x"]}, "batch_sizes must be a list of positive integers, got [1, 'x']."),
+        ({"out": "table.txt"}, "out must be null or a path ending in .csv or .md, got 'table.txt'."),
+    ],
+)
+def test_report_settings_are_read_once_and_refuse_bad_keys(raw: dict[str, Any], message: str) -> None:
+    from archsearch.results.report import ReportSettings
+
+    with pytest.raises(ConfigError) as caught:
+        ReportSettings.from_mapping(raw)
+    assert str(caught.value).startswith(message)
+
+
+def test_the_composed_report_config_is_the_report_settings_defaults() -> None:
+    """conf/report.yaml and ReportSettings agree, so the CLI and the Python API report the same."""
+    from archsearch.hardware.profile import load_hardware
+    from archsearch.results.report import ReportSettings
+
+    settings = ReportSettings.from_mapping(composed())
+    assert isinstance(settings.model, dict) and settings.model["name"] == ReportSettings().model
+    assert dataclasses.replace(settings, model="squeezenet1_0") == ReportSettings(
+        hardware=load_hardware("laptop_cpu")
+    )
+    assert ReportSettings.from_mapping({"compare": "alexnet"}).compare == ("alexnet",)
