@@ -15,8 +15,8 @@ from hydra.core.config_store import ConfigStore
 from archsearch.checks import plain_fields
 from archsearch.data.settings import base_mapping
 from archsearch.search.fidelity import FidelitySettings
-from archsearch.search.samplers import DEFAULT_TPE
 from archsearch.search.settings import (
+    DEFAULT_TPE,
     CostSettings,
     ExportSettings,
     FinalizeSettings,

@@ -17,6 +17,7 @@ import optuna
 from archsearch.errors import ConfigError
 from archsearch.search.cost_aware import CostAwareSampler, CostProblem, check_objectives
 from archsearch.search.fidelity import RungInformedSampler
+from archsearch.search.settings import DEFAULT_TPE
 from archsearch.search.workers import WorkerGridSampler
 from archsearch.storage import optuna_compat
 
@@ -41,14 +42,6 @@ __all__ = [
 #: Makes the study's sampler from this worker's seed (each worker of a study gets its own).
 SamplerFactory = Callable[[int], optuna.samplers.BaseSampler]
 SamplerArg = Union[optuna.samplers.BaseSampler, SamplerFactory, None]  # noqa: UP007
-
-#: archsearch's TPE: the CLI's ``sampler=tpe``.
-DEFAULT_TPE: dict[str, Any] = {
-    "n_startup_trials": 10,  # random trials before the model kicks in
-    "multivariate": True,
-    "group": True,  # conditional (depth-dependent) parameters are modelled per group
-    "constant_liar": True,  # parallel workers avoid proposing the same point
-}
 
 
 def default_sampler(

@@ -8,6 +8,7 @@ one-sentence :class:`~archsearch.errors.ConfigError` as the CLI, naming the conf
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from archsearch.train.settings import TrainerSettings
 
 __all__ = [
     "ALL_METRICS",
+    "DEFAULT_TPE",
     "RESULT_METRICS",
     "TRAINED_METRICS",
     "Constraint",
@@ -41,6 +43,14 @@ __all__ = [
     "StudySettings",
     "TrackingSettings",
 ]
+
+#: archsearch's TPE: the CLI's ``sampler=tpe``.
+DEFAULT_TPE: dict[str, Any] = {
+    "n_startup_trials": 10,  # random trials before the model kicks in
+    "multivariate": True,
+    "group": True,  # conditional (depth-dependent) parameters are modelled per group
+    "constant_liar": True,  # parallel workers avoid proposing the same point
+}
 
 #: Metrics known only after training, with their natural direction.
 TRAINED_METRICS = {"val_acc": "maximize"}
@@ -55,6 +65,8 @@ ALL_METRICS: dict[str, str] = {
 }
 DIRECTIONS = ("minimize", "maximize")
 LOG_WEIGHTS = ("pareto", "all", "none")
+#: A registered model name (``finalize.register_as``): safe in a ``models:/<name>/<version>`` URI.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 
 
 @dataclass(frozen=True)
@@ -250,12 +262,15 @@ class FinalizeSettings:
         members: retrain at most this many members, chosen on validation accuracy and spread
             over the front's sizes (:func:`archsearch.results.front.spread_over_sizes`); None
             retrains the whole front.
+        register_as: also register every finalized member's MLflow Model in MLflow's model
+            registry under this name (one version per member); None registers nothing.
     """
 
     epochs: int = 30
     force: bool = False
     init: str = "scratch"
     members: int | None = None
+    register_as: str | None = None
 
     def __post_init__(self) -> None:
         check_int("finalize.epochs", self.epochs, 1)
@@ -263,6 +278,13 @@ class FinalizeSettings:
         check_choice("finalize.init", self.init, FINALIZE_INITS)
         if self.members is not None:
             check_int("finalize.members", self.members, 1)
+        if self.register_as is not None and not (
+            isinstance(self.register_as, str) and _MODEL_NAME.fullmatch(self.register_as)
+        ):
+            raise ConfigError(
+                "finalize.register_as must be null or a model name of letters, digits, '_', '.' and '-' "
+                f"(starting with a letter or digit), got {self.register_as!r}."
+            )
 
     @classmethod
     def from_mapping(cls, raw: Any) -> FinalizeSettings:
