@@ -39,6 +39,9 @@ LOCAL_UI = "http://127.0.0.1:5000"
 #: MLflow 3's UI opens an experiment on its GenAI traces page unless the experiment says it
 #: holds model training; with this tag it opens on the runs table.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+#: The query of MLflow 3's UI (3.x: ``workflowType`` is ``genai`` or ``machine_learning``) that
+#: opens an experiment's pages in the classic model-training layout (Runs, Models, ...).
+WORKFLOW_QUERY = "workflowType=machine_learning"
 
 
 def resolve_tracking_uri(uri: str | None, directory: str | Path = "mlruns") -> str:
@@ -55,13 +58,15 @@ def resolve_tracking_uri(uri: str | None, directory: str | Path = "mlruns") -> s
 
 
 def runs_view_url(tracking_uri: str, experiment_id: str) -> str:
-    """The MLflow UI page of an experiment's runs table (its ``/runs`` tab).
+    """The MLflow UI page of an experiment's runs table (its ``/runs`` tab), in the classic layout.
 
     A tracking server serves the UI itself; a database backend is read by ``mlflow ui``,
-    which serves on :data:`LOCAL_UI` by default.
+    which serves on :data:`LOCAL_UI` by default. MLflow 3's UI shows an experiment in its
+    GenAI layout unless the page's ``workflowType`` query says otherwise (or the browser
+    remembers the other choice), so the URL asks for :data:`WORKFLOW_QUERY`.
     """
     base = tracking_uri.rstrip("/") if _scheme(tracking_uri) in ("http", "https") else LOCAL_UI
-    return f"{base}/#/experiments/{experiment_id}/runs"
+    return f"{base}/#/experiments/{experiment_id}/runs?{WORKFLOW_QUERY}"
 
 
 def _scheme(uri: str) -> str:

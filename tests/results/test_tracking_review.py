@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pytest
 from mlflow import MlflowClient
 from rich.console import Console
 
@@ -111,7 +112,9 @@ def test_sweep_prints_the_runs_table_url_and_names_the_objectives(tmp_path: Path
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     printed = out.getvalue()
     assert "mlflow ui --backend-store-uri sqlite:///" in printed
-    assert f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs" in printed
+    # The runs table of the classic (model training) layout, not MLflow 3's GenAI pages.
+    url = f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
+    assert url in printed
 
     study = optuna.load_study(study_name="fire", storage=f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}")
     assert study.metric_names == ["val_acc", "params", "macs"]
@@ -119,6 +122,19 @@ def test_sweep_prints_the_runs_table_url_and_names_the_objectives(tmp_path: Path
 
 def test_runs_view_url_of_a_tracking_server_is_on_that_server() -> None:
     assert runs_view_url("http://mlflow.example.org:5000/", "7") == (
-        "http://mlflow.example.org:5000/#/experiments/7/runs"
+        "http://mlflow.example.org:5000/#/experiments/7/runs?workflowType=machine_learning"
     )
-    assert runs_view_url("sqlite:////x/mlflow.db", "7") == "http://127.0.0.1:5000/#/experiments/7/runs"
+    assert runs_view_url("sqlite:////x/mlflow.db", "7") == (
+        "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+    )
+
+
+def test_the_ui_bundled_with_mlflow_reads_the_workflow_type_query() -> None:
+    """The query the URL carries is the one this MLflow's UI reads (a renamed key would be ignored)."""
+    import mlflow
+
+    bundle = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
+    if not bundle.is_dir():
+        pytest.skip("this MLflow install has no UI bundle")
+    text = "".join(p.read_text(errors="ignore") for p in bundle.glob("main.*.js"))
+    assert 'get("workflowType")' in text and '"machine_learning"' in text
