@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -23,6 +22,9 @@ from optuna.trial import FrozenTrial
 from archsearch.pareto import REFERENCE, hypervolume, non_dominated
 from archsearch.results.commands import fill_config
 from archsearch.results.front import accuracy_axis, completed_feasible, front_trials, objective_directions
+from archsearch.results.front_meta import HypervolumeBox, column_units, hypervolume_box
+from archsearch.results.net_files import net_text
+from archsearch.results.provenance import PROVENANCE_ATTR, gather_provenance, row_provenance
 
 __all__ = [
     "FINALIZED_PREFIX",
@@ -114,6 +116,8 @@ def finalized_front(study: optuna.Study) -> list[FrozenTrial] | None:
             "dsd": r["dsd"],
             "finalize_run_id": r["mlflow_run_id"],
             "weights": r["weights"],
+            "model_uri": r.get("model_uri", ""),
+            "provenance": r.get("provenance") or {},
             "fidelity": "finalize",
             "search_fidelity": t.user_attrs.get("fidelity", "epochs"),
         }
@@ -163,7 +167,33 @@ _COUNTS = (
 )
 
 
-def _row(t: FrozenTrial, names: list[str], net_file: Path | None, rerun: str) -> dict[str, Any]:
+def _weights_column(stored: Any, out: Path) -> str:
+    """A member's weights file as pareto.csv names it, relative to the export directory ("": none kept).
+
+    A path stored relative (to the export directory) is kept; an absolute one under ``out`` is
+    made relative; one elsewhere (another export directory, a moved project) is named where this
+    export keeps its copy, ``weights/<file>``, which ``python -m archsearch.export`` restores
+    from the member's MLflow run.
+    """
+    if not stored:
+        return ""
+    path = Path(str(stored))
+    if not path.is_absolute():
+        return path.as_posix()
+    try:
+        return path.resolve().relative_to(out.resolve()).as_posix()
+    except ValueError:
+        return f"weights/{path.name}"
+
+
+def _row(
+    t: FrozenTrial,
+    names: list[str],
+    net_file: Path | None,
+    rerun: str,
+    out: Path,
+    search: dict[str, Any] | None,
+) -> dict[str, Any]:
     row: dict[str, Any] = {"trial": t.number}
     values = t.values or []
     for name, value in zip(names, values, strict=False):
@@ -191,9 +221,14 @@ def _row(t: FrozenTrial, names: list[str], net_file: Path | None, rerun: str) ->
         if isinstance(row.get(key), float) and row[key].is_integer():
             row[key] = int(row[key])
     row["spec_hash"] = t.user_attrs.get("spec_hash", "")
-    row["config"] = str(net_file) if net_file is not None else ""
+    row["net_file"] = str(net_file) if net_file is not None else ""
+    row["weights"] = _weights_column(t.user_attrs.get("weights"), out)
     row["retrain"] = fill_config(rerun, net_file) if net_file is not None and rerun else ""
     row["mlflow_run_id"] = t.user_attrs.get("mlflow_run_id", "")
+    if "model_uri" in t.user_attrs:  # a finalized member's MLflow Model
+        row["model_uri"] = t.user_attrs["model_uri"]
+    # Who trained it (the finalize, for a finalized member) and the search's latency profile.
+    row.update(row_provenance(search, t.user_attrs.get("provenance")))
     return row
 
 
@@ -214,8 +249,6 @@ def export_study(
         out_dir: directory to write into (created).
         plots: write the PNG and HTML plots (off for very fast overhead measurements).
     """
-    import yaml
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = objective_names(study)
@@ -225,23 +258,21 @@ def export_study(
     rerun = str(study.user_attrs.get("retrain_command", ""))
     files: dict[str, Path] = {}
 
+    search = study.user_attrs.get(PROVENANCE_ATTR)
     rows = []
     for t in front:
         spec = t.user_attrs.get("spec")
         net_file = None
         if isinstance(spec, dict):
             net_file = net_path(out, t)
-            header = f"# archsearch study {study.study_name!r}, trial {t.number}\n"
-            if rerun:
-                header += f"# retrain: {fill_config(rerun, net_file)}\n"
-            atomic_write(net_file, header + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None))
-        rows.append(_row(t, names, net_file, rerun))
+            atomic_write(net_file, net_text(study.study_name, t.number, spec, rerun, net_file))
+        rows.append(_row(t, names, net_file, rerun, out, search))
 
     columns: list[str] = []
     for r in rows:
         columns.extend(k for k in r if k not in columns)
     if not columns:
-        columns = ["trial", *names, "spec_hash", "config"]
+        columns = ["trial", *names, "spec_hash", "net_file", "weights"]
     csv_path = out / "pareto.csv"
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=columns)
@@ -250,17 +281,28 @@ def export_study(
     atomic_write(csv_path, table.getvalue())
     files["csv"] = csv_path
     json_path = out / "pareto.json"
+    history = hypervolume_history(study)
+    box = study_box(study)
+    definition = study.user_attrs.get("definition") or {}
+    hardware = (search or {}).get("hardware")
     payload = {
         "study": study.study_name,
         "objectives": [{"metric": n, "direction": d} for n, d in zip(names, directions, strict=True)],
         "finalized": finalized is not None,
         "finalize_command": study.user_attrs.get("finalize_command", ""),
+        # The search's (the study's latest worker), and this export's; each row has its own columns.
+        "provenance": {"search": search, "export": gather_provenance().to_dict()},
+        "units": column_units(columns, definition.get("cost"), hardware),
+        "hypervolume": {
+            "value": history[-1][1] if history else None,
+            "normalisation": box.describe() if box is not None else "",
+            **(box.to_dict() if box is not None else {}),
+        },
         "front": rows,
     }
     atomic_write(json_path, json.dumps(payload, indent=2, default=str))
     files["json"] = json_path
 
-    history = hypervolume_history(study)
     hv_path = out / "hypervolume.csv"
     atomic_write(
         hv_path,
@@ -273,32 +315,28 @@ def export_study(
 
         commands = {r["trial"]: r["retrain"] for r in rows}
         files.update(P.plot_front(study, front, names, directions, out, commands=commands))
-        files.update(P.plot_hypervolume(history, out, len(names)))
+        note = box.describe() if box is not None else ""
+        files.update(P.plot_hypervolume(history, out, len(names), note))
     return ExportResult(directory=out, front=front, files=files)
 
 
 def hypervolume_history(study: optuna.Study) -> list[tuple[int, float]]:
     """(trial number, hypervolume of the feasible front so far) as a fraction of its maximum.
 
-    Measured on the front plot's axes: accuracy linear, every cost objective as log10 (when all
-    its values are positive), each min-max normalised over the whole study. The reference point
-    is :data:`~archsearch.pareto.REFERENCE` per axis, so the raw value reaches
-    ``REFERENCE ** k`` for ``k`` objectives; it is divided by that, so 1 is the whole box.
+    Measured on the front plot's axes, in :func:`study_box`: the accuracy objective on its
+    natural 0-1 scale (fixed, not the range the study reached), every cost objective as log10
+    (when all its values are positive) min-max normalised over the study's completed, feasible
+    trials. The reference point is :data:`~archsearch.pareto.REFERENCE` per axis, so the raw
+    value reaches ``REFERENCE ** k`` for ``k`` objectives; it is divided by that, so 1 is the
+    whole box.
     """
-    trials = sorted(completed_feasible(study), key=lambda t: t.number)
-    if not trials:
+    box = study_box(study)
+    if box is None:
         return []
-    directions = objective_directions(study)
-    names = objective_names(study)
-    cost = [n != accuracy_axis(names) and all(t.values[i] > 0 for t in trials) for i, n in enumerate(names)]
-    points = [[math.log10(v) if c else v for v, c in zip(t.values, cost, strict=True)] for t in trials]
-    cols = list(zip(*points, strict=True))
-    lower = [min(c) for c in cols]
-    upper = [max(c) for c in cols]
-    for i, d in enumerate(directions):
-        # Accuracy-like objectives are normalised on their natural [0, 1] scale.
-        if d == "maximize" and lower[i] >= 0.0 and upper[i] <= 1.0:
-            lower[i], upper[i] = 0.0, 1.0
+    trials = sorted(completed_feasible(study), key=lambda t: t.number)
+    directions = list(box.directions)
+    points = [box.point(t.values) for t in trials]
+    lower, upper = list(box.lower), list(box.upper)
     history = []
     front: list[Sequence[float]] = []
     scale = REFERENCE ** len(directions)
@@ -307,6 +345,13 @@ def hypervolume_history(study: optuna.Study) -> list[tuple[int, float]]:
         front = [candidates[i] for i in non_dominated(candidates, directions)]
         history.append((t.number, hypervolume(front, directions, lower, upper) / scale))
     return history
+
+
+def study_box(study: optuna.Study) -> HypervolumeBox | None:
+    """The hypervolume's normalisation box over the study's completed, feasible trials (None: none)."""
+    names = objective_names(study)
+    trials = completed_feasible(study)
+    return hypervolume_box(trials, names, objective_directions(study), accuracy_axis(names))
 
 
 def load_stored_study(name: str, storage: str | None, tracking_dir: str | Path = "mlruns") -> optuna.Study:

@@ -213,18 +213,24 @@ def _label_panel(ax: Axes, pfig: Any, col: int, x: str, y: str) -> None:
     pfig.update_yaxes(title_text=y, row=1, col=col + 1)
 
 
-def plot_hypervolume(history: Sequence[tuple[int, float]], out: Path, k: int) -> dict[str, Path]:
+def plot_hypervolume(
+    history: Sequence[tuple[int, float]], out: Path, k: int, normalisation: str = ""
+) -> dict[str, Path]:
     """Write hypervolume.png: the hypervolume of the front after each trial, 1 at most.
 
     ``history`` is :func:`archsearch.results.export.hypervolume_history` of a study with ``k``
-    objectives: already divided by the reference box's volume, 1.1^k.
+    objectives: already divided by the reference box's volume, 1.1^k. ``normalisation`` (the
+    box's :meth:`~archsearch.results.front_meta.HypervolumeBox.describe`) is printed above the plot.
     """
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    lines = textwrap.wrap(normalisation, 90) if normalisation else []
+    fig, ax = plt.subplots(figsize=(5.5, 3.6 + 0.16 * len(lines)))
     if history:
         n, hv = zip(*history, strict=True)
         ax.step(n, hv, where="post")
@@ -232,7 +238,10 @@ def plot_hypervolume(history: Sequence[tuple[int, float]], out: Path, k: int) ->
     ax.set_ylabel(f"hypervolume / {REFERENCE:g}^{k} (1 = max)")
     ax.set_ylim(0.0, 1.0)
     ax.grid(alpha=0.3)
-    fig.subplots_adjust(left=0.15, right=0.97, bottom=0.14, top=0.95)
+    if lines:
+        ax.set_title("\n".join(lines), fontsize=6.5, loc="left")
+    top = 0.95 - 0.045 * len(lines) - (0.02 if lines else 0.0)
+    fig.subplots_adjust(left=0.15, right=0.97, bottom=0.14, top=top)
     path = out / "hypervolume.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -25,6 +25,8 @@ from archsearch.storage.database import set_user_attrs
 if TYPE_CHECKING:
     from archsearch.hardware.profile import HardwareProfile
     from archsearch.net.spec import NetSpec
+    from archsearch.results.net_files import TrialTexts
+    from archsearch.results.provenance import Provenance
     from archsearch.results.tracking import TrialTracker
     from archsearch.search.fidelity import RungDecision, SuccessiveHalving
     from archsearch.search.settings import SearchSettings
@@ -53,6 +55,8 @@ class Objective:
         fit_fn: FitFn,
         fidelity: SuccessiveHalving | None = None,
         scorer: Callable[[NetSpec], dict[str, Any]] | None = None,
+        provenance: Provenance | None = None,
+        texts: TrialTexts | None = None,
     ) -> None:
         self.settings = settings
         self.space = space
@@ -70,6 +74,10 @@ class Objective:
         #: Measures accuracy instead of training (the supernet fidelity); None trains each trial.
         self.scorer = scorer
         self.weights_dir = settings.export_dir / "weights"
+        #: Tags every trial's run carries: where it ran (:mod:`archsearch.results.provenance`).
+        self.provenance_tags = provenance.tags() if provenance is not None else {}
+        #: Each trial's config.yaml and net.yaml; None logs the study's config and the bare net.
+        self.texts = texts
 
     # Values that make an unevaluated (infeasible) trial rank last whatever its direction.
     def _worst(self, known: Mapping[str, float]) -> list[float]:
@@ -170,6 +178,7 @@ class Objective:
             STUDY_TAG: self.settings.study.name,
             "archsearch.space_hash": self.space.hash,
             "archsearch.fidelity": self.settings.fidelity.kind,
+            **self.provenance_tags,
         }
         attrs: dict[str, Any] = {}
         texts = {"config.yaml": self.config_yaml}
@@ -177,6 +186,8 @@ class Objective:
             tags["archsearch.spec_hash"] = spec.hash
             attrs.update(costs=dict(costs), spec_hash=spec.hash, spec=spec.to_dict())
             texts["net.yaml"] = spec.to_yaml()
+        if self.texts is not None:  # this trial's network in both, the net YAML as the export writes it
+            texts = self.texts(trial.number, attrs.get("spec"), spec.hash if spec is not None else "")
         # The cost-aware sampler times each proposal (target: <= 2 s at 100 trials).
         proposed = getattr(trial.study.sampler, "proposal_seconds", None)
         if isinstance(proposed, dict) and trial.number in proposed:

@@ -3,7 +3,8 @@
 Run under the storage lock, so that one worker at a time creates the tables, the study and
 its parent run and none is made twice: the study is created, resumed or joined, its
 definition checked against the stored one, the warm start enqueued (a new study only), the
-worker counted in, the reproduce commands stored, and the parent run started; runs a fault
+worker counted in, the reproduce commands stored, and the parent run started and tagged with
+this worker's provenance (also stored on the study: user attr ``provenance``); runs a fault
 left RUNNING are closed.
 """
 
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from archsearch.results.commands import Commands
+from archsearch.results.net_files import TrialTexts
+from archsearch.results.provenance import PROVENANCE_ATTR, Provenance, gather_provenance
 from archsearch.results.tracking import TrialTracker, open_tracker
 from archsearch.search.definition import check_definition, study_definition
 from archsearch.search.recovery import close_orphan_runs
@@ -25,6 +28,7 @@ from archsearch.search.workers import WORKERS_STARTED
 from archsearch.storage.database import describe_url, open_storage
 
 if TYPE_CHECKING:
+    from archsearch.hardware.profile import HardwareProfile
     from archsearch.search.settings import SearchSettings
     from archsearch.search.space import SearchSpace
 
@@ -40,6 +44,8 @@ class Opened:
     worker: int  # this worker's index among those that joined the study
     tracker: TrialTracker
     parent: str  # the MLflow parent run's id
+    provenance: Provenance  # this worker's: versions, commit, device, hardware profile
+    texts: TrialTexts  # what each trial's run logs: its config.yaml and net.yaml
 
 
 def open_search(
@@ -55,6 +61,7 @@ def open_search(
     config_yaml: str,
     data_name: str,
     log: Callable[[str], Any],
+    hardware: HardwareProfile | None = None,
 ) -> Opened:
     """Create, resume or join the study and start its parent run; call under the storage lock.
 
@@ -65,6 +72,7 @@ def open_search(
         sampler: makes this worker's sampler from its index and whether the study has trials.
         config_yaml: the study's config as logged on the parent run.
         data_name: the data set's name, a parameter of the parent run.
+        hardware: the profile ``latency_est_ms`` is priced on, named in the provenance.
     """
     study_settings = settings.study
     storage = storage or open_storage(
@@ -78,6 +86,9 @@ def open_search(
     check_definition(study, study_definition(settings, space, data), study_settings.allow_changes, log)
     enqueue_warm_start(study, seeds, log)
     worker = _register(study, settings, space, commands)
+    provenance = gather_provenance(hardware, settings.trainer.device)
+    if study.user_attrs.get(PROVENANCE_ATTR) != provenance.to_dict():  # the latest worker's
+        study.set_user_attr(PROVENANCE_ATTR, provenance.to_dict())
     study.sampler = sampler(worker, bool(study.trials))
     tracker = open_tracker(
         settings.tracking.resolved_uri,
@@ -87,8 +98,10 @@ def open_search(
     )
     params = _study_params(study, settings, space, data_name)
     parent = tracker.start_study(study_settings.name, params, config_yaml)
+    tracker.set_tags(parent, provenance.tags())
     close_orphan_runs(tracker, study)  # left RUNNING by a fault MLflow could not record
-    return Opened(study, storage, worker, tracker, parent)
+    texts = TrialTexts(study_settings.name, config_yaml, commands.retrain, settings.export_dir)
+    return Opened(study, storage, worker, tracker, parent, provenance, texts)
 
 
 def _register(study: optuna.Study, settings: SearchSettings, space: SearchSpace, commands: Commands) -> int:

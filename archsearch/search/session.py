@@ -110,6 +110,7 @@ class SearchSession:
                 config_yaml=self.config_yaml,
                 data_name=self.data_name,
                 log=self.log,
+                hardware=self.hardware,
             )
         study, tracker = opened.study, opened.tracker
         objective = Objective(
@@ -122,6 +123,8 @@ class SearchSession:
             fit_fn=self.fit_fn,
             fidelity=self.fidelity,
             scorer=self.supernet,
+            provenance=opened.provenance,
+            texts=opened.texts,
         )
         started = time.perf_counter()
         status = "FINISHED"

@@ -62,13 +62,13 @@ def test_cli_sweep_writes_storage_mlflow_and_front(tmp_path: Path) -> None:
     rows = list(csv.DictReader((results / "pareto.csv").open()))
     assert len(rows) == len(payload["front"]) >= 1
     for row in rows:
-        spec = load_spec(row["config"])
+        spec = load_spec(row["net_file"])
         assert spec.hash == row["spec_hash"]
         assert shlex.split(row["retrain"])[:4] == [
             sys.executable,
             "-m",
             "archsearch",
-            f"model_file={row['config']}",
+            f"model_file={row['net_file']}",
         ]
 
     study = optuna.load_study(study_name="fire", storage=f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}")
