@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from archsearch.errors import ConfigError
 from archsearch.results.export import FINALIZED_PREFIX, SELECTION_ATTR, finalized_results
 from archsearch.results.front import front_trials, spread_over_sizes
 from archsearch.results.publish import publish_finalized
@@ -36,11 +37,10 @@ from archsearch.search.retrain import (
     FinalizedMember,
     MemberContext,
     finalize_member,
-    fingerprint,
+    member_context,
     member_specs,
 )
 from archsearch.search.settings import ExportSettings, FinalizeSettings, TrackingSettings
-from archsearch.search.supernet_fidelity import inherited_weights
 from archsearch.train.settings import TrainerSettings
 
 if TYPE_CHECKING:
@@ -92,8 +92,13 @@ def finalize_study(
             epochs become ``settings.epochs``); where runs are logged; where the export goes.
         seed, fit_fn, console, config_yaml: as for :func:`archsearch.search.sweep.run_search`.
 
+    Each finalized member's MLflow run gets its ``net.yaml``, its ``config.yaml`` (``config_yaml``
+    with the member's network as ``model``), this process's provenance as tags, and the trained
+    network as an MLflow Model (``runs:/<run id>/model``; :mod:`archsearch.results.mlflow_model`),
+    registered under ``settings.register_as`` when that is set.
+
     Returns the finalized members and the export written from them; data that does not fit
-    the study's networks is a ConfigError.
+    the study's networks is a ConfigError, and so is ``register_as`` with tracking off.
     """
     import dataclasses
 
@@ -108,25 +113,29 @@ def finalize_study(
     tracking = tracking or TrackingSettings()
     export = export or ExportSettings()
     dsd = trainer.dsd.enabled
+    if settings.register_as is not None and not tracking.enabled:
+        raise ConfigError(
+            "finalize.register_as needs tracking.enabled true: models are registered in MLflow's registry."
+        )
     members = front_trials(study)
     if settings.members is not None:
         members = spread_over_sizes(members, settings.members)
     specs = member_specs(members, data)
-    tracker = _tracker(study, tracking)
-    parent = tracker.start_study(
-        study.study_name, {"finalize": {"epochs": settings.epochs, "dsd": dsd}}, config_yaml
-    )
-    context = MemberContext(
-        study.study_name,
+    context = member_context(
+        study,
         data,
         trainer,
         seed,
         fit,
-        tracker,
+        _tracker(study, tracking),
         export.dir if export.dir is not None else Path("results") / study.study_name,
-        tracking.log_weights != "none",
-        fingerprint(data, trainer, seed, settings.init),
-        inherited_weights(study) if settings.init == "supernet" else None,
+        settings=settings,
+        tracking=tracking,
+        config_yaml=config_yaml,
+    )
+    tracker = context.tracker
+    parent = tracker.start_study(
+        study.study_name, {"finalize": {"epochs": settings.epochs, "dsd": dsd}}, config_yaml
     )
     started = time.perf_counter()
     console.print(
@@ -185,5 +194,6 @@ def _retrain(
             f"  trial {t.number:>4}  val_acc {member.search_val_acc:.4f} -> {member.val_acc:.4f}  "
             f"test_acc {member.test_acc:.4f}  {member.train_seconds:.1f}s"
             + (f"  [red]failed: {member.failed}[/red]" if member.failed else "")
+            + (f"  [yellow]no MLflow model: {member.model_error}[/yellow]" if member.model_error else "")
         )
     return done

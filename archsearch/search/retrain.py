@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,14 +17,24 @@ import optuna
 
 from archsearch.errors import ArchsearchError, ConfigError
 from archsearch.net.spec import NetSpec
-from archsearch.results.tracking import ROLE_TAG, STUDY_TAG
+from archsearch.results.net_files import TrialTexts
+from archsearch.results.provenance import Provenance, gather_provenance
+from archsearch.results.tracking import ROLE_TAG, STUDY_TAG, TRIAL_TAG
 
 if TYPE_CHECKING:
     from archsearch.results.tracking import TrialTracker
+    from archsearch.search.settings import FinalizeSettings, TrackingSettings
     from archsearch.train.fit import FitFn
     from archsearch.train.settings import TrainerSettings
 
-__all__ = ["FinalizedMember", "MemberContext", "finalize_member", "fingerprint", "member_specs"]
+__all__ = [
+    "FinalizedMember",
+    "MemberContext",
+    "finalize_member",
+    "fingerprint",
+    "member_context",
+    "member_specs",
+]
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,9 @@ class FinalizedMember:
 
     ``failed`` holds the reason training failed (the accuracies are then NaN); ``trained`` is
     False when the member was finalized earlier with the same settings and not trained again.
+    ``model_uri`` is the member's MLflow Model (``runs:/<run id>/model``; "" when tracking is
+    off or logging it failed, ``model_error`` saying why); ``provenance`` is the finalizing
+    process's (:class:`~archsearch.results.provenance.Provenance`).
     """
 
     trial: int
@@ -49,6 +62,9 @@ class FinalizedMember:
     settings: str
     failed: str = ""
     trained: bool = True
+    model_uri: str = ""
+    model_error: str = ""
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def stored(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -96,6 +112,52 @@ class MemberContext:
     log_weights: bool
     fingerprint: str
     inherit: Callable[[NetSpec, Any], None] | None = None
+    #: MLflow's URI, for the members' MLflow Models ("" logs none).
+    tracking_uri: str = ""
+    #: ``finalize.register_as``: the registered model every member becomes a version of.
+    register_as: str | None = None
+    provenance: Provenance | None = None
+    #: Each member's ``config.yaml`` (the finalize's config, its model the member's net) and ``net.yaml``.
+    texts: TrialTexts | None = None
+
+
+def member_context(
+    study: optuna.Study,
+    data: Any,
+    trainer: TrainerSettings,
+    seed: int,
+    fit: FitFn,
+    tracker: TrialTracker,
+    export_dir: Path,
+    *,
+    settings: FinalizeSettings,
+    tracking: TrackingSettings,
+    config_yaml: str,
+) -> MemberContext:
+    """What every member's retraining shares, this process's provenance included."""
+    inherit = None
+    if settings.init == "supernet":
+        from archsearch.search.supernet_fidelity import inherited_weights
+
+        inherit = inherited_weights(study)
+    return MemberContext(
+        study.study_name,
+        data,
+        trainer,
+        seed,
+        fit,
+        tracker,
+        export_dir,
+        tracking.log_weights != "none",
+        fingerprint(data, trainer, seed, settings.init),
+        inherit,
+        tracking_uri=tracking.resolved_uri if tracking.enabled else "",
+        register_as=settings.register_as,
+        provenance=gather_provenance(None, trainer.device),
+        texts=TrialTexts(
+            study.study_name, config_yaml, str(study.user_attrs.get("retrain_command", "")), export_dir
+        ),
+    )
 
 
 def finalize_member(ctx: MemberContext, trial: optuna.trial.FrozenTrial, spec: NetSpec) -> FinalizedMember:
@@ -113,13 +175,14 @@ def finalize_member(ctx: MemberContext, trial: optuna.trial.FrozenTrial, spec: N
             ROLE_TAG: "finalize",
             "archsearch.spec_hash": spec.hash,
             "archsearch.search_run_id": str(trial.user_attrs.get("mlflow_run_id", "")),
+            **(ctx.provenance.tags() if ctx.provenance is not None else {}),
         },
     )
     ctx.tracker.set_tags(run_id, {"mlflow.runName": f"finalize-{trial.number}"})
     ctx.tracker.log_params(
         run_id, {"finalize": {"epochs": ctx.trainer.epochs, "dsd": dsd, "data": ctx.data.name}}
     )
-    ctx.tracker.log_text(run_id, spec.to_yaml(), "net.yaml")
+    _log_texts(ctx, run_id, trial, spec)
     nan = float("nan")
     common: dict[str, Any] = {
         "trial": trial.number,
@@ -128,6 +191,7 @@ def finalize_member(ctx: MemberContext, trial: optuna.trial.FrozenTrial, spec: N
         "dsd": dsd,
         "mlflow_run_id": run_id,
         "settings": ctx.fingerprint,
+        "provenance": ctx.provenance.to_dict() if ctx.provenance is not None else {},
     }
     try:
         model = _initial_model(ctx, spec)
@@ -158,6 +222,8 @@ def finalize_member(ctx: MemberContext, trial: optuna.trial.FrozenTrial, spec: N
             weights="",
             failed=reason,
         )
+    weights = _save_weights(ctx, run_id, trial.number, model)
+    model_uri, model_error = _log_model(ctx, run_id, trial.number, spec, model)
     member = FinalizedMember(
         **common,
         val_acc=float(result.val_acc_last),
@@ -166,13 +232,74 @@ def finalize_member(ctx: MemberContext, trial: optuna.trial.FrozenTrial, spec: N
         test_acc=nan if result.test_acc is None else float(result.test_acc),
         epochs=int(result.epochs_done),
         train_seconds=float(result.seconds),
-        weights=_save_weights(ctx, run_id, trial.number, model),
+        weights=weights,
+        model_uri=model_uri,
+        model_error=model_error,
     )
     logged = ("val_acc", "val_acc_best", "test_acc", "search_val_acc", "train_seconds")
     ctx.tracker.log_metrics(run_id, {k: getattr(member, k) for k in logged})
     ctx.tracker.set_tags(run_id, {"archsearch.state": "finalized"})
     ctx.tracker.end_trial(run_id, "FINISHED")
     return member
+
+
+def _log_texts(ctx: MemberContext, run_id: str, trial: optuna.trial.FrozenTrial, spec: NetSpec) -> None:
+    """The member's ``net.yaml`` (the exported file's text, header included) and ``config.yaml``."""
+    if run_id and ctx.texts is not None:
+        ctx.tracker.log_texts(run_id, ctx.texts(trial.number, spec.to_dict(), spec.hash))
+    elif run_id:
+        ctx.tracker.log_text(run_id, spec.to_yaml(), "net.yaml")
+
+
+def _log_model(ctx: MemberContext, run_id: str, number: int, spec: NetSpec, model: Any) -> tuple[str, str]:
+    """Log the trained member as its run's MLflow Model (raw images in, logits out): (URI, error).
+
+    The member stays finalized whatever MLflow makes of its model: a failure is tagged on the run
+    (``archsearch.model_error``) and returned, not raised.
+    """
+    if not (run_id and ctx.tracking_uri and ctx.tracker.enabled):
+        return "", ""
+    mean, std = getattr(ctx.data, "mean", None), getattr(ctx.data, "std", None)
+    if mean is None or std is None:
+        error = f"data {ctx.data.name!r} has no per-channel mean and std to normalise raw images with"
+        ctx.tracker.set_tags(run_id, {"archsearch.model_error": error})
+        return "", error
+    from archsearch.results.mlflow_model import log_member_model, raw_examples
+
+    described = {STUDY_TAG: ctx.study_name, TRIAL_TAG: str(number), "archsearch.spec_hash": spec.hash}
+    try:
+        logged = log_member_model(
+            ctx.tracking_uri,
+            ctx.tracker.experiment_id,
+            run_id,
+            model,
+            mean=mean,
+            std=std,
+            example=raw_examples(ctx.data),
+            register_as=ctx.register_as,
+            tags=described,
+            metadata={
+                "archsearch": {
+                    "study": ctx.study_name,
+                    "trial": number,
+                    "spec_hash": spec.hash,
+                    "data": ctx.data.name,
+                    "input": "raw images, N x C x H x W float32, normalised inside with mean and std",
+                    "mean": list(mean),
+                    "std": list(std),
+                    "output": f"logits, N x {spec.num_classes}",
+                }
+            },
+        )
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        ctx.tracker.set_tags(run_id, {"archsearch.model_error": error})
+        return "", error
+    tags = {"archsearch.model_uri": logged.uri}
+    if logged.registered:
+        tags["archsearch.registered_model"] = logged.registered
+    ctx.tracker.set_tags(run_id, tags)
+    return logged.uri, ""
 
 
 def _initial_model(ctx: MemberContext, spec: NetSpec) -> Any:

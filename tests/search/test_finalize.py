@@ -208,3 +208,48 @@ def test_finalize_command_names_a_missing_study_in_one_sentence(tmp_path: Path) 
     assert done.returncode == 2
     assert done.stderr.startswith("error: study.storage ") and "does not exist" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_a_finalized_member_is_an_mlflow_model_that_predicts_raw_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    import mlflow
+    import numpy as np
+    import torch
+
+    from archsearch.cli.config import plain
+    from archsearch.data.datasets import DataSettings, load_dataset
+
+    study = run_sweep(sweep_cfg(tmp_path, "study.n_trials=3"), fit_fn=FixedCostFit(seconds=0.0)).study
+    cfg = sweep_cfg(tmp_path, "finalize.epochs=1", "finalize.members=1", "finalize.register_as=fire-net")
+    member = finalize(cfg, study=study).members[0]  # really trained: one epoch of one small net
+
+    assert member.model_uri == f"runs:/{member.mlflow_run_id}/model" and member.model_error == ""
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    model = mlflow.pyfunc.load_model(member.model_uri)
+    # The data as finalize read it (whole training split); its test images back in raw pixels.
+    data = load_dataset(dataclasses.replace(DataSettings.from_mapping(plain(cfg.data)), subset=None), seed=0)
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (data.mean, data.std))
+    raw = (data.test_x * std + mean).numpy().astype(np.float32)
+    predicted = model.predict(raw).argmax(axis=1)
+    accuracy = float((predicted == data.test_y.numpy()).mean())
+    assert accuracy == pytest.approx(member.test_acc, abs=1.5 / len(raw))  # the member's own test score
+    assert mlflow.pyfunc.load_model("models:/fire-net/1").metadata.run_id == member.mlflow_run_id
+    run = MlflowClient(tracking_uri=uri).get_run(member.mlflow_run_id)
+    assert run.data.tags["archsearch.model_uri"] == member.model_uri
+    assert run.data.tags["archsearch.registered_model"] == "models:/fire-net/1"
+    with (tmp_path / "results" / "pareto.csv").open() as fh:
+        assert [r["model_uri"] for r in csv.DictReader(fh)] == [member.model_uri]
+
+
+def test_register_as_is_a_model_name_and_needs_tracking(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^finalize\.register_as must be null or a model name"):
+        finalize(sweep_cfg(tmp_path, "finalize.register_as='a/b'"), fit_fn=FixedCostFit(seconds=0.0))
+    cfg = sweep_cfg(tmp_path, "tracking.enabled=false", "study.n_trials=2")
+    study = run_sweep(cfg, fit_fn=FixedCostFit(seconds=0.0)).study
+    with pytest.raises(ConfigError, match=r"finalize\.register_as needs tracking\.enabled true"):
+        finalize(sweep_cfg(tmp_path, "tracking.enabled=false", "finalize.register_as=net"), study=study)
