@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from archsearch.errors import SpecError
+from archsearch.errors import ArchsearchError, SpecError
 from archsearch.hardware.fitting import ContextFit, fit_context_overheads
 from archsearch.hardware.microbench import forward_maker
 from archsearch.hardware.profile import HardwareProfile
@@ -224,6 +224,9 @@ def fit_probes(
     )
 
 
+#: The smallest roofline scale a calibration accepts: networks 20x faster than their kernels'
+#: micro-benchmarked rates allow are timing noise, not hardware.
+MIN_BUSY_SCALE = 0.05
 #: The streaming rate of a kernel a runtime fuses away: its time is nil next to anything else.
 FUSED_GBS = 1e6
 
@@ -235,6 +238,14 @@ def in_networks(
     GEMM rates divided by the fitted scale, each kernel's cost per image and cold start, and
     the kernels the runtime fuses away free (no overhead, no streaming time)."""
     scale = context.busy_scale
+    if scale < MIN_BUSY_SCALE:
+        # A fit that puts (almost) no time on the roofline: the timings were noise, which a busy
+        # machine makes; the profile it would give prices every kernel at nothing.
+        raise ArchsearchError(
+            f"calibration failed: the probe networks' times fit a roofline scale of {scale:g}, i.e. "
+            "no time spent computing or moving data; the machine was too busy to time kernels, "
+            "so run python -m archsearch.calibrate (or the search with hardware=auto) when it is idle."
+        )
     rates = {k: v / scale for k, v in roofline.bandwidths.items()}
     scaled = dataclasses.replace(
         roofline,

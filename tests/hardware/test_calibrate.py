@@ -447,3 +447,16 @@ def test_rows_with_a_batch_price_a_gemm_from_shapes_run_at_its_batch() -> None:
 def test_bad_gemm_rates_name_the_key(rates: dict[str, Any], words: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(words)):
         HardwareProfile.from_dict({"peak_gflops": 1, "bandwidth_gbs": 1, "gemm_rates": rates}, source="p")
+
+
+def test_a_calibration_whose_fit_puts_no_time_on_the_roofline_is_refused() -> None:
+    """On a busy machine the network fit can put the roofline's scale at ~0: dividing the peaks by
+    it crashed (ZeroDivisionError); it is refused with one sentence instead."""
+    from archsearch.errors import ArchsearchError
+    from archsearch.hardware.fitting import ContextFit
+    from archsearch.hardware.probes import in_networks
+    from archsearch.hardware.profile import load_hardware
+
+    with pytest.raises(ArchsearchError, match=r"roofline scale of 0; .* too busy to time kernels"):
+        context = ContextFit(factor=1.0, extra_us=0.0, overheads_us={}, median_ape=0.0, busy_scale=0.0)
+        in_networks(load_hardware("laptop_cpu"), context, ())
