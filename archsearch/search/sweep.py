@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial
 
 from archsearch.errors import ConfigError
 from archsearch.results.commands import Commands, finalize_command, retrain_command
+from archsearch.results.progress import search_reporter
 from archsearch.search.preflight import prepare
 from archsearch.search.samplers import SamplerArg, SamplerFactory, default_sampler
 from archsearch.search.session import SearchResult, SearchSession
@@ -48,6 +49,7 @@ def run_search(
     fit_fn: FitFn | None = None,
     console: Console | None = None,
     reporter: SearchReporter | None = None,
+    progress_bar: bool = False,
     config_yaml: str | None = None,
     data_settings: DataSettings | None = None,
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
@@ -68,6 +70,9 @@ def run_search(
         console: a ``rich.console.Console`` for progress; a quiet one if None.
         reporter: told of the search's start, each finished trial and the published front
             (:class:`~archsearch.results.terminal.SearchReporter`); None prints to ``console``.
+        progress_bar: with no ``reporter``, show a progress bar on stderr
+            (:class:`~archsearch.results.progress.ProgressBarReporter`), as ``study.optimize``'s
+            ``show_progress_bar`` does.
         config_yaml: the study's config as logged (the CLI's composed one; None: the settings).
         data_settings: the :class:`~archsearch.data.settings.DataSettings` ``data`` was loaded
             from with ``settings.seed``; the retrain commands start from their ``data=`` config.
@@ -84,7 +89,6 @@ def run_search(
     """
     from rich.console import Console
 
-    from archsearch.results.terminal import SweepReporter
     from archsearch.train.fit import fit
 
     settings = settings or SearchSettings()
@@ -102,7 +106,9 @@ def run_search(
         hardware=ready.hardware,
         fit_fn=fit_fn or fit,
         reporter=reporter
-        or SweepReporter(console, settings.metric_names, settings.study.n_trials, ready.hardware),
+        or search_reporter(
+            console, settings.metric_names, settings.study.n_trials, ready.hardware, progress_bar
+        ),
         log=console.print,
         config_yaml=_settings_yaml(settings) if config_yaml is None else config_yaml,
         fidelity=ready.fidelity,
