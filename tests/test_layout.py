@@ -44,6 +44,7 @@ LAYERS = (
         "archsearch.export",
         "archsearch.finalize",
         "archsearch.report",
+        "archsearch.reroot",
     ),
 )
 #: Most of the package's modules one module may import (a module importing more is a hub).

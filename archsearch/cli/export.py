@@ -17,12 +17,19 @@ def _entry(cfg: DictConfig) -> None:
 
         from archsearch.cli.config import plain
         from archsearch.results.export import export_study, load_stored_study
+        from archsearch.results.relocate import locate_artifacts, reroot_command
         from archsearch.results.restore import restore_weights
+        from archsearch.results.terminal import print_commands
         from archsearch.search.settings import TrackingSettings
 
         tracking = TrackingSettings.from_mapping(plain(cfg.tracking))
         study = load_stored_study(str(cfg.study.name), cfg.study.storage, tracking.dir)
-        result = export_study(study, str(cfg.export.dir), plots=bool(cfg.export.plots))
+        # Before anything is written: where the weights are now (a moved store names the old place).
+        uri = tracking.resolved_uri
+        artifacts = locate_artifacts(uri, f"archsearch/{study.study_name}", tracking.dir / "artifacts")
+        result = export_study(
+            study, str(cfg.export.dir), plots=bool(cfg.export.plots), tracking_dir=tracking.dir
+        )
         console = Console(soft_wrap=True)
         front = len(result.front)
         console.print(
@@ -30,12 +37,19 @@ def _entry(cfg: DictConfig) -> None:
         )
         for key, path in sorted(result.files.items()):
             console.print(f"  {key:<16} {path}")
-        weights = restore_weights(result.front, result.directory, tracking.resolved_uri)
+        weights = restore_weights(result.front, result.directory, uri, artifacts=artifacts)
         if weights.restored:
             where = result.directory / "weights"
             console.print(f"  {'weights':<16} {len(weights.restored)} restored from MLflow into {where}")
         for number, reason in sorted(weights.missing.items()):
             console.print(f"  weights of trial {number} not restored: {reason}")
+        if artifacts is not None and artifacts.moved:
+            console.print(
+                f"the MLflow store still names the artifacts' old place {artifacts.old}; for `mlflow ui` "
+                f"to show them here, run: {reroot_command(tracking.dir)}",
+                highlight=False,
+            )
+        print_commands(console, result)
 
     run_cli(go)
 

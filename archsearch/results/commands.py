@@ -6,6 +6,10 @@ and shuffling. The commands carry each of these that differs from what the CLI w
 default, so the same seed gives the same per-epoch curve. They name the interpreter the sweep
 ran with and absolute paths, every word shell-quoted, so a command pasted into a shell works
 from any directory: a relative ``model_file`` would resolve against the new working directory.
+
+A study stores its commands as they were made; whoever reads them for printing re-roots them
+where the project is now (:func:`relocate_commands`), so a moved or copied project prints
+commands that name its own files.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import shlex
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 from archsearch.storage.database import url_without_password
@@ -26,7 +30,7 @@ if TYPE_CHECKING:  # the settings of the search whose results these commands rep
     from archsearch.data.settings import DataSettings
     from archsearch.search.settings import SearchSettings
 
-__all__ = ["CONFIG", "Commands", "fill_config", "finalize_command", "retrain_command"]
+__all__ = ["CONFIG", "Commands", "fill_config", "finalize_command", "relocate_commands", "retrain_command"]
 
 #: Stands for a member's net YAML in a stored retrain command (see :func:`fill_config`).
 CONFIG = "{config}"
@@ -51,6 +55,102 @@ def fill_config(command: str, config: str | Path) -> str:
     """
     word = f"model_file={CONFIG}"
     return command.replace(word, shlex.quote(_override("model_file", str(config))))
+
+
+def relocate_commands(
+    stored: Commands, *, tracking_dir: str | Path | None = None, export_dir: str | Path | None = None
+) -> Commands:
+    """The stored commands re-rooted where the project is now.
+
+    The finalize command names the tracking and export directories the study was written with
+    (``tracking.dir=``, ``export.dir=``). Given where they are now, every path under them (the
+    storage's SQLite file, the directories themselves) is rewritten there, in both commands,
+    even when the old one still exists: a copied project names its own files. Any other
+    absolute path under the project's old location (the common parent the directories moved
+    with: ``/a`` for ``/a/mlruns`` -> ``/b/mlruns``), such as a virtual environment or a data
+    file inside the project, becomes the same path under the new location when that exists;
+    an interpreter that exists nowhere becomes this one (``sys.executable``).
+
+    Args:
+        stored: the study's ``retrain_command`` and ``finalize_command`` user attrs.
+        tracking_dir, export_dir: where the project's directories are now (None: not known;
+            paths under it then follow the other directory's move, when found there).
+    """
+    named = (_path_word(word) for word in shlex.split(stored.finalize))
+    old = {w[0]: PurePath(w[1]) for w in named if w is not None and w[0] in _ROOT_KEYS}
+    new = {"tracking.dir": tracking_dir, "export.dir": export_dir}
+    roots = [(old[k], Path(v).resolve()) for k, v in new.items() if k in old and v is not None]
+    mover = _Mover(roots, [_shift(a, b) for a, b in roots])
+    return Commands(mover.command(stored.retrain), mover.command(stored.finalize))
+
+
+#: The finalize command's words naming the project's directories.
+_ROOT_KEYS = ("tracking.dir", "export.dir")
+
+
+def _path_word(word: str) -> tuple[str, str, str] | None:
+    """(key, path, prefix) of a ``key=[prefix]PATH`` word naming an absolute path (prefix: ``sqlite:///``)."""
+    key, eq, raw = word.partition("=")
+    value = _unquote(raw) if eq else ""
+    prefix = "sqlite:///" if value.startswith("sqlite:///") else ""
+    return (key, value[len(prefix) :], prefix) if value[len(prefix) :].startswith("/") else None
+
+
+def _unquote(value: str) -> str:
+    """A Hydra override value as :func:`_hydra_value` quoted it, unquoted."""
+    if len(value) < 2 or value[0] != "'" or value[-1] != "'":
+        return value
+    out, escaped = [], False
+    for char in value[1:-1]:
+        if char == "\\" and not escaped:
+            escaped = True
+            continue
+        out.append(char)
+        escaped = False
+    return "".join(out)
+
+
+def _shift(old: PurePath, new: Path) -> tuple[PurePath, Path]:
+    """``/a/mlruns`` -> ``/b/mlruns`` is a move of ``/a`` to ``/b``: the common tail dropped."""
+    while old.name and old.name == new.name and old.parent != old and new.parent != new:
+        old, new = old.parent, new.parent
+    return old, new
+
+
+@dataclass(frozen=True)
+class _Mover:
+    """Re-roots paths: under an old root always, under the project's old place when found at its new one."""
+
+    roots: list[tuple[PurePath, Path]]
+    shifts: list[tuple[PurePath, Path]]
+
+    def path(self, text: str) -> str | None:
+        """Where ``text`` is now; None to leave it as it is."""
+        path = PurePath(text)
+        for old, new in self.roots:
+            if path.is_relative_to(old):
+                return str(new / path.relative_to(old))
+        for old, new in self.shifts:
+            if path.is_relative_to(old) and (new / path.relative_to(old)).exists():
+                return str(new / path.relative_to(old))
+        return None
+
+    def command(self, command: str) -> str:
+        if not command:
+            return command
+        words = shlex.split(command)
+        moved = self.path(words[0]) if words[0].startswith("/") else None
+        if moved is None and words[0].startswith("/") and not Path(words[0]).exists():
+            moved = sys.executable
+        out = [shlex.quote(moved or words[0])]
+        for word in words[1:]:
+            found = _path_word(word)
+            where = None if found is None else self.path(found[1])
+            if found is not None and where is not None:
+                word = _override(found[0], found[2] + where)
+            # The net YAML's placeholder stays bare for fill_config.
+            out.append(word if word == f"model_file={CONFIG}" else shlex.quote(word))
+        return " ".join(out)
 
 
 def retrain_command(settings: SearchSettings, data: DataSettings | None) -> str:

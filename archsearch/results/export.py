@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from archsearch.pareto import REFERENCE, hypervolume, non_dominated
-from archsearch.results.commands import fill_config
+from archsearch.results.commands import Commands, fill_config, relocate_commands
 from archsearch.results.front import accuracy_axis, completed_feasible, front_trials, objective_directions
 from archsearch.results.front_meta import HypervolumeBox, column_units, hypervolume_box
 from archsearch.results.net_files import net_text
@@ -55,6 +55,8 @@ class ExportResult:
     directory: Path
     front: list[FrozenTrial]
     files: dict[str, Path] = field(default_factory=dict)
+    #: The study's commands re-rooted where the project is now (retrain with ``{config}``).
+    commands: Commands = field(default_factory=lambda: Commands("", ""))
 
 
 def objective_names(study: optuna.Study) -> list[str]:
@@ -237,6 +239,7 @@ def export_study(
     out_dir: str | Path,
     *,
     plots: bool = True,
+    tracking_dir: str | Path | None = None,
 ) -> ExportResult:
     """Write the study's front: pareto.csv/json, one net YAML per member, plots, hypervolume.
 
@@ -248,6 +251,10 @@ def export_study(
         study: any study written by a sweep (only its storage is needed).
         out_dir: directory to write into (created).
         plots: write the PNG and HTML plots (off for very fast overhead measurements).
+        tracking_dir: where the study's tracking directory is now (None: where it was, or
+            found beside ``out_dir`` when the project moved). The stored retrain and finalize
+            commands are written re-rooted on it and on ``out_dir``
+            (:func:`~archsearch.results.commands.relocate_commands`).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -255,7 +262,12 @@ def export_study(
     directions = objective_directions(study)
     finalized = finalized_front(study)
     front = finalized if finalized is not None else front_trials(study)
-    rerun = str(study.user_attrs.get("retrain_command", ""))
+    stored = Commands(
+        str(study.user_attrs.get("retrain_command") or ""),
+        str(study.user_attrs.get("finalize_command") or ""),
+    )
+    relocated = relocate_commands(stored, tracking_dir=tracking_dir, export_dir=out)
+    rerun = relocated.retrain
     files: dict[str, Path] = {}
 
     search = study.user_attrs.get(PROVENANCE_ATTR)
@@ -289,7 +301,7 @@ def export_study(
         "study": study.study_name,
         "objectives": [{"metric": n, "direction": d} for n, d in zip(names, directions, strict=True)],
         "finalized": finalized is not None,
-        "finalize_command": study.user_attrs.get("finalize_command", ""),
+        "finalize_command": relocated.finalize,
         # The search's (the study's latest worker), and this export's; each row has its own columns.
         "provenance": {"search": search, "export": gather_provenance().to_dict()},
         "units": column_units(columns, definition.get("cost"), hardware),
@@ -317,7 +329,7 @@ def export_study(
         files.update(P.plot_front(study, front, names, directions, out, commands=commands))
         note = box.describe() if box is not None else ""
         files.update(P.plot_hypervolume(history, out, len(names), note))
-    return ExportResult(directory=out, front=front, files=files)
+    return ExportResult(directory=out, front=front, files=files, commands=relocated)
 
 
 def hypervolume_history(study: optuna.Study) -> list[tuple[int, float]]:

@@ -29,6 +29,7 @@ import torch
 from optuna.trial import FrozenTrial
 
 from archsearch.results.export import atomic_write
+from archsearch.results.relocate import weights_file
 
 __all__ = ["CALIBRATION_BATCHES", "ONNX_TOLERANCE", "OnnxExport", "add_onnx", "export_onnx"]
 
@@ -70,8 +71,8 @@ def export_onnx(
     out = Path(directory) / "onnx"
     result = OnnxExport()
     for t in front:
-        weights = str(t.user_attrs.get("weights") or "")
-        if not weights or not Path(weights).is_file() or not isinstance(t.user_attrs.get("spec"), dict):
+        weights = weights_file(t.user_attrs.get("weights"), directory)
+        if weights is None or not weights.is_file() or not isinstance(t.user_attrs.get("spec"), dict):
             result.skipped[t.number] = "no trained weights file"
             continue
         out.mkdir(parents=True, exist_ok=True)
@@ -91,7 +92,7 @@ def add_onnx(exported: Any, data: Any, int8: bool = False) -> OnnxExport:
     return done
 
 
-def _export_member(spec: dict[str, Any], weights: str, data: Any, stem: Path, int8: bool) -> dict[str, Any]:
+def _export_member(spec: dict[str, Any], weights: Path, data: Any, stem: Path, int8: bool) -> dict[str, Any]:
     """Export one member; its pareto columns."""
     from archsearch.hardware.ort import onnx_session, to_onnx_bytes
     from archsearch.net.model import build

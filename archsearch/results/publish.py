@@ -14,6 +14,7 @@ import optuna
 from optuna.trial import TrialState
 
 from archsearch.results.export import ExportResult, export_study
+from archsearch.results.relocate import weights_file
 from archsearch.results.tracking import TrialTracker
 
 __all__ = ["log_front", "publish_finalized", "publish_front"]
@@ -31,6 +32,7 @@ def publish_front(
     int8: bool,
     log_weights: str,
     trials: int,
+    tracking_dir: Path | None = None,
 ) -> ExportResult:
     """Export the study's front (pareto.csv/json, nets, weights, plots; ONNX when asked) to
     ``export_dir`` and tag its runs in MLflow (:func:`log_front`). The export is rewritten whole.
@@ -40,8 +42,9 @@ def publish_front(
         plots, onnx, int8: ``export.plots``, ``export.onnx``, ``export.int8``.
         log_weights: ``tracking.log_weights``.
         trials: the study's finished trials, logged on the parent run.
+        tracking_dir: ``tracking.dir``, which the exported finalize command names.
     """
-    exported = export_study(study, export_dir, plots=plots)
+    exported = export_study(study, export_dir, plots=plots, tracking_dir=tracking_dir)
     if onnx:  # trained members as ONNX (+ int8), checked on real inputs
         from archsearch.results.onnx_export import add_onnx
 
@@ -58,14 +61,16 @@ def publish_finalized(
     parent: str,
     runs: Mapping[int, str],
     plots: bool,
+    tracking_dir: Path | None = None,
 ) -> ExportResult:
     """Export the finalized front, tag each finalized member's run on or off it, put the export on
     the finalize parent run and end that run.
 
     Args:
         runs: the MLflow run of each finalized member, by search trial number.
+        tracking_dir: ``tracking.dir``, which the exported finalize command names.
     """
-    exported = export_study(study, export_dir, plots=plots)
+    exported = export_study(study, export_dir, plots=plots, tracking_dir=tracking_dir)
     on_front = {t.number for t in exported.front}
     for trial, run_id in runs.items():
         tracker.set_tags(run_id, {"archsearch.pareto": str(trial in on_front).lower()})
@@ -106,8 +111,8 @@ def log_front(
         member = t.number in on_front
         tracker.set_tags(run_id, {"archsearch.pareto": "true" if member else "false"})
         tagged.add(t.number)
-        weights = t.user_attrs.get("weights")
-        if member and log_weights == "pareto" and weights and Path(weights).is_file():
+        weights = weights_file(t.user_attrs.get("weights"), exported.directory)
+        if member and log_weights == "pareto" and weights is not None and weights.is_file():
             tracker.log_artifact(run_id, weights, "weights")
     for key, value in (
         ("pareto_members", sorted(on_front)),

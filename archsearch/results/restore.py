@@ -3,7 +3,10 @@
 A sweep keeps each front member's weights in ``<export dir>/weights/`` and logs them as the
 ``weights/`` artifact of the member's MLflow run (the finalize run's for a finalized member).
 ``python -m archsearch.export`` rebuilds tables, nets and plots from the study storage alone;
-this restores the weights too, from the tracking backend, when it can be reached.
+this restores the weights too, from the tracking backend, when it can be reached. A moved or
+copied project's store still names the old artifact directory:
+:func:`archsearch.results.relocate.locate_artifacts` finds where the artifacts are now, and the
+weights are copied from there.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from pathlib import Path
 
 from optuna.trial import FrozenTrial
 
+from archsearch.results.relocate import ArtifactRoot
+
 __all__ = ["RestoredWeights", "restore_weights"]
 
 
@@ -27,7 +32,13 @@ class RestoredWeights:
     missing: dict[int, str] = field(default_factory=dict)
 
 
-def restore_weights(front: Sequence[FrozenTrial], out_dir: str | Path, tracking_uri: str) -> RestoredWeights:
+def restore_weights(
+    front: Sequence[FrozenTrial],
+    out_dir: str | Path,
+    tracking_uri: str,
+    *,
+    artifacts: ArtifactRoot | None = None,
+) -> RestoredWeights:
     """Download each front member's weights artifact into ``out_dir/weights/``.
 
     Args:
@@ -35,6 +46,9 @@ def restore_weights(front: Sequence[FrozenTrial], out_dir: str | Path, tracking_
             ``finalize_run_id`` for a finalized member, else ``mlflow_run_id``).
         out_dir: the export directory.
         tracking_uri: the MLflow tracking URI ("" when tracking is off).
+        artifacts: where the experiment's artifacts are now (``relocate.locate_artifacts``); when
+            the project moved, the files are copied from there instead of where MLflow's store
+            still says they are.
 
     Returns:
         The files restored and, per member left out, why.
@@ -52,7 +66,7 @@ def restore_weights(front: Sequence[FrozenTrial], out_dir: str | Path, tracking_
         elif unreachable:
             result.missing[t.number] = unreachable
         else:
-            reason = _download(tracking_uri, run_id, name, target)
+            reason = _download(tracking_uri, run_id, name, target, artifacts)
             if reason:
                 result.missing[t.number] = reason
             else:
@@ -69,8 +83,10 @@ def _unreachable(tracking_uri: str) -> str:
     return ""
 
 
-def _download(tracking_uri: str, run_id: str, name: str, target: Path) -> str:
+def _download(tracking_uri: str, run_id: str, name: str, target: Path, artifacts: ArtifactRoot | None) -> str:
     """Fetch ``weights/<name>`` of ``run_id`` into ``target``; "" on success, else why not."""
+    import shutil
+
     import mlflow
 
     from archsearch.results.export import file_mode
@@ -80,9 +96,18 @@ def _download(tracking_uri: str, run_id: str, name: str, target: Path) -> str:
     # Downloaded beside the target and renamed, so a reader never sees half a file.
     with tempfile.TemporaryDirectory(dir=target, prefix=".restore.") as tmp:
         try:
-            local = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=f"weights/{name}", dst_path=tmp, tracking_uri=tracking_uri
-            )
+            if artifacts is not None and artifacts.moved:
+                # MLflow would look where its store says: the place the project was moved from.
+                run = mlflow.MlflowClient(tracking_uri=tracking_uri).get_run(run_id)
+                where = artifacts.run_dir(str(run.info.artifact_uri))
+                source = None if where is None else where / "weights" / name
+                if source is None or not source.is_file():
+                    return f"run {run_id} has no weights/{name} artifact (not in {where})"
+                local = str(shutil.copyfile(source, Path(tmp) / name))
+            else:
+                local = mlflow.artifacts.download_artifacts(
+                    run_id=run_id, artifact_path=f"weights/{name}", dst_path=tmp, tracking_uri=tracking_uri
+                )
         except Exception as exc:  # MLflow raises many kinds; each is reported, not fatal
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             return f"run {run_id} has no weights/{name} artifact ({first})"

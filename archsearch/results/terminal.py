@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from archsearch.hardware.profile import HardwareProfile
     from archsearch.results.export import ExportResult
 
-__all__ = ["SearchReporter", "SweepReporter", "fmt_count"]
+__all__ = ["SearchReporter", "SweepReporter", "fmt_count", "print_commands"]
 
 
 def fmt_count(value: float | None) -> str:
@@ -158,30 +158,36 @@ class SweepReporter:
                 if runs_url:
                     self.console.print(f"  then open the runs table at {runs_url}", soft_wrap=True)
         if front:
-            self._print_retrain(study, exported)
+            print_commands(self.console, exported)
 
-    def _print_retrain(self, study: optuna.Study, exported: ExportResult) -> None:
-        """The command retraining the first member as its trial was, and the full-fidelity one."""
-        from archsearch.results.commands import fill_config
-        from archsearch.results.export import net_path
 
-        command = str(study.user_attrs.get("retrain_command") or "")
-        member = exported.front[0]
-        if command:
-            # A real member's file, so the line can be pasted as it is; pareto.csv has them all.
-            path = net_path(exported.directory, member)
-            self.console.print(
-                f"retrain trial {member.number} as searched (pareto.csv's retrain column has them all):",
-                highlight=False,
-            )
-            line = f"  {fill_config(command, path)}"
-            self.console.print(line, highlight=False, markup=False, soft_wrap=True)
-        else:
-            self.console.print(
-                "no retrain command: the search was given a dataset without the data settings it was "
-                "loaded from (run_search(data_settings=...)), so no command line can rebuild its split."
-            )
-        final = str(study.user_attrs.get("finalize_command") or "")
-        if final:
-            self.console.print("retrain the front at full fidelity and score test:", highlight=False)
-            self.console.print(f"  {final}", highlight=False, markup=False, soft_wrap=True)
+def print_commands(console: Console, exported: ExportResult) -> None:
+    """The command retraining the first front member as its trial was, and the full-fidelity one.
+
+    Both are the export's (:attr:`ExportResult.commands`): re-rooted where the project is now.
+    """
+    from archsearch.results.commands import fill_config
+    from archsearch.results.export import net_path
+
+    command = exported.commands.retrain
+    if not exported.front:
+        return
+    member = exported.front[0]
+    if command:
+        # A real member's file, so the line can be pasted as it is; pareto.csv has them all.
+        path = net_path(exported.directory, member)
+        console.print(
+            f"retrain trial {member.number} as searched (pareto.csv's retrain column has them all):",
+            highlight=False,
+        )
+        line = f"  {fill_config(command, path)}"
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+    else:
+        console.print(
+            "no retrain command: the search was given a dataset without the data settings it was "
+            "loaded from (run_search(data_settings=...)), so no command line can rebuild its split."
+        )
+    final = exported.commands.finalize
+    if final:
+        console.print("retrain the front at full fidelity and score test:", highlight=False)
+        console.print(f"  {final}", highlight=False, markup=False, soft_wrap=True)

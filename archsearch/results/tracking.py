@@ -332,6 +332,11 @@ class Tracker:
                 "start the server or fix tracking.uri."
             ) from None
         use_wal(uri)  # MLflow has created the tables of a new SQLite file by now
+        if found is not None and artifact_dir is not None and _scheme(uri) in DATABASE_SCHEMES:
+            from archsearch.results.relocate import artifact_root, refuse_moved_store
+
+            # A moved or copied store would log new runs' artifacts where it was written.
+            refuse_moved_store(uri, artifact_root(uri, str(found.artifact_location or ""), artifact_dir))
 
     def start_study(self, study_name: str, params: Mapping[str, Any], config_yaml: str) -> str:
         """Find or create the study's single parent run (shared by resumes and workers)."""

@@ -152,7 +152,13 @@ def finalize_study(
         raise
     runs = {member.trial: member.mlflow_run_id for member in done}
     exported = publish_finalized(
-        study, context.export_dir, tracker=tracker, parent=parent, runs=runs, plots=export.plots
+        study,
+        context.export_dir,
+        tracker=tracker,
+        parent=parent,
+        runs=runs,
+        plots=export.plots,
+        tracking_dir=tracking.dir,
     )
     seconds = time.perf_counter() - started
     console.print(

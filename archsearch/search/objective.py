@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.errors import ArchsearchError, WorkerFault
 from archsearch.net.cost import analyze
+from archsearch.results.relocate import stored_path
 from archsearch.results.tracking import STUDY_TAG
 from archsearch.search.recovery import disk_full
 from archsearch.search.settings import RESULT_METRICS, TRAINED_METRICS
@@ -377,7 +378,8 @@ class Objective:
             self.weights_dir.mkdir(parents=True, exist_ok=True)
             path = self.weights_dir / f"trial_{trial.number:04d}.pt"
             torch.save(model.state_dict(), path)
-            out["weights"] = str(path.resolve())
+            # Relative to the export directory (weights/trial_NNNN.pt), so a moved project finds it.
+            out["weights"] = stored_path(path, self.settings.export_dir)
             if self.settings.tracking.log_weights == "all":
                 self.tracker.log_artifact(run_id, path, "weights")
         return out

@@ -316,13 +316,15 @@ def _initial_model(ctx: MemberContext, spec: NetSpec) -> Any:
 
 
 def _save_weights(ctx: MemberContext, run_id: str, number: int, model: Any) -> str:
-    """The finalized weights' path ("" when weights are not kept), logged to the member's run."""
+    """The finalized weights' path as stored ("" when weights are not kept), logged to the member's run."""
     if not ctx.log_weights:
         return ""
     import torch
+
+    from archsearch.results.relocate import stored_path
 
     path = ctx.export_dir / "weights" / f"final_trial_{number:04d}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
     ctx.tracker.log_artifact(run_id, path, "weights")
-    return str(path.resolve())
+    return stored_path(path, ctx.export_dir)  # relative to the export directory, which may move

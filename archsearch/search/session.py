@@ -65,11 +65,17 @@ class SearchResult:
                 "costs": dict(t.user_attrs.get("costs") or {}),
                 "spec": t.user_attrs.get("spec"),
                 "spec_hash": t.user_attrs.get("spec_hash"),
-                "weights": t.user_attrs.get("weights"),
+                "weights": _weights(t, self.export_dir),
                 "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
             }
             for t in self.front
         ]
+
+
+def _weights(trial: FrozenTrial, export_dir: Path) -> str | None:
+    """A member's weights file, absolute (stored relative to the export directory); None if not kept."""
+    stored = trial.user_attrs.get("weights")
+    return str((export_dir / str(stored)).resolve()) if stored else None
 
 
 @dataclass
@@ -228,6 +234,7 @@ class SearchSession:
                     int8=settings.export.int8,
                     log_weights=settings.tracking.log_weights,
                     trials=finished_trials(study),
+                    tracking_dir=settings.tracking.dir,
                 )
                 tracker.end_study(status)
         finally:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import optuna
 
 from archsearch.errors import ArchsearchError, ConfigError, SearchFailed
+from archsearch.results.relocate import locate_artifacts, refuse_moved_store
 from archsearch.results.tracking import check_tracking_uri
 from archsearch.search.settings import SearchSettings
 from archsearch.search.workers import budget
@@ -20,12 +21,17 @@ def check_backends(settings: SearchSettings) -> None:
     """The study storage and the MLflow backend both answer; checked before either is written to.
 
     Raises:
-        ConfigError: one sentence naming ``study.storage`` or ``tracking.uri`` and why.
+        ConfigError: one sentence naming ``study.storage`` or ``tracking.uri`` and why, or the
+            re-root command of a moved MLflow store.
     """
     check_database_url(settings.storage_url, "study.storage")
     StorageLock(settings.storage_url)  # a backend workers cannot lock is refused here too
     if settings.tracking.enabled:
-        check_tracking_uri(settings.tracking.resolved_uri)
+        uri = settings.tracking.resolved_uri
+        check_tracking_uri(uri)
+        # A moved or copied project is re-rooted before a run is logged to it.
+        artifacts = settings.tracking.dir / "artifacts"
+        refuse_moved_store(uri, locate_artifacts(uri, f"archsearch/{settings.study.name}", artifacts))
 
 
 def open_study(
