@@ -58,9 +58,7 @@ def copy_best(db: Path, source: str, into: str) -> tuple[int, int, dict[str, Any
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path, help="a finished showcase run's OUT directory")
-    ap.add_argument(
-        "--epochs", type=int, default=12, help="the finalize epochs (total, both runs)"
-    )
+    ap.add_argument("--epochs", type=int, default=12, help="the finalize epochs (total, both runs)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()

@@ -308,3 +308,43 @@ def test_a_search_takes_any_object_with_a_datasets_members(tmp_path: Path) -> No
         fit_fn=FixedCostFit(seconds=0.0, epochs=1),
     )
     assert len(result.study.trials) == 2 and result.front
+
+
+def test_the_best_member_by_a_named_objective_loads_as_a_network_that_takes_raw_images(
+    tmp_path: Path,
+) -> None:
+    import torch
+
+    result = _tiny_search(tmp_path, "members", 6)
+    members = result.members
+    assert {"params", "net_file", "weights", "spec", "values"} <= set(members[0])
+    assert all(Path(m["net_file"]).is_file() for m in members)
+    best = result.best_member("val_acc")
+    assert best["values"]["val_acc"] == max(m["values"]["val_acc"] for m in members)
+    smallest = result.best_member("params")
+    assert smallest["costs"]["params"] == min(m["costs"]["params"] for m in members)
+    net = result.load_member()  # the best on val_acc, normalisation built in
+    assert result.normalisation is not None
+    mean, std = result.normalisation
+    raw = torch.randn(4, 1, 8, 8) * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1)
+    bare = result.load_member(best["trial"])
+    assert bare.training is False and net(raw).shape == (4, 3)
+    assert torch.allclose(net(raw), bare(raw))
+    plain = A.build(A.NetSpec.from_dict(best["spec"]))
+    plain.load_state_dict(torch.load(best["weights"], weights_only=True))
+    plain.eval()
+    normalised = (raw - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+    assert torch.allclose(net(raw), plain(normalised), atol=1e-5)
+    with pytest.raises(A.ConfigError, match="is not a front member"):
+        result.load_member(10_000)
+    with pytest.raises(A.ConfigError, match="objective must be one of"):
+        result.best_member("latency_ms")
+
+
+def test_progress_bar_counts_the_trials_and_names_the_best(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = _tiny_search(tmp_path, "bar", 4, progress_bar=True)
+    err = capsys.readouterr().err
+    assert "bar" in err and "4/4" in err and "best val_acc" in err
+    assert f"front {len(result.front)}" in err

@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +30,10 @@ from optuna.trial import FrozenTrial
 
 from archsearch.results.export import atomic_write
 from archsearch.results.relocate import weights_file
+
+if TYPE_CHECKING:
+    from archsearch.data.base import DatasetLike
+    from archsearch.data.images import Images
 
 __all__ = ["CALIBRATION_BATCHES", "ONNX_TOLERANCE", "OnnxExport", "add_onnx", "export_onnx"]
 
@@ -50,7 +54,7 @@ class OnnxExport:
 
 
 def export_onnx(
-    front: Sequence[FrozenTrial], data: Any, directory: str | Path, int8: bool = False
+    front: Sequence[FrozenTrial], data: DatasetLike, directory: str | Path, int8: bool = False
 ) -> OnnxExport:
     """Export every front member with weights to ONNX (and int8), check it, add columns to pareto.*.
 
@@ -85,14 +89,16 @@ def export_onnx(
     return result
 
 
-def add_onnx(exported: Any, data: Any, int8: bool = False) -> OnnxExport:
+def add_onnx(exported: Any, data: DatasetLike, int8: bool = False) -> OnnxExport:
     """:func:`export_onnx` for an :class:`~archsearch.results.export.ExportResult`, adding its files."""
     done = export_onnx(exported.front, data, exported.directory, int8)
     exported.files.update(done.files)
     return done
 
 
-def _export_member(spec: dict[str, Any], weights: Path, data: Any, stem: Path, int8: bool) -> dict[str, Any]:
+def _export_member(
+    spec: dict[str, Any], weights: Path, data: DatasetLike, stem: Path, int8: bool
+) -> dict[str, Any]:
     """Export one member; its pareto columns."""
     from archsearch.hardware.ort import onnx_session, to_onnx_bytes
     from archsearch.net.model import build
@@ -126,7 +132,7 @@ def _export_member(spec: dict[str, Any], weights: Path, data: Any, stem: Path, i
 class _Batches:
     """ONNX Runtime's CalibrationDataReader over the first training batches."""
 
-    def __init__(self, images: torch.Tensor) -> None:
+    def __init__(self, images: Images) -> None:
         self._it: Iterator[dict[str, np.ndarray]] = (
             {"x": images[i : i + 32].float().numpy()}
             for i in range(0, min(len(images), 32 * CALIBRATION_BATCHES), 32)
@@ -136,7 +142,7 @@ class _Batches:
         return next(self._it, None)
 
 
-def _quantize(fp32: Path, out: Path, data: Any) -> None:
+def _quantize(fp32: Path, out: Path, data: DatasetLike) -> None:
     """Static int8 quantization (QDQ, per-channel weights) calibrated on training batches."""
     from archsearch.hardware.ort import import_deploy
 
@@ -160,7 +166,7 @@ def _quantize(fp32: Path, out: Path, data: Any) -> None:
     os.replace(tmp, out)
 
 
-def _accuracy(session: Any, x: torch.Tensor, y: torch.Tensor) -> float:
+def _accuracy(session: Any, x: Images, y: torch.Tensor) -> float:
     if len(y) == 0:
         return float("nan")
     correct = 0

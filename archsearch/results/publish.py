@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import TrialState
@@ -16,6 +16,9 @@ from optuna.trial import TrialState
 from archsearch.results.export import ExportResult, export_study
 from archsearch.results.relocate import weights_file
 from archsearch.results.tracking import TrialTracker
+
+if TYPE_CHECKING:
+    from archsearch.data.base import DatasetLike
 
 __all__ = ["log_front", "publish_finalized", "publish_front"]
 
@@ -26,7 +29,7 @@ def publish_front(
     *,
     tracker: TrialTracker,
     parent: str,
-    data: Any,
+    data: DatasetLike,
     plots: bool,
     onnx: bool,
     int8: bool,

@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import optuna
 
@@ -46,6 +46,7 @@ from archsearch.train.settings import TrainerSettings
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from archsearch.data.base import DatasetLike
     from archsearch.net.spec import NetSpec
     from archsearch.train.fit import FitFn
 
@@ -72,7 +73,7 @@ class FinalizeResult:
 
 def finalize_study(
     study: optuna.Study,
-    data: Any,
+    data: DatasetLike,
     *,
     settings: FinalizeSettings | None = None,
     trainer: TrainerSettings | None = None,

@@ -24,6 +24,7 @@ from archsearch.search.settings import RESULT_METRICS, TRAINED_METRICS
 from archsearch.storage.database import set_user_attrs
 
 if TYPE_CHECKING:
+    from archsearch.data.base import DatasetLike
     from archsearch.hardware.profile import HardwareProfile
     from archsearch.net.spec import NetSpec
     from archsearch.results.net_files import TrialTexts
@@ -48,7 +49,7 @@ class Objective:
         self,
         settings: SearchSettings,
         space: SearchSpace,
-        data: Any,
+        data: DatasetLike,
         *,
         hardware: HardwareProfile,
         tracker: TrialTracker,

@@ -25,14 +25,15 @@ from archsearch.search.recovery import close_orphan_runs
 from archsearch.search.study import open_study
 from archsearch.search.warm_start import enqueue_warm_start
 from archsearch.search.workers import WORKERS_STARTED
-from archsearch.storage.database import describe_url, open_storage
+from archsearch.storage.database import StorageLock, describe_url, open_storage
 
 if TYPE_CHECKING:
+    from archsearch.data.base import DatasetLike
     from archsearch.hardware.profile import HardwareProfile
     from archsearch.search.settings import SearchSettings
     from archsearch.search.space import SearchSpace
 
-__all__ = ["Opened", "open_search"]
+__all__ = ["Opened", "open_search", "search_lock"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Opened:
 def open_search(
     settings: SearchSettings,
     space: SearchSpace,
-    data: Any,
+    data: DatasetLike,
     *,
     storage: optuna.storages.RDBStorage | None,
     on_stale: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None,
@@ -133,3 +134,8 @@ def _study_params(
         "data": data_name,
         "storage": describe_url(settings.storage_url),
     }
+
+
+def search_lock(settings: SearchSettings) -> StorageLock:
+    """The lock every worker of the study takes to open it, take a trial, or publish the front."""
+    return StorageLock(settings.storage_url, outage_s=settings.study.storage_outage_s)

@@ -22,6 +22,7 @@ from archsearch.results.provenance import Provenance, gather_provenance
 from archsearch.results.tracking import ROLE_TAG, STUDY_TAG, TRIAL_TAG
 
 if TYPE_CHECKING:
+    from archsearch.data.base import DatasetLike
     from archsearch.results.tracking import TrialTracker
     from archsearch.search.settings import FinalizeSettings, TrackingSettings
     from archsearch.train.fit import FitFn
@@ -72,7 +73,7 @@ class FinalizedMember:
         return out
 
 
-def member_specs(members: list[optuna.trial.FrozenTrial], data: Any) -> dict[int, NetSpec]:
+def member_specs(members: list[optuna.trial.FrozenTrial], data: DatasetLike) -> dict[int, NetSpec]:
     """Each member's network; one that ``data`` cannot feed is a ConfigError before any training."""
     specs = {t.number: NetSpec.from_dict(t.user_attrs["spec"]) for t in members}
     for number, spec in specs.items():
@@ -84,7 +85,7 @@ def member_specs(members: list[optuna.trial.FrozenTrial], data: Any) -> dict[int
     return specs
 
 
-def fingerprint(data: Any, trainer: TrainerSettings, seed: int, init: str = "scratch") -> str:
+def fingerprint(data: DatasetLike, trainer: TrainerSettings, seed: int, init: str = "scratch") -> str:
     """What makes two finalize runs of a member the same (a member is not retrained for nothing)."""
     described = {"name": data.name, "train": len(data.train_y), "val": len(data.val_y)}
     body: dict[str, Any] = {"data": described, "trainer": trainer.to_mapping(), "seed": seed}
@@ -103,7 +104,7 @@ class MemberContext:
     """What every member's retraining shares."""
 
     study_name: str
-    data: Any
+    data: DatasetLike
     trainer: TrainerSettings
     seed: int
     fit: FitFn
@@ -123,7 +124,7 @@ class MemberContext:
 
 def member_context(
     study: optuna.Study,
-    data: Any,
+    data: DatasetLike,
     trainer: TrainerSettings,
     seed: int,
     fit: FitFn,

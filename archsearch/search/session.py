@@ -15,20 +15,23 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from archsearch.errors import WorkerFault
+from archsearch.errors import ConfigError, WorkerFault
+from archsearch.results.members import best_trial, load_member, member_records
 from archsearch.results.publish import publish_front
 from archsearch.search.objective import Objective, TrialFailed
-from archsearch.search.opening import Opened, open_search
+from archsearch.search.opening import Opened, open_search, search_lock
 from archsearch.search.recovery import close_cut_short_run
 from archsearch.search.samplers import SamplerArg, search_sampler
 from archsearch.search.settings import SearchSettings
 from archsearch.search.study import check_some_trial_ran, finished_trials
 from archsearch.search.workers import StaleTrialCallback, run_trials, sigint_ignored, worker_seed
-from archsearch.storage.database import StorageLock
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from torch import nn
+
+    from archsearch.data.base import DatasetLike
     from archsearch.hardware.profile import HardwareProfile
     from archsearch.results.commands import Commands
     from archsearch.results.export import ExportResult
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
     from archsearch.search.fidelity import SuccessiveHalving
     from archsearch.search.space import SearchSpace
     from archsearch.search.supernet_fidelity import SupernetFidelity
+    from archsearch.storage.database import StorageLock
     from archsearch.train.fit import FitFn
 
 __all__ = ["SearchResult", "SearchSession"]
@@ -53,29 +57,40 @@ class SearchResult:
     parent_run_id: str
     seconds: float
     settings: SearchSettings = field(repr=False, default_factory=SearchSettings)
+    #: The training split's per-channel (mean, std), which :meth:`load_member` builds into the net.
+    normalisation: tuple[tuple[float, ...], tuple[float, ...]] | None = field(repr=False, default=None)
 
     @property
     def members(self) -> list[dict[str, Any]]:
-        """One plain record per front member: trial, values by metric, costs, spec, weights, run."""
-        names = self.settings.metric_names
-        return [
-            {
-                "trial": t.number,
-                "values": dict(zip(names, t.values or [], strict=False)),
-                "costs": dict(t.user_attrs.get("costs") or {}),
-                "spec": t.user_attrs.get("spec"),
-                "spec_hash": t.user_attrs.get("spec_hash"),
-                "weights": _weights(t, self.export_dir),
-                "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
-            }
-            for t in self.front
-        ]
+        """One plain record per front member (:func:`~archsearch.results.members.member_records`):
+        trial, values by metric, architecture params, costs, spec, net file, weights, run."""
+        return member_records(self.front, self.settings.metric_names, self.export_dir)
 
+    def best_member(self, objective: str = "val_acc") -> dict[str, Any]:
+        """The member best on ``objective`` (one of the study's objectives; ties: fewer params)."""
+        chosen = best_trial(self.front, objective, self.settings.metric_names, self.settings.directions)
+        return next(m for m in self.members if m["trial"] == chosen.number)
 
-def _weights(trial: FrozenTrial, export_dir: Path) -> str | None:
-    """A member's weights file, absolute (stored relative to the export directory); None if not kept."""
-    stored = trial.user_attrs.get("weights")
-    return str((export_dir / str(stored)).resolve()) if stored else None
+    def load_member(self, trial: int | None = None, *, objective: str = "val_acc") -> nn.Module:
+        """A member's network with its trained weights and the input normalisation built in.
+
+        Args:
+            trial: the member's trial number; None: the best member on ``objective``.
+
+        The module takes images as the data set's files hold them (it normalises them as the
+        trainer did), in eval mode on the CPU. A ConfigError names a trial that is not a member
+        or has no weights file.
+        """
+        if trial is None:
+            chosen = best_trial(self.front, objective, self.settings.metric_names, self.settings.directions)
+        else:
+            found = [t for t in self.front if t.number == trial]
+            if not found:
+                numbers = sorted(t.number for t in self.front)
+                raise ConfigError(f"trial {trial} is not a front member; the members are trials {numbers}.")
+            chosen = found[0]
+        mean, std = self.normalisation or (None, None)
+        return load_member(chosen, self.export_dir, mean=mean, std=std)
 
 
 @dataclass
@@ -84,7 +99,7 @@ class SearchSession:
 
     settings: SearchSettings
     space: SearchSpace
-    data: Any
+    data: DatasetLike
     hardware: HardwareProfile
     fit_fn: FitFn
     reporter: SearchReporter
@@ -101,7 +116,7 @@ class SearchSession:
 
     def run(self, sampler: SamplerArg) -> SearchResult:
         settings = self.settings
-        lock = StorageLock(settings.storage_url, outage_s=settings.study.storage_outage_s)
+        lock = search_lock(settings)
         on_stale = StaleTrialCallback(settings.study.retries, cleanup=self._close_run)
         with lock:
             opened = self.opened = open_search(
@@ -163,7 +178,14 @@ class SearchSession:
             tracking_uri=settings.tracking.resolved_uri,
         )
         return SearchResult(
-            study, exported.front, exported.directory, exported.files, opened.parent, seconds, settings
+            study,
+            exported.front,
+            exported.directory,
+            exported.files,
+            opened.parent,
+            seconds,
+            settings,
+            normalisation=(tuple(self.data.mean), tuple(self.data.std)),
         )
 
     def _sampler(self, sampler: SamplerArg, worker: int, resumed: bool) -> optuna.samplers.BaseSampler:
