@@ -86,12 +86,14 @@ def dataset_from_arrays(
     seed: int = 0,
     augment: Augment | None = None,
     channels: int | None = None,
+    class_names: tuple[str, ...] | list[str] | None = None,
 ) -> Dataset:
     """A :class:`Dataset` from images and labels (numpy or torch; layouts in the module docstring).
 
     The validation split is drawn from ``x`` with ``seed``; normalisation statistics come from
     the training images. Without ``test_x``, the test split is empty (accuracy on it is NaN).
-    ``channels`` (1 or 3) converts the images; None keeps their channel count.
+    ``channels`` (1 or 3) converts the images; None keeps their channel count. ``class_names``
+    names each label (one per class); None numbers them.
 
     Raises:
         DataError: shapes, labels or values that do not make a dataset (one sentence each).
@@ -125,7 +127,9 @@ def dataset_from_arrays(
         ty = _labels(test_y, "test_y", len(tx), classes)
         if tx.shape[1:] != train_x.shape[1:]:
             raise DataError(f"test_x images are {tx.shape[1:]}, training images {train_x.shape[1:]}.")
-    raw = RawImages(train_x, train_y, tx, ty, classes)
+    if class_names is not None and len(class_names) != classes:
+        raise DataError(f"class_names names {len(class_names)} classes, but the labels make {classes}.")
+    raw = RawImages(train_x, train_y, tx, ty, classes, tuple(class_names or ()))
     return prepare(name, raw, seed, val_fraction=val_fraction, subset=subset, augment=augment or Augment())
 
 

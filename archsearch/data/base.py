@@ -23,6 +23,7 @@ __all__ = [
     "Dataset",
     "DatasetLike",
     "RawImages",
+    "class_names",
     "describe",
     "prepare",
     "split_indices",
@@ -82,6 +83,8 @@ class Dataset:
     augment: Augment
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    #: What each label means (``class_names[label]``); () where the source names none.
+    class_names: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """One line: name, shape, classes and split sizes (:func:`describe`)."""
@@ -106,6 +109,7 @@ class RawImages:
     test_x: np.ndarray
     test_y: np.ndarray
     num_classes: int
+    class_names: tuple[str, ...] = ()  # one per class; () = "0", "1", ...
 
 
 def split_indices(
@@ -164,7 +168,14 @@ def prepare(
         augment=augment,
         mean=tuple(mean.tolist()),
         std=tuple(std.tolist()),
+        class_names=class_names(raw.class_names, raw.num_classes),
     )
+
+
+def class_names(given: tuple[str, ...] | list[str] | None, num_classes: int) -> tuple[str, ...]:
+    """The classes' names: ``given`` when it names each class once, else "0", "1", ... ."""
+    names = tuple(str(n) for n in given or ())
+    return names if len(names) == num_classes else tuple(str(i) for i in range(num_classes))
 
 
 def subset_size(subset: int | float | None, available: int) -> int:

@@ -60,6 +60,33 @@ __all__ = [
     "load_synthetic",
 ]
 
+#: Label names, in label order, as the data sets' own documentation gives them.
+DIGITS_CLASSES = tuple(str(i) for i in range(10))
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+
 FASHION_MNIST_HINT = (
     "install it with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or set data.dir "
     "to a directory holding train-images-idx3-ubyte, train-labels-idx1-ubyte, "
@@ -166,7 +193,7 @@ def _digits(test_fraction: float) -> RawImages:
     order = np.random.default_rng(0).permutation(len(y))
     n_test = round(len(y) * test_fraction)
     test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
-    return RawImages(x[train], y[train], x[test], y[test], num_classes=10)
+    return RawImages(x[train], y[train], x[test], y[test], num_classes=10, class_names=DIGITS_CLASSES)
 
 
 @functools.lru_cache(maxsize=2)
@@ -185,7 +212,12 @@ def _read_fashion_mnist(directory: str) -> RawImages:
     if train_y.max() > 9 or test_y.max() > 9:
         raise DataError(f"Fashion-MNIST in {root} is malformed: labels go beyond 9; {FASHION_MNIST_HINT}.")
     return RawImages(
-        train_x[:, None], train_y.astype(np.int64), test_x[:, None], test_y.astype(np.int64), num_classes=10
+        train_x[:, None],
+        train_y.astype(np.int64),
+        test_x[:, None],
+        test_y.astype(np.int64),
+        num_classes=10,
+        class_names=FASHION_MNIST_CLASSES,
     )
 
 
@@ -246,7 +278,7 @@ def _read_cifar10(directory: str) -> RawImages:
     parts = [_read_cifar_batch(root / name) for name in CIFAR10_FILES]
     train_x = np.concatenate([x for x, _ in parts[:5]])
     train_y = np.concatenate([y for _, y in parts[:5]])
-    return RawImages(train_x, train_y, parts[5][0], parts[5][1], num_classes=10)
+    return RawImages(train_x, train_y, parts[5][0], parts[5][1], num_classes=10, class_names=CIFAR10_CLASSES)
 
 
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -325,4 +325,5 @@ def _dataset(
         augment=settings.augment,
         mean=tuple(mean),
         std=tuple(std),
+        class_names=tuple(str(c) for c in manifest["classes"]),
     )

@@ -78,6 +78,7 @@ def load_torchvision(settings: DataSettings, seed: int) -> Dataset:
         seed=seed,
         augment=settings.augment,
         channels=options.channels,
+        class_names=[str(c) for c in classes] if classes else None,
     )
 
 

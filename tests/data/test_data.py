@@ -306,3 +306,19 @@ def test_python_load_dataset_finds_fashion_mnist_where_the_cli_does() -> None:
     )
     given = DataSettings.from_mapping({"name": "fashion_mnist", "dir": "/x"})
     assert given.options == FashionMnistOptions(dir="/x")
+
+
+def test_datasets_name_their_classes() -> None:
+    """Dataset.class_names maps a label (a prediction's argmax) to what it means."""
+    import numpy as np
+
+    import archsearch as A
+    from archsearch.data.datasets import FASHION_MNIST_CLASSES
+
+    assert A.load_dataset("digits").class_names == tuple(str(i) for i in range(10))
+    assert FASHION_MNIST_CLASSES[0] == "T-shirt/top" and FASHION_MNIST_CLASSES[9] == "Ankle boot"
+    x, y = np.zeros((20, 1, 4, 4), "float32"), np.arange(20) % 2
+    assert A.dataset_from_arrays("m", x, y, class_names=["cat", "dog"]).class_names == ("cat", "dog")
+    assert A.dataset_from_arrays("m", x, y).class_names == ("0", "1")
+    with pytest.raises(A.DataError, match="class_names names 3 classes, but the labels make 2"):
+        A.dataset_from_arrays("m", x, y, class_names=["a", "b", "c"])

@@ -71,6 +71,7 @@ def load(folder: Path, cache: Path, **kwargs: Any) -> A.Dataset:
 def test_folder_becomes_a_normalised_memory_mapped_dataset(folder: Path, tmp_path: Path) -> None:
     data = load(folder, tmp_path / "cache")
     assert data.shape == (3, 10, 10) and data.num_classes == 3 and data.name == "images"
+    assert data.class_names == ("class_0", "class_1", "class_2")  # the class folders, sorted
     assert len(data.train_y) + len(data.val_y) + len(data.test_y) == 36
     assert isinstance(data.train_x, ImageArray) and isinstance(data.train_x.images, np.memmap)
     train = data.train_x[:]
