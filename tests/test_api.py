@@ -348,3 +348,23 @@ def test_progress_bar_counts_the_trials_and_names_the_best(
     err = capsys.readouterr().err
     assert "bar" in err and "4/4" in err and "best val_acc" in err
     assert f"front {len(result.front)}" in err
+
+
+def test_every_public_name_is_typed_for_mypy_from_its_one_home() -> None:
+    """`import archsearch as A` loads names lazily; the TYPE_CHECKING imports give mypy and IDEs
+    their real types. Each public name must be imported there, from the home _HOMES gives it."""
+    import ast
+
+    import archsearch
+
+    tree = ast.parse(Path(archsearch.__file__).read_text())
+    typed: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            for imp in node.body:
+                assert isinstance(imp, ast.ImportFrom) and imp.module
+                for alias in imp.names:
+                    name = alias.asname or alias.name
+                    typed[name] = imp.module + ("" if alias.name == name else f":{alias.name}")
+    assert typed == archsearch._HOMES
+    assert (Path(archsearch.__file__).parent / "py.typed").is_file()
