@@ -21,16 +21,48 @@ import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from archsearch.storage.database import url_without_password
 from archsearch.train.settings import TrainerSettings
 
-if TYPE_CHECKING:  # the settings of the search whose results these commands reproduce
+if TYPE_CHECKING:
     from archsearch.data.settings import DataSettings
-    from archsearch.search.settings import SearchSettings
 
 __all__ = ["CONFIG", "Commands", "fill_config", "finalize_command", "relocate_commands", "retrain_command"]
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class _Tracked(Protocol):
+    @property
+    def dir(self) -> Path: ...
+    @property
+    def uri(self) -> str | None: ...
+    @property
+    def enabled(self) -> bool: ...
+
+
+class SearchLike(Protocol):
+    """What the commands read of a search's settings (``SearchSettings`` is one; results sit
+    below search, so they name the members they read rather than the class)."""
+
+    @property
+    def trainer(self) -> TrainerSettings: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def study(self) -> _Named: ...
+    @property
+    def tracking(self) -> _Tracked: ...
+    @property
+    def storage_url(self) -> str: ...
+    @property
+    def export_dir(self) -> Path: ...
+
 
 #: Stands for a member's net YAML in a stored retrain command (see :func:`fill_config`).
 CONFIG = "{config}"
@@ -153,7 +185,7 @@ class _Mover:
         return " ".join(out)
 
 
-def retrain_command(settings: SearchSettings, data: DataSettings | None) -> str:
+def retrain_command(settings: SearchLike, data: DataSettings | None) -> str:
     """The command that retrains one exported net exactly as its trial was trained.
 
     Args:
@@ -174,7 +206,7 @@ def retrain_command(settings: SearchSettings, data: DataSettings | None) -> str:
     return _join(words) + f" model_file={CONFIG} " + _join([*data_words, *trainer, f"seed={settings.seed}"])
 
 
-def finalize_command(settings: SearchSettings, data: DataSettings | None) -> str:
+def finalize_command(settings: SearchLike, data: DataSettings | None) -> str:
     """The command that retrains the whole front at full fidelity and scores it on test.
 
     ``python -m archsearch.finalize`` with the study's storage (without its password), tracking,
