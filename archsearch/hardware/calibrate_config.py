@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from archsearch.checks import check_choice
+from archsearch.checks import check_choice, check_flag
 from archsearch.errors import ConfigError
 from archsearch.hardware.choices import CLOCKS, MEMORY_FORMATS, RUNTIMES
 from archsearch.hardware.ort import import_deploy
@@ -81,8 +81,7 @@ class CalibrateConfig:
         threads = cfg.threads
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ConfigError(f"threads must be a positive integer or null, got {threads!r}.")
-        if not isinstance(cfg.quick, bool):
-            raise ConfigError(f"quick must be true or false, got {cfg.quick!r}.")
+        check_flag("quick", cfg.quick)
         if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
             raise ConfigError(f"seed must be an integer, got {cfg.seed!r}.")
         if not isinstance(cfg.device, str):
