@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # the names' types for mypy and IDEs; at run time they load o
     from archsearch.results.relocate import reroot_store
     from archsearch.results.report import ReportSettings
     from archsearch.results.report import report as cost_report
+    from archsearch.results.restore import export_project
     from archsearch.results.terminal import SearchReporter
     from archsearch.results.tracking import NullTracker, TrialTracker
     from archsearch.search.cost_aware import CostAwareSampler
@@ -129,6 +130,7 @@ _HOMES = {
     "FinalizeSettings": "archsearch.search.settings",
     "finalize_study": "archsearch.search.finalize",
     "export_study": "archsearch.results.export",
+    "export_project": "archsearch.results.restore",
     "load_stored_study": "archsearch.results.export",
     "cost_report": "archsearch.results.report:report",
     "ReportSettings": "archsearch.results.report",

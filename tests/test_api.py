@@ -368,3 +368,43 @@ def test_every_public_name_is_typed_for_mypy_from_its_one_home() -> None:
                     typed[name] = imp.module + ("" if alias.name == name else f":{alias.name}")
     assert typed == archsearch._HOMES
     assert (Path(archsearch.__file__).parent / "py.typed").is_file()
+
+
+def test_export_project_restores_the_weights_as_the_export_command_does(tmp_path: Path) -> None:
+    """A.export_study writes the files; A.export_project also brings the weights back from MLflow."""
+    import shutil
+
+    import numpy as np
+
+    from archsearch.testing import FixedCostFit
+
+    rng = np.random.default_rng(0)
+    data = A.dataset_from_arrays("mine", rng.normal(size=(90, 1, 8, 8)).astype("float32"), np.arange(90) % 3)
+    tracking = A.TrackingSettings(dir=tmp_path / "mlruns")
+    settings = A.SearchSettings(
+        study=A.StudySettings(name="proj", n_trials=3),
+        trainer=A.TrainerSettings(epochs=1, batch_size=32, threads=1),
+        tracking=tracking,
+        export=A.ExportSettings(dir=tmp_path / "proj", plots=False),
+    )
+    result = A.run_search(
+        A.load_space("fire"),
+        data,
+        settings,
+        hardware=A.load_hardware("laptop_cpu"),
+        fit_fn=FixedCostFit(seconds=0.0, epochs=1),
+    )
+    shutil.rmtree(tmp_path / "proj")  # the export, weights included, is gone; MLflow kept them
+    again = A.export_study(result.study, tmp_path / "files_only", plots=False)
+    assert not (again.directory / "weights").exists()
+    done = A.export_project(
+        result.study,
+        tmp_path / "again",
+        tracking_uri=tracking.resolved_uri,
+        tracking_dir=tracking.dir,
+        plots=False,
+    )
+    assert (
+        sorted(done.weights.restored) == sorted(t.number for t in result.front) and not done.weights.missing
+    )
+    assert all(path.is_file() for path in done.weights.restored.values())

@@ -16,20 +16,22 @@ def _entry(cfg: DictConfig) -> None:
         from rich.console import Console
 
         from archsearch.cli.config import plain
-        from archsearch.results.export import export_study, load_stored_study
-        from archsearch.results.relocate import locate_artifacts, reroot_command
-        from archsearch.results.restore import restore_weights
+        from archsearch.results.export import load_stored_study
+        from archsearch.results.relocate import reroot_command
+        from archsearch.results.restore import export_project
         from archsearch.results.terminal import print_commands
         from archsearch.search.settings import TrackingSettings
 
         tracking = TrackingSettings.from_mapping(plain(cfg.tracking))
         study = load_stored_study(str(cfg.study.name), cfg.study.storage, tracking.dir)
-        # Before anything is written: where the weights are now (a moved store names the old place).
-        uri = tracking.resolved_uri
-        artifacts = locate_artifacts(uri, f"archsearch/{study.study_name}", tracking.dir / "artifacts")
-        result = export_study(
-            study, str(cfg.export.dir), plots=bool(cfg.export.plots), tracking_dir=tracking.dir
+        done = export_project(
+            study,
+            str(cfg.export.dir),
+            tracking_uri=tracking.resolved_uri,
+            tracking_dir=tracking.dir,
+            plots=bool(cfg.export.plots),
         )
+        result, weights, artifacts = done.export, done.weights, done.artifacts
         console = Console(soft_wrap=True)
         front = len(result.front)
         console.print(
@@ -37,7 +39,6 @@ def _entry(cfg: DictConfig) -> None:
         )
         for key, path in sorted(result.files.items()):
             console.print(f"  {key:<16} {path}")
-        weights = restore_weights(result.front, result.directory, uri, artifacts=artifacts)
         if weights.restored:
             where = result.directory / "weights"
             console.print(f"  {'weights':<16} {len(weights.restored)} restored from MLflow into {where}")

@@ -16,12 +16,18 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from optuna.trial import FrozenTrial
 
 from archsearch.results.relocate import ArtifactRoot
 
-__all__ = ["RestoredWeights", "restore_weights"]
+if TYPE_CHECKING:
+    import optuna
+
+    from archsearch.results.export import ExportResult
+
+__all__ = ["ExportedProject", "RestoredWeights", "export_project", "restore_weights"]
 
 
 @dataclass
@@ -30,6 +36,48 @@ class RestoredWeights:
 
     restored: dict[int, Path] = field(default_factory=dict)
     missing: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class ExportedProject:
+    """What :func:`export_project` did: the export, the weights restored, where the artifacts are."""
+
+    export: ExportResult
+    weights: RestoredWeights
+    artifacts: ArtifactRoot | None  # None: nothing local (tracking off, a server, no store yet)
+
+
+def export_project(
+    study: optuna.Study,
+    out_dir: str | Path,
+    *,
+    tracking_uri: str,
+    tracking_dir: str | Path,
+    plots: bool = True,
+) -> ExportedProject:
+    """What ``python -m archsearch.export`` does: export the study's front and restore its
+    members' weights from MLflow (:func:`~archsearch.results.export.export_study` writes the
+    files only).
+
+    Args:
+        tracking_uri: the MLflow tracking URI the weights are restored from ("" when tracking
+            is off: nothing is restored).
+        tracking_dir: the project's tracking directory now (``tracking.dir``): a moved or
+            copied project's artifacts are read there, and its commands re-rooted on it.
+
+    Raises:
+        ConfigError: the store names artifacts that are nowhere (checked before any write).
+    """
+    from archsearch.results.export import export_study
+    from archsearch.results.relocate import locate_artifacts
+
+    # Before anything is written: where the weights are now (a moved store names the old place).
+    artifacts = locate_artifacts(
+        tracking_uri, f"archsearch/{study.study_name}", Path(tracking_dir) / "artifacts"
+    )
+    result = export_study(study, out_dir, plots=plots, tracking_dir=tracking_dir)
+    weights = restore_weights(result.front, result.directory, tracking_uri, artifacts=artifacts)
+    return ExportedProject(result, weights, artifacts)
 
 
 def restore_weights(
