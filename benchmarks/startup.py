@@ -35,7 +35,8 @@ CHILD = textwrap.dedent(
     marks = {"interpreter": time.time()}
     import archsearch.cli.main as cli
     import archsearch.cli.config as config
-    import archsearch.search.sweep as sweep
+    import archsearch.search.opening as opening
+    import archsearch.search.preflight as preflight
     import archsearch.results.tracking as tracking
     marks["imports"] = time.time()
 
@@ -52,9 +53,9 @@ CHILD = textwrap.dedent(
     timed(config, "sweep_plan", "validate")
     import archsearch.data.datasets as datasets
     timed(datasets, "load_dataset", "data")
-    timed(sweep, "check_backends", "backends")
-    timed(sweep, "open_storage", "storage")
-    timed(sweep, "open_study", "study")
+    timed(preflight, "check_backends", "backends")
+    timed(opening, "open_storage", "storage")
+    timed(opening, "open_study", "study")
     start_study = tracking.Tracker.start_study
     def mlflow_start(self, *a, **k):
         try:
