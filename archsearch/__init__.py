@@ -144,14 +144,16 @@ _HOMES = {
 __all__ = ["ArchsearchError", "ConfigError", "DataError", "SpecError", *sorted(_HOMES)]
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'archsearch' has no attribute {name!r}")
-    module, _, attr = home.partition(":")
-    value = getattr(importlib.import_module(module), attr or name)
-    globals()[name] = value
-    return value
+if not TYPE_CHECKING:  # hidden from mypy, so that `A.misspelt_name` is an error, not Any
+
+    def __getattr__(name: str) -> Any:
+        home = _HOMES.get(name)
+        if home is None:
+            raise AttributeError(f"module 'archsearch' has no attribute {name!r}")
+        module, _, attr = home.partition(":")
+        value = getattr(importlib.import_module(module), attr or name)
+        globals()[name] = value
+        return value
 
 
 def __dir__() -> list[str]:

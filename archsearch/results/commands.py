@@ -229,7 +229,7 @@ def finalize_command(settings: SearchLike, data: DataSettings | None) -> str:
         "archsearch.finalize",
         _override("study.name", settings.study.name),
         # No password: pasted, the command reads it from PGPASSWORD or ~/.pgpass (README "Scaling out").
-        _override("study.storage", url_without_password(settings.storage_url)),
+        _override("study.storage", _absolute_sqlite(url_without_password(settings.storage_url))),
         _override("tracking.dir", str(tracking.dir.resolve())),
         *([_override("tracking.uri", tracking.uri)] if tracking.uri else []),
         *([] if tracking.enabled else ["tracking.enabled=false"]),
@@ -241,6 +241,16 @@ def finalize_command(settings: SearchLike, data: DataSettings | None) -> str:
         f"seed={settings.seed}",
     ]
     return _join(words)
+
+
+def _absolute_sqlite(url: str) -> str:
+    """A SQLite URL with its file made absolute (``sqlite:///notebook.db`` from a notebook's
+    directory): the command may be run from anywhere. Other URLs are left as they are."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url[len(prefix) :].startswith("/") or url == prefix + ":memory:":
+        return url
+    path, _, query = url[len(prefix) :].partition("?")
+    return prefix + str(Path(path).expanduser().resolve()) + (f"?{query}" if query else "")
 
 
 def _join(words: list[str]) -> str:

@@ -98,3 +98,18 @@ def test_the_finalize_command_has_no_password(tmp_path: Path) -> None:
     command = finalize_command(settings, A.DataSettings())
     assert "s3cr3t" not in command and "***" not in command
     assert "postgresql://alice@db/x" in command
+
+
+def test_a_relative_sqlite_storage_is_stored_absolute_in_the_finalize_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A notebook's storage="sqlite:///notebook.db" is relative to its directory; the stored
+    finalize command is pasted anywhere, so it names the file absolutely."""
+    import archsearch as A
+    from archsearch.data.settings import DataSettings
+    from archsearch.results.commands import finalize_command
+
+    monkeypatch.chdir(tmp_path)
+    settings = A.SearchSettings(study=A.StudySettings(storage="sqlite:///notebook.db"))
+    command = finalize_command(settings, DataSettings.from_config("digits"))
+    assert f"study.storage=sqlite:///{tmp_path.resolve()}/notebook.db" in command
