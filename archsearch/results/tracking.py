@@ -303,6 +303,8 @@ class Tracker:
             found = self._client.get_experiment_by_name(experiment)
             if fresh:
                 _keep_as_template(uri)
+                store = Path(uri[len("sqlite:///") :])
+                _own_default_experiment(store, store.parent)
             if found is None:
                 location = None
                 if _scheme(uri) in DATABASE_SCHEMES and artifact_dir is not None:
@@ -524,7 +526,8 @@ def _seed_sqlite_store(uri: str) -> bool:
 
     MLflow creates a store by running its ~50 schema migrations: 1.1 s of every fresh project's
     start-up here. A copy of an empty store it made before (same MLflow version) is the same
-    file. ``os.link`` puts the copy in place only if no other worker created the store first.
+    file but for where its Default experiment keeps artifacts, which is set to this project's.
+    ``os.link`` puts the copy in place only if no other worker created the store first.
     """
     if not uri.startswith("sqlite:///"):
         return False
@@ -540,9 +543,20 @@ def _seed_sqlite_store(uri: str) -> bool:
     with tempfile.TemporaryDirectory(dir=db.parent) as tmp:
         copy = Path(tmp) / db.name
         shutil.copyfile(template, copy)
+        _own_default_experiment(copy, db.parent)
         with contextlib.suppress(FileExistsError):
             os.link(copy, db)
     return False
+
+
+def _own_default_experiment(store: Path, tracking_dir: Path) -> None:
+    """Point the copied store's Default experiment (id 0) at this project's artifacts folder: the
+    template kept the location of whichever project MLflow first made it in."""
+    import sqlite3
+
+    location = str((tracking_dir / "artifacts" / "0").resolve())
+    with contextlib.closing(sqlite3.connect(store)) as db, db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (location,))
 
 
 def _keep_as_template(uri: str) -> None:

@@ -138,3 +138,17 @@ def test_the_ui_bundled_with_mlflow_reads_the_workflow_type_query() -> None:
         pytest.skip("this MLflow install has no UI bundle")
     text = "".join(p.read_text(errors="ignore") for p in bundle.glob("main.*.js"))
     assert 'get("workflowType")' in text and '"machine_learning"' in text
+
+
+def test_a_new_store_keeps_its_default_experiment_in_its_own_project(tmp_path: Path) -> None:
+    """New stores are copies of a cached empty one; its Default experiment must not name the
+    folder of the project the template was first made in."""
+    from mlflow import MlflowClient
+
+    from archsearch.results.tracking import Tracker
+
+    for name in ("first", "second"):
+        uri = f"sqlite:///{tmp_path / name / 'mlflow.db'}"
+        Tracker(uri, "archsearch/x", tmp_path / name / "artifacts")
+        default = MlflowClient(tracking_uri=uri).get_experiment("0")
+        assert default.artifact_location.startswith(str((tmp_path / name).resolve())), default.artifact_location
