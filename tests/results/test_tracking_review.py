@@ -151,4 +151,6 @@ def test_a_new_store_keeps_its_default_experiment_in_its_own_project(tmp_path: P
         uri = f"sqlite:///{tmp_path / name / 'mlflow.db'}"
         Tracker(uri, "archsearch/x", tmp_path / name / "artifacts")
         default = MlflowClient(tracking_uri=uri).get_experiment("0")
-        assert default.artifact_location.startswith(str((tmp_path / name).resolve())), default.artifact_location
+        assert default.artifact_location.startswith(str((tmp_path / name).resolve())), (
+            default.artifact_location
+        )
