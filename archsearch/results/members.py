@@ -83,6 +83,10 @@ def load_member(
 ) -> nn.Module:
     """``trial``'s network with its trained weights, in eval mode, on the CPU.
 
+    The weights are those ``trial`` names: a search trial's are the search's short training; a
+    member of a finalized front (``export_study(...).front`` or ``FinalizeResult.front`` after
+    finalize) names its finalized weights.
+
     Args:
         export_dir: the export directory its weights are stored relative to (``export.dir``).
         mean, std: the training split's per-channel statistics (``Dataset.mean``/``std``); given,
