@@ -71,7 +71,6 @@ def main() -> None:
         f"seed={args.seed}",
         f"study.storage=sqlite:///{db}",
         f"tracking.dir={out / 'mlruns'}",
-        "hardware=this_machine",
         f"hydra.run.dir={out / 'hydra'}",
     ]
     started = time.process_time(), time.perf_counter()

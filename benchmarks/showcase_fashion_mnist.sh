@@ -73,7 +73,7 @@ max_members="${MAX_MEMBERS:-$max_members}"
 storage="sqlite:///$out/optuna.db"
 common=(
     data=fashion_mnist "seed=$seed" "study.storage=$storage"
-    "tracking.dir=$out/mlruns" hardware=this_machine "hydra.run.dir=$out/hydra"
+    "tracking.dir=$out/mlruns" "hydra.run.dir=$out/hydra"
 )
 
 start=$(date +%s)
@@ -82,7 +82,7 @@ if [[ "${SKIP_SEARCH:-0}" == 1 ]]; then
 else
     echo "== search: subset $subset, $search_epochs epochs (warm-up $warmup), rungs $rungs, budget ${search_seconds}s (scale $scale)"
     # One worker on one thread: the fire sweep's setting (tiny nets run slower on more threads).
-    "$python" -m archsearch +sweep=fire "${common[@]}" study.name=showcase \
+    "$python" -m archsearch +sweep=fire "${common[@]}" hardware=this_machine study.name=showcase \
         "data.subset=$subset" "trainer.epochs=$search_epochs" \
         "study.n_trials=$n_trials" "study.timeout=$search_seconds" "trainer.schedule.warmup=$warmup" \
         '~objectives.macs' "constraints.params.max=$max_params" \

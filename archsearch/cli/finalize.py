@@ -59,11 +59,38 @@ def finalize(
     )
 
 
+#: The top-level keys finalize reads: an override of any other (``model=``, ``hardware=``,
+#: ``sampler=``) would be composed and silently ignored.
+FINALIZE_KEYS = ("study", "data", "trainer", "finalize", "tracking", "export", "seed")
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Refuse a command-line override of a key finalize does not read.
+
+    Raises:
+        ConfigError: naming the key, what finalize takes instead, and the keys it reads.
+    """
+    from archsearch.errors import ConfigError
+
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~").split(".", 1)[0].split("@", 1)[0]
+        if key and key != "hydra" and key not in FINALIZE_KEYS:
+            raise ConfigError(
+                f"finalize does not read {key!r} (a member's network is its stored spec, and nothing "
+                f"is searched or priced); it reads: {', '.join(FINALIZE_KEYS)}."
+            )
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="finalize")
 def _entry(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
     from rich.console import Console
 
-    run_cli(lambda: finalize(cfg, console=Console()))
+    def go() -> Any:
+        check_overrides(list(HydraConfig.get().overrides.task))
+        return finalize(cfg, console=Console())
+
+    run_cli(go)
 
 
 def main() -> None:
