@@ -185,13 +185,16 @@ class _Mover:
         return " ".join(out)
 
 
-def retrain_command(settings: SearchLike, data: DataSettings | None) -> str:
+def retrain_command(settings: SearchLike, data: DataSettings | None, hardware: str = "") -> str:
     """The command that retrains one exported net exactly as its trial was trained.
 
     Args:
         settings: the search's settings (trainer, seed).
         data: the settings the dataset was loaded from with ``seed``
             (:func:`archsearch.data.datasets.load_dataset`); None when they are not known.
+        hardware: the name of the hardware profile ``latency_est_ms`` was estimated on, when it
+            is a config file (``hardware=NAME``), so the retrained net's estimate is the same;
+            "" (``hardware=auto``, the default, or a profile built in Python): not stated.
 
     Returns:
         The command with ``{config}`` standing for the net YAML, or "" when the data cannot
@@ -203,7 +206,26 @@ def retrain_command(settings: SearchLike, data: DataSettings | None) -> str:
         return ""
     trainer = _trainer_overrides(settings.trainer, TrainerSettings())
     words = [sys.executable, "-m", "archsearch"]
-    return _join(words) + f" model_file={CONFIG} " + _join([*data_words, *trainer, f"seed={settings.seed}"])
+    profile = [_override("hardware", hardware)] if hardware and _is_profile_config(hardware) else []
+    return (
+        _join(words)
+        + f" model_file={CONFIG} "
+        + _join([*data_words, *trainer, *profile, f"seed={settings.seed}"])
+    )
+
+
+def _is_profile_config(name: str) -> bool:
+    """Whether ``hardware=NAME`` names a profile file (shipped or the user's), ``auto`` aside."""
+    from archsearch.errors import ConfigError
+    from archsearch.resources import find_config
+
+    if name == "auto":
+        return False
+    try:
+        find_config("hardware", name)
+    except ConfigError:
+        return False
+    return True
 
 
 def finalize_command(settings: SearchLike, data: DataSettings | None) -> str:

@@ -115,7 +115,7 @@ def run_search(
         supernet=ready.supernet,
         storage=storage if isinstance(storage, optuna.storages.RDBStorage) else None,
         commands=Commands(
-            retrain=retrain_command(settings, data_settings),
+            retrain=retrain_command(settings, data_settings, "" if hardware is None else hardware.name),
             finalize=finalize_command(settings, data_settings),
         ),
         data_name=name,

@@ -193,3 +193,11 @@ def test_no_retrain_command_without_the_data_config() -> None:
     # nor have settings naming a config file that no config folder holds.
     assert retrain_command(SearchSettings(), None) == ""
     assert retrain_command(SearchSettings(), DataSettings(config="arrays_from_memory")) == ""
+
+
+def test_the_retrain_command_names_a_profile_file_the_search_estimated_on() -> None:
+    """Retrained as printed, a net's latency_est_ms is priced on the same profile as in the search."""
+    data = DataSettings.from_config("digits")
+    assert "hardware=laptop_cpu" in retrain_command(SearchSettings(), data, "laptop_cpu").split()
+    assert "hardware=" not in retrain_command(SearchSettings(), data, "auto")  # the default
+    assert "hardware=" not in retrain_command(SearchSettings(), data, "a-profile-built-in-python")
