@@ -261,25 +261,23 @@ class Tracker:
         experiment: experiment name; one per study.
         artifact_dir: where a new experiment keeps artifacts when the backend is local
             SQLite (ignored for a tracking server, which decides itself).
-        enabled: ``False`` makes every call a no-op (tracking off).
+    Tracking off is :class:`NullTracker` (:func:`open_tracker` picks).
     """
+
+    enabled = True
 
     def __init__(
         self,
         uri: str,
         experiment: str,
         artifact_dir: str | Path | None = None,
-        enabled: bool = True,
     ) -> None:
         self.uri = uri
-        self.enabled = enabled
         self.experiment_name = experiment
         self.experiment_id = ""
         self.parent_run_id = ""
         #: Artifact URI of each trial run started here and not yet given its texts.
         self._artifact_uris: dict[str, str] = {}
-        if not enabled:
-            return
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
@@ -342,8 +340,6 @@ class Tracker:
 
     def start_study(self, study_name: str, params: Mapping[str, Any], config_yaml: str) -> str:
         """Find or create the study's single parent run (shared by resumes and workers)."""
-        if not self.enabled:
-            return ""
         existing = self._parent_runs(study_name)
         if existing:
             self.parent_run_id = existing[0]
@@ -376,7 +372,7 @@ class Tracker:
         return [r.info.run_id for r in runs]
 
     def end_study(self, status: str = "FINISHED") -> None:
-        if self.enabled and self.parent_run_id:
+        if self.parent_run_id:
             self._client.set_terminated(self.parent_run_id, status=status)
 
     def start_trial(
@@ -387,8 +383,6 @@ class Tracker:
         metrics: Mapping[str, float] | None = None,
     ) -> str:
         """Create the child run of trial ``number`` with its sampled parameters (and costs)."""
-        if not self.enabled:
-            return ""
         all_tags = {
             "mlflow.parentRunId": self.parent_run_id,
             STUDY_TAG: tags.get(STUDY_TAG, ""),
@@ -414,7 +408,7 @@ class Tracker:
 
         NaN/inf metrics are skipped: MLflow stores them poorly and they carry no information.
         """
-        if not self.enabled or not run_id:
+        if not run_id:
             return
         from mlflow.entities import Metric, Param, RunTag
 
@@ -441,12 +435,12 @@ class Tracker:
         self.log(run_id, tags=tags)
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
-        if self.enabled and run_id:
+        if run_id:
             self._client.log_text(run_id, text, artifact_file)
 
     def log_texts(self, run_id: str, texts: Mapping[str, str]) -> None:
         """Log several small text files (name -> content) at the run's artifact root, in one upload."""
-        if not (self.enabled and run_id and texts):
+        if not (run_id and texts):
             return
         import tempfile
 
@@ -467,7 +461,7 @@ class Tracker:
             self._client.log_artifacts(run_id, tmp)
 
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
-        if self.enabled and run_id:
+        if run_id:
             self._client.log_artifact(run_id, str(path), artifact_path)
 
     def end_trial(
@@ -485,14 +479,12 @@ class Tracker:
             step: the metric step of ``metrics``; a metric also logged per epoch must not be
                 logged again here at another step, or its chart gains a point no epoch made.
         """
-        if self.enabled and run_id:
+        if run_id:
             self.log(run_id, metrics=metrics, tags=tags, step=step)
             self._client.set_terminated(run_id, status=status)
 
     def trial_runs(self, study_name: str, running_only: bool = False) -> dict[int, str]:
         """Trial number -> child run id, for every trial of the study logged so far (or still RUNNING)."""
-        if not self.enabled:
-            return {}
         out: dict[int, str] = {}
         token = None
         running = " and attributes.status = 'RUNNING'" if running_only else ""

@@ -19,6 +19,7 @@ import archsearch as A
 from archsearch.errors import ConfigError
 from archsearch.net.cost import analyze
 from archsearch.net.model import build
+from archsearch.results.tracking import NullTracker
 from archsearch.search.fidelity import FidelitySettings
 from archsearch.search.space import load_space, space_from_dict
 from archsearch.search.supernet_fidelity import SUPERNET_ATTR, SupernetFidelity
@@ -341,11 +342,6 @@ def _fidelity(tmp: Path, grace: int = 30) -> tuple[SupernetFidelity, Any, Any]:
     return fidelity, study, StorageLock(storage)
 
 
-class _NoTracker:
-    def log_metrics(self, *_a: Any, **_k: Any) -> None: ...
-    def log_artifact(self, *_a: Any, **_k: Any) -> None: ...
-
-
 def test_a_worker_waits_for_the_one_training_the_supernet_and_then_loads_it(tmp_path: Path) -> None:
     trainer_side, study, lock = _fidelity(tmp_path)
     waiter, _, _ = _fidelity(tmp_path)
@@ -355,11 +351,11 @@ def test_a_worker_waits_for_the_one_training_the_supernet_and_then_loads_it(tmp_
 
     def other_worker() -> None:
         time.sleep(1.5)
-        trainer_side._train(study, _NoTracker(), "", "other:1")  # type: ignore[arg-type]
+        trainer_side._train(study, NullTracker(), "", "other:1")
 
     thread = threading.Thread(target=other_worker)
     thread.start()
-    waiter.prepare(study, lock, _NoTracker(), "")  # type: ignore[arg-type]
+    waiter.prepare(study, lock, NullTracker(), "")
     thread.join()
     assert any("waiting for worker other:1" in line for line in lines)
     assert study.user_attrs[SUPERNET_ATTR]["owner"] == "other:1"
@@ -379,7 +375,7 @@ def test_a_dead_workers_claim_is_taken_over_and_its_training_resumed(tmp_path: P
             "fingerprint": fidelity.fingerprint,
         },
     )
-    fidelity.prepare(study, lock, _NoTracker(), "")  # type: ignore[arg-type]
+    fidelity.prepare(study, lock, NullTracker(), "")
     assert any("worker dead:9 stopped" in line for line in lines)
     assert study.user_attrs[SUPERNET_ATTR]["state"] == "ready"
     assert fidelity.checkpoint.is_file()
