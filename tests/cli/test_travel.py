@@ -4,7 +4,6 @@ printed commands run there."""
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import subprocess
@@ -15,7 +14,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.cli.test_reproduce import _run  # the CLI as a subprocess, with this checkout on the path
+
 SWEEP = [
     "+sweep=fire",
     "data=synthetic",
@@ -29,11 +29,6 @@ SWEEP = [
     "+sweep.fit._target_=archsearch.testing.FixedCostFit",
     "+sweep.fit.seconds=0",
 ]
-
-
-def _run(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
