@@ -5,10 +5,10 @@
 #   bash benchmarks/showcase_fashion_mnist.sh OUT_DIR            # default: about 2 hours, 2 cores
 #   SCALE=small bash benchmarks/showcase_fashion_mnist.sh OUT_DIR # about 5 min: checks the pipeline
 #   PYTHON=/path/to/python SEED=1 bash benchmarks/showcase_fashion_mnist.sh OUT_DIR
-#   SEARCH_SECONDS=1200 FINAL_EPOCHS=25 SUBSET=20000 MAX_MEMBERS=0 bash ... OUT_DIR  # overrides
+#   SEARCH_EPOCHS=900 FINAL_EPOCHS=25 SUBSET=20000 MAX_MEMBERS=0 bash ... OUT_DIR  # overrides
 #
 # The finalize time grows with the number of members, which the search decides: the default
-# finalizes at most MAX_MEMBERS=4 of them (spread over the front's parameter range; 0: all),
+# finalizes at most MAX_MEMBERS=4 of them (spread over the front's log-parameter range; 0: all),
 # 12 epochs of 54,000 images on two threads each: ~7 min for a 33K net, ~20 min at 113K. SKIP_SEARCH=1 reruns
 # only the selection, finalize and the report on OUT_DIR's study (members already finalized with
 # the same settings are skipped), e.g. after an interrupted finalize.
@@ -16,7 +16,8 @@
 # Steps (every step's raw output stays under OUT_DIR):
 #   1. search (`+sweep=fire`, objectives val_acc and params, params <= 113K checked before
 #      training) at reduced fidelity: a training subset and successive halving, within a
-#      wall-clock budget (study.timeout);
+#      budget of training epochs (study.max_epochs: work done, so load cannot change how much
+#      the search sees; study.timeout only guards against a runaway);
 #   2. finalize the members of that front (all <= 113K parameters by the constraint; at most
 #      MAX_MEMBERS of them, see above) from scratch on the full training split (54,000 images;
 #      6,000 held out for validation) with the recipe benchmarks/finalize_recipes.py chose on
@@ -41,19 +42,20 @@ max_params=113000   # the README table's "2 Conv ~113K parameters" entry: the si
 
 case "$scale" in
     default)
-        # Budget on the 2-core build machine: 45 min of search, ~60 min of finalize.
+        # Budget on the idle 2-core build machine: ~45 min of search, ~40 min of finalize.
         # Search: the default sampler (cost_aware), 10,000 images, 6 epochs per candidate with a
         # rung at 2 (eta 3), so most candidates cost two 10k-image epochs (~20 s) and only the
         # promising third 6. The warm-up is cut to 10% (0.6 epochs) so that the rung falls after
         # it: inside a warm-up, accuracy barely ranks networks (FidelitySettings.rungs_in_warmup).
-        subset=10000; search_epochs=6; rungs='[2]'; warmup=0.1; search_seconds=2700; n_trials=1000
+        # 480 epochs of 10,000 images: the loaded run of the last round finished 362 in 45 min.
+        subset=10000; search_epochs=6; rungs='[2]'; warmup=0.1; budget_epochs=480; n_trials=1000
         # Finalize: 12 epochs of the plain trainer (benchmarks/finalize_recipes.py: a 32.7K net
         # converges to 92.0% test in 812 CPU s); up to 4 members.
         final_epochs=12; final_max_seconds=null; max_members=4
         ;;
     small)
         # Checks every step end to end in ~5 minutes; the figures mean nothing at this scale.
-        subset=2000; search_epochs=3; rungs='[1]'; warmup=0.1; search_seconds=60; n_trials=12
+        subset=2000; search_epochs=3; rungs='[1]'; warmup=0.1; budget_epochs=12; n_trials=12
         # A time cap per finalized member (trainer.max_seconds stops cleanly mid-epoch): one
         # full-split epoch alone took minutes per member on the busy 2-core machine.
         final_epochs=1; final_max_seconds=30; max_members=2
@@ -66,10 +68,12 @@ esac
 
 # Overrides for a later, tuned run (the scale's values otherwise).
 subset="${SUBSET:-$subset}"
-search_seconds="${SEARCH_SECONDS:-$search_seconds}"
+budget_epochs="${SEARCH_EPOCHS:-$budget_epochs}"
 final_epochs="${FINAL_EPOCHS:-$final_epochs}"
 max_members="${MAX_MEMBERS:-$max_members}"
 
+# A wall-clock guard only: the epoch budget ends the search long before it on an idle machine.
+guard_seconds=$((budget_epochs * 15))
 storage="sqlite:///$out/optuna.db"
 common=(
     data=fashion_mnist "seed=$seed" "study.storage=$storage"
@@ -80,11 +84,11 @@ start=$(date +%s)
 if [[ "${SKIP_SEARCH:-0}" == 1 ]]; then
     echo "== search: skipped (SKIP_SEARCH=1), using the study in $out"
 else
-    echo "== search: subset $subset, $search_epochs epochs (warm-up $warmup), rungs $rungs, budget ${search_seconds}s (scale $scale)"
+    echo "== search: subset $subset, $search_epochs epochs (warm-up $warmup), rungs $rungs, budget $budget_epochs epochs (scale $scale)"
     # One worker on one thread: the fire sweep's setting (tiny nets run slower on more threads).
     "$python" -m archsearch +sweep=fire "${common[@]}" hardware=this_machine study.name=showcase \
         "data.subset=$subset" "trainer.epochs=$search_epochs" \
-        "study.n_trials=$n_trials" "study.timeout=$search_seconds" "trainer.schedule.warmup=$warmup" \
+        "study.n_trials=$n_trials" "study.max_epochs=$budget_epochs" study.timeout=$guard_seconds "trainer.schedule.warmup=$warmup" \
         '~objectives.macs' "constraints.params.max=$max_params" \
         sweep.fidelity.enabled=true "sweep.fidelity.rungs=$rungs" sweep.fidelity.eta=3 \
         "export.dir=$out/search" 2>&1 | tee "$out/search.log"
@@ -94,7 +98,7 @@ searched=$(date +%s)
 members=$(($(wc -l < "$out/search/pareto.csv") - 1))
 echo "== select: the front has $members members (all <= $max_params params); finalizing at most $max_members (0: all)"
 # Finalize retrains a study's whole front: a copy holding the chosen members (spread over the
-# parameter range) keeps the finalize within the budget whatever size of front the search left.
+# log-parameter range) keeps the finalize within the budget whatever size of front the search left.
 "$python" "$here/showcase_report.py" "$out/optuna.db" --study showcase \
     --select-into showcase_final --max-members "$max_members"
 
@@ -108,5 +112,5 @@ finalized=$(date +%s)
 echo "== report"
 "$python" "$here/showcase_report.py" "$out/optuna.db" --study showcase_final \
     --published "$here/data/fashion_mnist_published.csv" --out "$out" \
-    --note "scale $scale, seed $seed: search $((searched - start)) s (subset $subset, $search_epochs epochs, rungs $rungs), finalize $((finalized - searched)) s ($final_epochs epochs, plain trainer, full training split)"
+    --note "scale $scale, seed $seed: search $((searched - start)) s (subset $subset, $search_epochs epochs, rungs $rungs, $budget_epochs epochs in all), finalize $((finalized - searched)) s ($final_epochs epochs, plain trainer, full training split)"
 echo "total $(( $(date +%s) - start )) s; raw results: $out/search/pareto.csv, $out/final/pareto.csv, $out/optuna.db"

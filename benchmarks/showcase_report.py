@@ -92,13 +92,33 @@ def read_finalized(db: Path, study_name: str) -> list[dict[str, Any]]:
     return rows
 
 
+def spread_by_size(sizes: list[float], count: int) -> list[int]:
+    """Indices of ``count`` of the ascending ``sizes``, spread evenly over their log range.
+
+    Targets are ``count`` sizes evenly spaced in log between the smallest and the largest (both
+    always kept); each takes the nearest size (in log) not yet taken. Evenly spaced *ranks*
+    would follow where the front is dense, which is usually its small end: the last round's
+    16-member front put three of four picks under 11K parameters and none between 11K and 90K.
+    """
+    if count >= len(sizes):
+        return list(range(len(sizes)))
+    logs = [math.log(max(size, 1.0)) for size in sizes]
+    low, high = logs[0], logs[-1]
+    chosen: list[int] = []
+    for k in range(count):
+        target = low + (high - low) * k / (count - 1) if count > 1 else high
+        free = [i for i in range(len(sizes)) if i not in chosen]
+        chosen.append(min(free, key=lambda i: (abs(logs[i] - target), i)))
+    return sorted(chosen)
+
+
 def select_members(db: Path, study_name: str, into: str, max_members: int) -> None:
     """Copy at most ``max_members`` of the study's front into a new study ``into`` (same storage).
 
     Finalize retrains a study's whole front, and its time grows with the front's size, which
     the search decides; finalizing a copy holding a chosen few bounds that time. The members
-    kept are spread evenly over the front's log-parameter range (smallest and largest always
-    kept). Each copy records its search trial number as the user attr ``search_trial``.
+    kept are spread evenly over the front's log-parameter range (``spread_by_size``). Each copy
+    records its search trial number as the user attr ``search_trial``.
     """
     import optuna
 
@@ -109,9 +129,8 @@ def select_members(db: Path, study_name: str, into: str, max_members: int) -> No
     study = load_stored_study(study_name, url)
     front = sorted(front_trials(study), key=lambda t: t.user_attrs["costs"]["params"])
     if 0 < max_members < len(front):
-        # Evenly spaced ranks along the params-sorted front: log-spaced when sizes are.
-        step = (len(front) - 1) / (max_members - 1) if max_members > 1 else 0
-        front = [front[round(i * step)] for i in range(max_members)]
+        keep = spread_by_size([t.user_attrs["costs"]["params"] for t in front], max_members)
+        front = [front[i] for i in keep]
     if into in optuna.get_all_study_names(storage=url):
         old = optuna.load_study(study_name=into, storage=url)
         held = sorted(t.user_attrs.get("search_trial", -1) for t in old.trials)
