@@ -140,7 +140,7 @@ def member_context(
     if settings.init == "supernet":
         from archsearch.search.supernet_fidelity import inherited_weights
 
-        inherit = inherited_weights(study)
+        inherit = inherited_weights(study, tracking.dir)
     return MemberContext(
         study.study_name,
         data,

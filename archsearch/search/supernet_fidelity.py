@@ -287,9 +287,17 @@ class SupernetFidelity:
         }
 
 
-def inherited_weights(study: optuna.Study) -> Callable[[NetSpec, Any], None]:
+def inherited_weights(
+    study: optuna.Study, tracking_dir: Path | None = None
+) -> Callable[[NetSpec, Any], None]:
     """What loads a network's slice of the study's trained supernet into its freshly built module
     (``finalize.init=supernet``).
+
+    Args:
+        study: the searched study; its supernet claim names the checkpoint, absolute.
+        tracking_dir: the project's tracking directory now (``tracking.dir``). When the project
+            moved or was copied, the claim names the old place; the checkpoint is then read from
+            ``<tracking_dir>/supernet/`` (where :func:`checkpoint_path` put it).
 
     Raises:
         ConfigError: the study has no trained supernet, or its checkpoint file is gone.
@@ -303,7 +311,13 @@ def inherited_weights(study: optuna.Study) -> Callable[[NetSpec, Any], None]:
             f"study {study.study_name!r} has no trained supernet."
         )
     path = Path(str(claim["checkpoint"]))
+    moved = None if tracking_dir is None else Path(tracking_dir).resolve() / "supernet" / path.name
+    if not path.is_file() and moved is not None and moved.is_file():
+        path = moved
     supernet = load_supernet(path, str(claim["fingerprint"]))
     if supernet is None:
-        raise ConfigError(f"finalize.init=supernet: the study's supernet checkpoint {path} is missing.")
+        where = "" if moved is None or moved == path else f" (nor is {moved})"
+        raise ConfigError(
+            f"finalize.init=supernet: the study's supernet checkpoint {path} is missing{where}."
+        )
     return supernet.load_into

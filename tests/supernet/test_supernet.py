@@ -4,6 +4,7 @@ recalibration touches only batch-norm statistics, training resumes, workers shar
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from archsearch.net.model import build
 from archsearch.results.tracking import NullTracker
 from archsearch.search.fidelity import FidelitySettings
 from archsearch.search.space import load_space, space_from_dict
-from archsearch.search.supernet_fidelity import SUPERNET_ATTR, SupernetFidelity
+from archsearch.search.supernet_fidelity import SUPERNET_ATTR, SupernetFidelity, inherited_weights
 from archsearch.search.supernet_space import PolicyTrial, corner_specs, draw_pool, random_value
 from archsearch.storage.database import StorageLock
 from archsearch.supernet.network import Supernet, SupernetMismatch
@@ -322,6 +323,34 @@ def test_finalize_can_start_members_from_their_supernet_slices(searched: Any) ->
     got = next(s for s in seen if set(want) <= set(s) and all(s[k].shape == v.shape for k, v in want.items()))
     for key, value in want.items():
         assert torch.equal(got[key], value.detach()), key
+
+
+def test_a_moved_project_reads_its_supernet_from_its_tracking_dir(searched: Any, tmp_path: Path) -> None:
+    result, _, _ = searched
+    claim = dict(result.study.user_attrs[SUPERNET_ATTR])
+    moved = tmp_path / "moved" / "mlruns"
+    (moved / "supernet").mkdir(parents=True)
+    name = Path(claim["checkpoint"]).name
+    (moved / "supernet" / name).write_bytes(Path(claim["checkpoint"]).read_bytes())
+    study = optuna.create_study(directions=["maximize"], storage=f"sqlite:///{tmp_path / 'copy.db'}")
+    study.set_user_attr(SUPERNET_ATTR, {**claim, "checkpoint": str(tmp_path / "gone" / "supernet" / name)})
+
+    elsewhere = re.escape(str(tmp_path / "elsewhere" / "supernet" / name))
+    with pytest.raises(ConfigError, match=rf"checkpoint .*gone.* is missing \(nor is {elsewhere}\)"):
+        inherited_weights(study, tmp_path / "elsewhere")
+    with pytest.raises(ConfigError, match=r"is missing\.$"):
+        inherited_weights(study)
+    load = inherited_weights(study, moved)
+    member = result.front[0]
+    spec = A.NetSpec.from_dict(member.user_attrs["spec"])
+    model = build(spec)
+    load(spec, model)
+    state = torch.load(moved / "supernet" / name, weights_only=False)
+    supernet = Supernet(BankPlan.from_dict(state["plan"]))
+    supernet.load_state_dict(state["supernet"])
+    want = supernet.parameters_of(supernet.slots(spec))
+    got = model.state_dict()
+    assert want and all(torch.equal(got[k], v.detach()) for k, v in want.items())
 
 
 def test_finalize_from_supernet_needs_a_supernet_study(tmp_path: Path) -> None:
