@@ -195,7 +195,7 @@ def main() -> None:
     runtimes = args.runtimes.split(",")
     started = time.perf_counter()
     load_before = os.getloadavg()
-    specs = sample_specs(args.space, args.count, args.seed, input_shape)  # type: ignore[arg-type]
+    specs = sample_specs(args.space, args.count, args.seed, input_shape)
     print(
         f"{len(specs)} networks from space {args.space!r} at {args.input}, hardware {args.hardware!r}, "
         f"{args.threads} thread(s), {args.clock} clock, batch sizes {batch_sizes}",

@@ -83,7 +83,7 @@ def main() -> None:
         cfg = compose("config", overrides=overrides)
     raw = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert isinstance(raw, dict)
-    plain = TrainerSettings.from_mapping(raw)
+    plain = TrainerSettings.from_mapping({str(k): v for k, v in raw.items()})
     with_dsd = dataclasses.replace(plain, dsd=dataclasses.replace(plain.dsd, enabled=True))
     space = load_space("fire")
     print(

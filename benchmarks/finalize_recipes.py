@@ -37,7 +37,6 @@ import csv
 import dataclasses
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -208,4 +207,4 @@ def _write(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

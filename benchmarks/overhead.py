@@ -107,7 +107,8 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         data_cfg = plain(compose("config").data)
     data = load_dataset(data_cfg)
-    shape, classes = tuple(data.shape), int(data.num_classes)
+    c, h, w = data.shape
+    shape, classes = (int(c), int(h), int(w)), int(data.num_classes)
     bare, full, export, bare_cpu, full_cpu = [], [], [], [], []
     for rep in range(3):
         wall, cpu = bare_loop(n, shape, classes)

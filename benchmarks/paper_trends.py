@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 study=A.StudySettings(name=settings_name, n_trials=n),
                 trainer=A.TrainerSettings(epochs=args.epochs, threads=args.threads),
                 tracking=A.TrackingSettings(enabled=False),
-                export=A.ExportSettings(dir=str(args.out / "export" / settings_name), plots=False),
+                export=A.ExportSettings(dir=args.out / "export" / settings_name, plots=False),
                 seed=seed,
             )
             started = time.perf_counter()

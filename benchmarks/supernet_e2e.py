@@ -40,7 +40,6 @@ import csv
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -274,4 +273,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

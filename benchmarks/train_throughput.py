@@ -63,7 +63,10 @@ def baseline(model: nn.Module, data: Dataset, steps: int, batch_size: int, train
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=trainer.label_smoothing)
     loader = DataLoader(
-        TensorDataset(data.train_x, data.train_y), batch_size=batch_size, shuffle=True, drop_last=True
+        TensorDataset(torch.as_tensor(data.train_x), torch.as_tensor(data.train_y)),
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
     )
     model.train()
     done = 0
