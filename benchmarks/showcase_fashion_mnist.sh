@@ -2,16 +2,16 @@
 # Fashion-MNIST showcase: search cheaply, finalize the small end of the front properly, compare
 # with the published table of Debian's dataset-fashion-mnist README.
 #
-#   bash benchmarks/showcase_fashion_mnist.sh OUT_DIR            # default: about 2 hours, 2 cores
-#   SCALE=small bash benchmarks/showcase_fashion_mnist.sh OUT_DIR # about 5 min: checks the pipeline
+#   bash benchmarks/showcase_fashion_mnist.sh OUT_DIR            # default: about 65 min, 2 idle cores
+#   SCALE=small bash benchmarks/showcase_fashion_mnist.sh OUT_DIR # about 1 min: checks the pipeline
 #   PYTHON=/path/to/python SEED=1 bash benchmarks/showcase_fashion_mnist.sh OUT_DIR
 #   SEARCH_EPOCHS=900 FINAL_EPOCHS=25 SUBSET=20000 MAX_MEMBERS=0 bash ... OUT_DIR  # overrides
 #
 # The finalize time grows with the number of members, which the search decides: the default
 # finalizes at most MAX_MEMBERS=4 of them (spread over the front's log-parameter range; 0: all),
-# 12 epochs of 54,000 images on two threads each: ~7 min for a 33K net, ~20 min at 113K. SKIP_SEARCH=1 reruns
-# only the selection, finalize and the report on OUT_DIR's study (members already finalized with
-# the same settings are skipped), e.g. after an interrupted finalize.
+# 12 epochs of 54,000 images on two threads each: 2-7 min per member on an idle machine.
+# SKIP_SEARCH=1 reruns only the selection, finalize and the report on OUT_DIR's study (members
+# already finalized with the same settings are skipped), e.g. after an interrupted finalize.
 #
 # Steps (every step's raw output stays under OUT_DIR):
 #   1. search (`+sweep=fire`, objectives val_acc and params, params <= 113K checked before
@@ -42,19 +42,19 @@ max_params=113000   # the README table's "2 Conv ~113K parameters" entry: the si
 
 case "$scale" in
     default)
-        # Budget on the idle 2-core build machine: ~45 min of search, ~40 min of finalize.
+        # On the idle 2-core build machine: 43 min of search, 20 min of finalize (README, Results).
         # Search: the default sampler (cost_aware), 10,000 images, 6 epochs per candidate with a
         # rung at 2 (eta 3), so most candidates cost two 10k-image epochs (~20 s) and only the
         # promising third 6. The warm-up is cut to 10% (0.6 epochs) so that the rung falls after
         # it: inside a warm-up, accuracy barely ranks networks (FidelitySettings.rungs_in_warmup).
-        # 480 epochs of 10,000 images: the loaded run of the last round finished 362 in 45 min.
+        # 480 epochs of 10,000 images (an earlier, loaded run finished 362 in its 45 wall-clock minutes).
         subset=10000; search_epochs=6; rungs='[2]'; warmup=0.1; budget_epochs=480; n_trials=1000
         # Finalize: 12 epochs of the plain trainer (benchmarks/finalize_recipes.py: a 32.7K net
         # converges to 92.0% test in 812 CPU s); up to 4 members.
         final_epochs=12; final_max_seconds=null; max_members=4
         ;;
     small)
-        # Checks every step end to end in ~5 minutes; the figures mean nothing at this scale.
+        # Checks every step end to end in about a minute; the figures mean nothing at this scale.
         subset=2000; search_epochs=3; rungs='[1]'; warmup=0.1; budget_epochs=12; n_trials=12
         # A time cap per finalized member (trainer.max_seconds stops cleanly mid-epoch): one
         # full-split epoch alone took minutes per member on the busy 2-core machine.

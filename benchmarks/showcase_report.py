@@ -30,6 +30,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on the build machine
 import matplotlib.pyplot as plt
+from matplotlib.transforms import Bbox
 
 from archsearch.results.export import finalized_results, load_stored_study
 
@@ -239,6 +240,30 @@ def write_table(rows: list[dict[str, Any]], out: Path, note: str) -> str:
     return text
 
 
+def _place_labels(fig: Any, ax: Any, labels: list[tuple[str, tuple[float, float]]]) -> None:
+    """Annotate each point, trying offsets until the text covers no marker and no earlier label."""
+    offsets = [(5, 3, "left", "bottom"), (5, -3, "left", "top"), (-5, 3, "right", "bottom")]
+    offsets += [(-5, -3, "right", "top"), (0, 7, "center", "bottom"), (0, -7, "center", "top")]
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    taken: list[Any] = []
+    for line in ax.get_lines():  # every marker, with a margin
+        for xy in line.get_xydata():
+            x, y = ax.transData.transform(xy)
+            taken.append(Bbox.from_extents(x - 5, y - 5, x + 5, y + 5))
+    for text, xy in labels:
+        for k, (dx, dy, ha, va) in enumerate(offsets):
+            note = ax.annotate(
+                text, xy, fontsize=6, xytext=(dx, dy), textcoords="offset points", ha=ha, va=va
+            )
+            box = note.get_window_extent(renderer)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if k == len(offsets) - 1 or (inside and not any(box.overlaps(other) for other in taken)):
+                taken.append(box)
+                break
+            note.remove()
+
+
 def plot(rows: list[dict[str, Any]], out: Path) -> None:
     """showcase.png: test accuracy against parameters (log x), both sources."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -251,21 +276,27 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
         color="tab:blue",
         label="archsearch front, finalized",
     )
-    for i, r in enumerate(sorted(pub, key=lambda r: r["params"])):
+    # Published entries sit close together on the log axis (<100K and ~113K; 8M and 26M): each
+    # gets its own marker and a legend line instead of a label beside it.
+    markers = iter("sD^vPX*ph>")
+    colors = iter(
+        ["tab:orange", "tab:red", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive"] * 2
+    )
+    for r in sorted(pub, key=lambda r: r["params"]):
         # An upper bound ("<100K") is drawn as a left-pointing marker: the true count is smaller.
-        marker = "<" if r["params_bound"] == "<" else "s"
-        ax.plot(r["params"], r["test_acc"], marker, color="tab:orange")
-        # Neighbours on the log axis sit close together: alternate labels above and below.
-        dy = 6 if i % 2 == 0 else -12
-        xy = (r["params"], r["test_acc"])
-        ax.annotate(r["name"], xy, fontsize=6, xytext=(3, dy), textcoords="offset points")
-    ax.plot([], [], "s", color="tab:orange", label="published (dataset README)")
+        marker = "<" if r["params_bound"] == "<" else next(markers)
+        label = f"published: {r['name']}, {100 * r['test_acc']:.1f}%"
+        ax.plot(r["params"], r["test_acc"], marker, color=next(colors), linestyle="none", label=label)
     ax.set_xscale("log")
     ax.set_xlabel("parameters")
     ax.set_ylabel("Fashion-MNIST test accuracy")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=6)
     fig.tight_layout()
+    labels = [
+        (f"{r['params'] / 1000:.1f}K: {100 * r['test_acc']:.2f}%", (r["params"], r["test_acc"])) for r in ours
+    ]
+    _place_labels(fig, ax, labels)
     fig.savefig(out / "showcase.png", dpi=150)
     plt.close(fig)
 
