@@ -98,8 +98,8 @@ def spread_by_size(sizes: list[float], count: int) -> list[int]:
 
     Targets are ``count`` sizes evenly spaced in log between the smallest and the largest (both
     always kept); each takes the nearest size (in log) not yet taken. Evenly spaced *ranks*
-    would follow where the front is dense, which is usually its small end: the last round's
-    16-member front put three of four picks under 11K parameters and none between 11K and 90K.
+    would follow where the front is dense, which is usually its small end: on an earlier run's
+    16-member front they put three of four picks under 11K parameters and none between 11K and 90K.
     """
     if count >= len(sizes):
         return list(range(len(sizes)))
