@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from archsearch.cli.errors import run_cli
+from archsearch.cli.errors import run_cli, run_hydra
 from archsearch.cli.searchpath import use_user_config_dirs
 from archsearch.resources import CONF_DIR
 from archsearch.storage.database import mask_passwords
@@ -81,6 +82,33 @@ def check_overrides(overrides: list[str]) -> None:
             )
 
 
+#: The config groups among FINALIZE_KEYS (``data=fashion_mnist``, ``trainer=long``, ...).
+FINALIZE_GROUPS = ("data", "trainer", "finalize", "tracking")
+
+
+def help_text(overrides: list[str]) -> str:
+    """finalize's ``--help``: conf/finalize.yaml's header and footer around the keys and config
+    groups finalize reads. Hydra's own help would list the whole composed config, ``model``,
+    ``hardware`` and ``sampler`` included, which finalize refuses (:func:`check_overrides`).
+
+    Raises:
+        ConfigError: an override of a key finalize does not read.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    check_overrides(overrides)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="finalize"):
+        cfg = compose("finalize", overrides=overrides, return_hydra_config=True)
+        loader = GlobalHydra.instance().config_loader()
+        groups = [f"{g}: {', '.join(loader.get_group_options(g))}" for g in FINALIZE_GROUPS]
+    keys = OmegaConf.to_yaml(OmegaConf.create({k: cfg[k] for k in FINALIZE_KEYS if k in cfg}))
+    return (
+        f"{cfg.hydra.help.header}\n\n== Keys of this command, with their defaults ==\n{keys}\n"
+        f"== Config groups (group=option) ==\n" + "\n".join(groups) + f"\n\n{cfg.hydra.help.footer}"
+    )
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="finalize")
 def _entry(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
@@ -95,4 +123,9 @@ def _entry(cfg: DictConfig) -> None:
 
 def main() -> None:
     use_user_config_dirs()
+    args = sys.argv[1:]
+    if "--help" in args or "-h" in args:
+        overrides = [a for a in args if not a.startswith("-")]
+        run_hydra(lambda: print(run_cli(lambda: help_text(overrides))))  # errors: one sentence, exit 2
+        return
     _entry()

@@ -32,3 +32,34 @@ def test_help_is_the_commands_own(tmp_path: Path, command: list[str], says: str,
     for key in keys:
         assert key in done.stdout
     assert list(tmp_path.iterdir()) == []  # --help writes nothing
+
+
+def test_finalize_help_lists_only_the_keys_and_groups_it_reads(tmp_path: Path) -> None:
+    from archsearch.cli.finalize import FINALIZE_GROUPS, FINALIZE_KEYS
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "archsearch.finalize", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    done = run("data=fashion_mnist", "--help")
+    assert done.returncode == 0, done.stderr
+    keys_part = done.stdout.split("== Keys of this command, with their defaults ==")[1]
+    keys_part, groups_part = keys_part.split("== Config groups (group=option) ==")
+    top = [line.split(":")[0] for line in keys_part.splitlines() if line and not line.startswith(" ")]
+    assert top == list(FINALIZE_KEYS)  # no model, hardware, sampler or cost: finalize refuses them
+    assert "name: fashion_mnist" in keys_part  # the overrides given are applied
+    groups = [line.split(":")[0] for line in groups_part.strip().splitlines()[: len(FINALIZE_GROUPS)]]
+    assert groups == list(FINALIZE_GROUPS)
+    assert "Every key above is overridable" in done.stdout
+
+    refused = run("--help", "model=alexnet")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.startswith("error: finalize does not read 'model'")
+    unknown = run("--help", "trainer=nope")
+    assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
