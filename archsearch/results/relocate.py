@@ -189,14 +189,16 @@ def locate_artifacts(tracking_uri: str, experiment: str, artifact_dir: str | Pat
         None when there is nothing local to look for: tracking off, no store yet, no such
         experiment, or a tracking server (which keeps the artifacts itself).
     """
-    scheme = tracking_uri.split(":", 1)[0].split("+", 1)[0].lower()
-    if scheme not in ("sqlite", "postgresql", "mysql", "mssql"):
-        return None
-    if scheme == "sqlite" and not Path(tracking_uri[len("sqlite:///") :]).is_file():
-        return None  # asking MLflow would create it
-    from mlflow import MlflowClient
+    from archsearch.storage.database import (
+        DATABASE_SCHEMES,
+        missing_sqlite_file,
+        sqlite_sync_normal,
+        url_scheme,
+    )
 
-    from archsearch.storage.database import sqlite_sync_normal
+    if url_scheme(tracking_uri) not in DATABASE_SCHEMES or missing_sqlite_file(tracking_uri):
+        return None  # a tracking server, or no store yet (asking MLflow would create it)
+    from mlflow import MlflowClient
 
     sqlite_sync_normal()  # before MLflow's engine: a search asks this first, and pools its connections
     found = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment)
@@ -296,13 +298,13 @@ def _reroot(conn: sqlite3.Connection, done: Rerooted) -> None:
     if not olds:
         return
     runs = [
-        (str(uri), old)
+        ArtifactRoot(location, old, here).run_dir(str(uri))
         for location, old in olds.items()
         for (uri,) in conn.execute(
             "SELECT artifact_uri FROM runs WHERE " + _under("artifact_uri"), _at(location)
         )
     ]
-    found = sum(1 for uri, old in runs if _moved(uri, old, here).is_dir())
+    found = sum(1 for run in runs if run is not None and run.is_dir())
     if runs and not found:
         where = ", ".join(str(old) for old in olds.values())
         raise ConfigError(
@@ -335,16 +337,6 @@ def _under(column: str) -> str:
 
 def _at(location: str) -> tuple[str, str, str]:
     return (location, location, location)
-
-
-def _moved(uri: str, old: Path, here: Path) -> Path:
-    path = local_path(uri)
-    if path is None:
-        return here / "missing"
-    try:
-        return here / path.relative_to(old)
-    except ValueError:
-        return path
 
 
 def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:

@@ -126,7 +126,9 @@ def _unreachable(tracking_uri: str) -> str:
     """Why the backend cannot be asked ("" when it may be)."""
     if not tracking_uri:
         return "tracking is off, so there is no MLflow run to restore it from"
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///") :]).is_file():
+    from archsearch.storage.database import missing_sqlite_file
+
+    if missing_sqlite_file(tracking_uri):
         return f"the MLflow store {tracking_uri} does not exist (set tracking.dir or tracking.uri)"
     return ""
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from archsearch.errors import ConfigError
+from archsearch.storage.database import DATABASE_SCHEMES, url_scheme
 
 __all__ = [
     "STUDY_TAG",
@@ -32,8 +33,6 @@ ROLE_TAG = "archsearch.role"
 TRIAL_TAG = "archsearch.trial"
 #: Seconds a tracking server may take to answer /health before it counts as unreachable.
 HEALTH_TIMEOUT_S = 10
-#: MLflow backends that are a database MLflow opens itself (artifacts then go to ``artifact_dir``).
-DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 #: Where ``mlflow ui`` serves when given no ``--host``/``--port``.
 LOCAL_UI = "http://127.0.0.1:5000"
 #: MLflow 3's UI opens an experiment on its GenAI traces page unless the experiment says it
@@ -65,13 +64,8 @@ def runs_view_url(tracking_uri: str, experiment_id: str) -> str:
     GenAI layout unless the page's ``workflowType`` query says otherwise (or the browser
     remembers the other choice), so the URL asks for :data:`WORKFLOW_QUERY`.
     """
-    base = tracking_uri.rstrip("/") if _scheme(tracking_uri) in ("http", "https") else LOCAL_UI
+    base = tracking_uri.rstrip("/") if url_scheme(tracking_uri) in ("http", "https") else LOCAL_UI
     return f"{base}/#/experiments/{experiment_id}/runs?{WORKFLOW_QUERY}"
-
-
-def _scheme(uri: str) -> str:
-    """``postgresql+psycopg2://...`` -> ``postgresql``; ``sqlite:///x`` -> ``sqlite``."""
-    return uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
 
 
 OTHER_SCHEMES = ("databricks", "databricks-uc", "uc")  # hosted backends, checked by MLflow itself
@@ -84,7 +78,7 @@ def check_tracking_uri(uri: str) -> None:
     """
     from archsearch.storage.database import check_database_url, describe_url
 
-    scheme = _scheme(uri)
+    scheme = url_scheme(uri)
     if scheme in ("http", "https"):
         import urllib.error
         import urllib.request
@@ -305,7 +299,7 @@ class Tracker:
                 _own_default_experiment(store, store.parent)
             if found is None:
                 location = None
-                if _scheme(uri) in DATABASE_SCHEMES and artifact_dir is not None:
+                if url_scheme(uri) in DATABASE_SCHEMES and artifact_dir is not None:
                     location = Path(artifact_dir).resolve().as_uri()
                 try:
                     self.experiment_id = self._client.create_experiment(
@@ -332,7 +326,7 @@ class Tracker:
                 "start the server or fix tracking.uri."
             ) from None
         use_wal(uri)  # MLflow has created the tables of a new SQLite file by now
-        if found is not None and artifact_dir is not None and _scheme(uri) in DATABASE_SCHEMES:
+        if found is not None and artifact_dir is not None and url_scheme(uri) in DATABASE_SCHEMES:
             from archsearch.results.relocate import artifact_root, refuse_moved_store
 
             # A moved or copied store would log new runs' artifacts where it was written.

@@ -24,20 +24,25 @@ from typing import Any
 from archsearch.errors import ConfigError
 
 __all__ = [
+    "DATABASE_SCHEMES",
     "SERVER_BACKENDS",
     "StorageLock",
     "check_database_url",
     "describe_url",
     "is_database_url",
     "mask_passwords",
+    "missing_sqlite_file",
     "open_storage",
     "set_user_attrs",
     "sqlite_sync_normal",
     "stored_study_names",
+    "url_scheme",
     "url_without_password",
     "use_wal",
 ]
 
+#: URL schemes of databases MLflow and Optuna open themselves (not a tracking server).
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 #: Server databases a storage lock is implemented for (SQLite uses a lock file).
 SERVER_BACKENDS = ("postgresql", "mysql")
 #: One lock per storage: arbitrary, fixed, and the same in every process.
@@ -85,12 +90,22 @@ def url_without_password(url: str) -> str:
     return bare.render_as_string(hide_password=False)
 
 
+def url_scheme(url: str) -> str:
+    """``postgresql+psycopg2://...`` -> ``postgresql``; ``sqlite:///x`` -> ``sqlite``; "" for none."""
+    return url.split(":", 1)[0].split("+", 1)[0].lower() if ":" in url else ""
+
+
+def missing_sqlite_file(url: str) -> bool:
+    """True for a ``sqlite:///`` URL whose file does not exist (opening it would create it)."""
+    return url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file()
+
+
 def stored_study_names(url: str, key: str = "study.storage") -> list[str]:
     """The study names in an existing storage, read without creating it (a missing SQLite file
     would otherwise be created empty); a missing or unreadable storage is a one-sentence ConfigError."""
     import optuna
 
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
+    if missing_sqlite_file(url):
         raise ConfigError(f"{key} {url!r} does not exist; run a sweep first or fix {key}.")
     try:
         return list(optuna.get_all_study_names(storage=url))
