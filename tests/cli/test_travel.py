@@ -11,10 +11,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import optuna
 import pytest
 
-from tests.cli.test_reproduce import _run  # the CLI as a subprocess, with this checkout on the path
+# The CLI as a subprocess with this checkout on the path, and the sweep's stored study.
+from tests.cli.test_reproduce import _run, _study
 
 SWEEP = [
     "+sweep=fire",
@@ -57,10 +57,6 @@ def moved(original: Path, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
 def _printed(stdout: str, header: str) -> list[str]:
     lines = stdout.splitlines()
     return shlex.split(lines[next(i for i, line in enumerate(lines) if line.startswith(header)) + 1])
-
-
-def _study(where: Path) -> optuna.Study:
-    return optuna.load_study(study_name="fire", storage=f"sqlite:///{where / 'mlruns' / 'optuna.db'}")
 
 
 @pytest.mark.slow
