@@ -21,7 +21,26 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["optimize_loop", "population_size", "set_user_attrs_in_one_write", "study_trials", "trial_id"]
+__all__ = [
+    "CACHED_BACKEND_CALLS",
+    "optimize_loop",
+    "population_size",
+    "set_user_attrs_in_one_write",
+    "study_trials",
+    "trial_id",
+]
+
+
+#: RDBStorage's private methods that Optuna's caching wrapper (``_CachedStorage``, through which
+#: every study on an RDBStorage reads and writes) calls instead of their public twins. A wrapper
+#: of RDBStorage's public methods alone (archsearch.storage.outage) misses these calls.
+CACHED_BACKEND_CALLS = (
+    "_create_new_trial",
+    "_set_trial_param",
+    "_get_best_trial_id",
+    "_get_trials",
+    "_get_stale_trial_ids",
+)
 
 
 def trial_id(trial: optuna.Trial | FrozenTrial) -> int:

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 import optuna
 
 from archsearch.errors import StorageUnreachable, causes
+from archsearch.storage.optuna_compat import CACHED_BACKEND_CALLS
 
 __all__ = ["BACKOFF_S", "OutageTolerantStorage", "retry_lost_connection", "ride_out_outages"]
 
@@ -207,5 +208,6 @@ for _name in (
     "set_trial_state_values",
     "set_trial_system_attr",
     "set_trial_user_attr",
+    *CACHED_BACKEND_CALLS,  # what a study's caching wrapper calls on it, which the names above miss
 ):
     setattr(OutageTolerantStorage, _name, _tolerant(_name))

@@ -157,3 +157,22 @@ def test_population_size_reads_nsga_samplers_and_nothing_else() -> None:
     assert optuna_compat.population_size(optuna.samplers.NSGAIISampler(population_size=12)) == 12
     assert optuna_compat.population_size(optuna.samplers.NSGAIIISampler(population_size=14)) == 14
     assert optuna_compat.population_size(optuna.samplers.TPESampler()) is None
+
+
+def test_the_outage_wrapper_covers_every_private_call_the_cached_storage_makes() -> None:
+    """A study on an RDBStorage reads through Optuna's _CachedStorage, which calls some of the
+    backend's private methods (``_get_trials`` for ``study.get_trials``): a lost connection there
+    must be retried like one in a public call (a database outage killed a worker otherwise)."""
+    import inspect
+    import re
+
+    from optuna.storages import _cached_storage
+
+    from archsearch.storage.outage import OutageTolerantStorage
+
+    called = set(re.findall(r"self\._backend\.(_\w+)\(", inspect.getsource(_cached_storage)))
+    assert called == set(optuna_compat.CACHED_BACKEND_CALLS)
+    for name in optuna_compat.CACHED_BACKEND_CALLS:
+        wrapped = getattr(OutageTolerantStorage, name)
+        assert wrapped is not getattr(optuna.storages.RDBStorage, name)
+        assert wrapped.__wrapped__ is getattr(optuna.storages.RDBStorage, name)
